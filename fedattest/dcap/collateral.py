@@ -114,4 +114,3 @@ def _crl_der(raw: bytes, key: str) -> bytes:
         except ValueError:
             raise CollateralError(f"collateral.{key} is not a valid PEM CRL") from None
     return raw
-

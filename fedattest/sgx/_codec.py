@@ -27,7 +27,7 @@ class Reader:
     def remaining(self) -> int:
         return len(self._data) - self._pos
 
-    def bytes(self, n: int, field: str) -> bytes:
+    def take(self, n: int, field: str) -> bytes:
         if n < 0 or self._pos + n > len(self._data):
             raise FormatError(
                 f"{self._where}.{field}",
@@ -38,13 +38,13 @@ class Reader:
         return out
 
     def u16(self, field: str) -> int:
-        return int.from_bytes(self.bytes(2, field), "little")
+        return int.from_bytes(self.take(2, field), "little")
 
     def u32(self, field: str) -> int:
-        return int.from_bytes(self.bytes(4, field), "little")
+        return int.from_bytes(self.take(4, field), "little")
 
     def u64(self, field: str) -> int:
-        return int.from_bytes(self.bytes(8, field), "little")
+        return int.from_bytes(self.take(8, field), "little")
 
     def rest(self) -> bytes:
         out = self._data[self._pos :]

@@ -93,8 +93,8 @@ class QuoteHeader:
             tee_type=r.u32("tee_type"),
             qe_svn=r.u16("qe_svn"),
             pce_svn=r.u16("pce_svn"),
-            qe_vendor_id=r.bytes(16, "qe_vendor_id"),
-            user_data=r.bytes(20, "user_data"),
+            qe_vendor_id=r.take(16, "qe_vendor_id"),
+            user_data=r.take(20, "user_data"),
         )
 
     def to_bytes(self) -> bytes:
@@ -142,22 +142,22 @@ class ReportBody:
 
     @classmethod
     def _read(cls, r: Reader) -> ReportBody:
-        cpu_svn = r.bytes(16, "cpu_svn")
+        cpu_svn = r.take(16, "cpu_svn")
         misc_select = r.u32("misc_select")
-        reserved1 = r.bytes(12, "reserved1")
-        isv_ext_prod_id = r.bytes(16, "isv_ext_prod_id")
-        attributes = r.bytes(16, "attributes")
-        mr_enclave = r.bytes(32, "mr_enclave")
-        reserved2 = r.bytes(32, "reserved2")
-        mr_signer = r.bytes(32, "mr_signer")
-        reserved3 = r.bytes(32, "reserved3")
-        config_id = r.bytes(64, "config_id")
+        reserved1 = r.take(12, "reserved1")
+        isv_ext_prod_id = r.take(16, "isv_ext_prod_id")
+        attributes = r.take(16, "attributes")
+        mr_enclave = r.take(32, "mr_enclave")
+        reserved2 = r.take(32, "reserved2")
+        mr_signer = r.take(32, "mr_signer")
+        reserved3 = r.take(32, "reserved3")
+        config_id = r.take(64, "config_id")
         isv_prod_id = r.u16("isv_prod_id")
         isv_svn = r.u16("isv_svn")
         config_svn = r.u16("config_svn")
-        reserved4 = r.bytes(42, "reserved4")
-        isv_family_id = r.bytes(16, "isv_family_id")
-        report_data = r.bytes(64, "report_data")
+        reserved4 = r.take(42, "reserved4")
+        isv_family_id = r.take(16, "isv_family_id")
+        report_data = r.take(64, "report_data")
         return cls(
             cpu_svn=cpu_svn,
             misc_select=misc_select,
@@ -286,7 +286,7 @@ class TdReport:
     def _read(cls, r: Reader, v15: bool) -> TdReport:
         values: dict[str, bytes] = {}
         for name, size in _TD10_FIELDS + (_TD15_EXTRA if v15 else ()):
-            values[name] = r.bytes(size, name)
+            values[name] = r.take(size, name)
         return cls(**values)
 
     def to_bytes(self) -> bytes:
@@ -316,7 +316,7 @@ class CertificationData:
     def _read(cls, r: Reader) -> CertificationData:
         ctype = r.u16("certification_data.type")
         size = r.u32("certification_data.size")
-        data = r.bytes(size, "certification_data.data")
+        data = r.take(size, "certification_data.data")
         return cls(ctype, data)
 
     def to_bytes(self) -> bytes:
@@ -342,7 +342,8 @@ def _require_pck_chain(cert: CertificationData, where: str) -> None:
             " so that the QE includes certification data type 5)"
         )
     raise UnsupportedFormatError(
-        f"{where}.type", f"certification data type {cert.type} ({name}) is not supported, expected 5 (PCK certificate chain){hint}"
+        f"{where}.type",
+        f"certification data type {cert.type} ({name}) is not supported, expected 5 (PCK certificate chain){hint}",
     )
 
 
@@ -358,10 +359,10 @@ class QeCertification:
 
     @classmethod
     def _read(cls, r: Reader) -> QeCertification:
-        qe_report = ReportBody._read(Reader(r.bytes(SGX_REPORT_BODY_SIZE, "qe_report"), "quote.signature_data.qe_report"))
-        qe_report_signature = r.bytes(ECDSA_SIGNATURE_SIZE, "qe_report_signature")
+        qe_report = ReportBody._read(Reader(r.take(SGX_REPORT_BODY_SIZE, "qe_report"), "quote.signature_data.qe_report"))
+        qe_report_signature = r.take(ECDSA_SIGNATURE_SIZE, "qe_report_signature")
         auth_size = r.u16("qe_auth_data.size")
-        qe_auth_data = r.bytes(auth_size, "qe_auth_data.data")
+        qe_auth_data = r.take(auth_size, "qe_auth_data.data")
         cert = CertificationData._read(r)
         _require_pck_chain(cert, "quote.signature_data.certification_data")
         return cls(qe_report, qe_report_signature, qe_auth_data, cert)
@@ -406,7 +407,7 @@ class Quote:
             raise FormatError("quote", "expected bytes")
         data = bytes(data)
         r = Reader(data, "quote")
-        header = QuoteHeader._read(Reader(r.bytes(HEADER_SIZE, "header"), "quote.header"))
+        header = QuoteHeader._read(Reader(r.take(HEADER_SIZE, "header"), "quote.header"))
         if header.version not in (3, 4, 5):
             raise UnsupportedFormatError("quote.header.version", f"version {header.version} is not supported (3, 4 or 5)")
         if header.attestation_key_type != AttestationKeyType.ECDSA_P256:
@@ -436,16 +437,16 @@ class Quote:
             if body_size != expected[1]:
                 raise FormatError("quote.body_size", f"body type {body_type} is {expected[1]} bytes, size says {body_size}")
         if header.tee_type == TeeType.SGX:
-            body = ReportBody._read(Reader(r.bytes(SGX_REPORT_BODY_SIZE, "body"), "quote.body"))
+            body = ReportBody._read(Reader(r.take(SGX_REPORT_BODY_SIZE, "body"), "quote.body"))
         else:
             v15 = body_type == BodyType.TD_REPORT15
             size = TD_REPORT15_SIZE if v15 else TD_REPORT10_SIZE
-            body = TdReport._read(Reader(r.bytes(size, "body"), "quote.body"), v15)
+            body = TdReport._read(Reader(r.take(size, "body"), "quote.body"), v15)
 
         sig_len = r.u32("signature_data_len")
-        sig = Reader(r.bytes(sig_len, "signature_data"), "quote.signature_data")
-        quote_signature = sig.bytes(ECDSA_SIGNATURE_SIZE, "quote_signature")
-        attestation_key = sig.bytes(ECDSA_KEY_SIZE, "attestation_key")
+        sig = Reader(r.take(sig_len, "signature_data"), "quote.signature_data")
+        quote_signature = sig.take(ECDSA_SIGNATURE_SIZE, "quote_signature")
+        attestation_key = sig.take(ECDSA_KEY_SIZE, "attestation_key")
         if header.version == 3:
             qe = QeCertification._read(sig)
         else:
@@ -457,7 +458,7 @@ class Quote:
                     "quote.signature_data.certification_data.type",
                     "a version 4/5 quote must wrap its PCK chain in certification data type 6",
                 )
-            inner = Reader(sig.bytes(outer_size, "certification_data.data"), "quote.signature_data.qe_report_certification_data")
+            inner = Reader(sig.take(outer_size, "certification_data.data"), "quote.signature_data.qe_report_certification_data")
             qe = QeCertification._read(inner)
             if inner.remaining:
                 raise FormatError(
@@ -465,7 +466,9 @@ class Quote:
                     f"{inner.remaining} bytes inside type-6 certification data follow the PCK chain",
                 )
         if sig.remaining:
-            raise FormatError("quote.signature_data_len", f"{sig.remaining} bytes of signature data follow the certification data")
+            raise FormatError(
+                "quote.signature_data_len", f"{sig.remaining} bytes of signature data follow the certification data"
+            )
         trailer = r.rest()
         if trailer.strip(b"\x00"):
             raise FormatError("quote", f"{len(trailer)} bytes after the end of the quote are not zero padding")

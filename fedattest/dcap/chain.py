@@ -1,0 +1,167 @@
+"""X.509 certificate-chain and CRL checks for DCAP collateral and PCK chains.
+
+DCAP chains have a fixed, short shape (root -> [PCK CA] -> leaf), so we check them directly instead of
+through a general path builder: ``cryptography``'s web-PKI verifier needs SANs and EKUs that Intel's
+certificates do not carry. Time-independent checks (names, signatures, CA constraints, revocation)
+are separate from the validity windows, so a verifier can cache the former and re-check the latter at
+every verification time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from fedattest.errors import VerificationError
+
+
+@dataclass(frozen=True)
+class Window:
+    """A validity window that must contain the verification time."""
+
+    what: str
+    step: str
+    not_before: datetime
+    not_after: datetime
+
+    def check(self, at: datetime) -> None:
+        if at < self.not_before:
+            raise VerificationError(
+                self.step,
+                f"{self.what} is not yet valid at {at:%Y-%m-%dT%H:%M:%SZ} (valid from {self.not_before:%Y-%m-%dT%H:%M:%SZ})",
+            )
+        if at > self.not_after:
+            raise VerificationError(
+                self.step,
+                f"{self.what} expired at {self.not_after:%Y-%m-%dT%H:%M:%SZ} (verification time {at:%Y-%m-%dT%H:%M:%SZ})",
+            )
+
+
+def cert_window(cert: x509.Certificate, what: str, step: str) -> Window:
+    return Window(what, step, cert.not_valid_before_utc, cert.not_valid_after_utc)
+
+
+def crl_window(crl: x509.CertificateRevocationList, what: str, step: str) -> Window:
+    next_update = crl.next_update_utc
+    if next_update is None:
+        raise VerificationError(step, f"{what} has no nextUpdate")
+    return Window(what, step, crl.last_update_utc, next_update)
+
+
+def load_pem_chain(pem: str | bytes, what: str, step: str) -> list[x509.Certificate]:
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise VerificationError(step, f"{what} is not a valid PEM certificate chain: {exc}") from None
+    return certs
+
+
+def load_crl(der: bytes, what: str, step: str) -> x509.CertificateRevocationList:
+    try:
+        return x509.load_der_x509_crl(der)
+    except ValueError as exc:
+        raise VerificationError(step, f"{what} is not a valid DER CRL: {exc}") from None
+
+
+def same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:
+    return a.public_bytes(Encoding.DER) == b.public_bytes(Encoding.DER)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(bc.ca)
+
+
+def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str, step: str) -> None:
+    """``cert`` names ``issuer`` as its issuer, is signed by its key, and ``issuer`` may sign certificates."""
+    if cert.issuer != issuer.subject:
+        raise VerificationError(
+            step, f"{what}: issuer {cert.issuer.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}"
+        )
+    if not _is_ca(issuer):
+        raise VerificationError(step, f"{what}: issuer {issuer.subject.rfc4514_string()!r} is not a CA (basicConstraints)")
+    ku = _key_usage(issuer)
+    if ku is not None and not ku.key_cert_sign:
+        raise VerificationError(step, f"{what}: issuer {issuer.subject.rfc4514_string()!r} may not sign certificates (keyUsage)")
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError) as exc:
+        raise VerificationError(
+            step, f"{what}: signature does not verify under {issuer.subject.rfc4514_string()!r} ({exc or 'invalid signature'})"
+        ) from None
+
+
+def check_crl_issued_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str, step: str) -> None:
+    if crl.issuer != issuer.subject:
+        raise VerificationError(
+            step, f"{what}: issuer {crl.issuer.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}"
+        )
+    ku = _key_usage(issuer)
+    if ku is not None and not ku.crl_sign:
+        raise VerificationError(step, f"{what}: issuer {issuer.subject.rfc4514_string()!r} may not sign CRLs (keyUsage)")
+    pub = issuer.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or not crl.is_signature_valid(pub):
+        raise VerificationError(step, f"{what}: signature does not verify under {issuer.subject.rfc4514_string()!r}")
+
+
+def check_not_revoked(cert: x509.Certificate, crl: x509.CertificateRevocationList, what: str) -> None:
+    if crl.issuer != cert.issuer:
+        raise VerificationError(
+            "revocation", f"{what}: the CRL for it is issued by {crl.issuer.rfc4514_string()!r}, not by its issuer"
+        )
+    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    if entry is not None:
+        raise VerificationError(
+            "revocation", f"{what} (serial {cert.serial_number:x}) is revoked since {entry.revocation_date_utc:%Y-%m-%d}"
+        )
+
+
+def check_self_signed_root(root: x509.Certificate) -> None:
+    check_issued_by(root, root, "trust root", "trust_root")
+
+
+def ec_public_key(cert: x509.Certificate, what: str, step: str) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise VerificationError(step, f"{what} does not have a P-256 key")
+    return key
+
+
+def verify_raw_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes) -> bool:
+    """Verify a raw r||s (64-byte) ECDSA-P256-SHA256 signature."""
+    if len(signature) != 64:
+        return False
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    if r == 0 or s == 0:
+        return False
+    try:
+        key.verify(utils.encode_dss_signature(r, s), data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def raw_p256_key(raw: bytes) -> ec.EllipticCurvePublicKey | None:
+    """A P-256 public key from the quote's raw 64-byte x||y, or None if it is not a curve point."""
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + raw)
+    except ValueError:
+        return None
