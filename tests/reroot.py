@@ -1,0 +1,193 @@
+"""Re-root real evidence under a test PKI, so every verifier check can be driven to fail on purpose.
+
+The quote signature is made by the platform's attestation key, which no certificate covers: only the
+QE report is signed by the PCK key. So a real quote can be moved under a fresh test root by issuing a
+new PCK certificate (same SGX extension, new key), re-signing the QE report with it, and re-issuing
+and re-signing all collateral. The quote body, attestation key and quote signature stay Intel's.
+Tests then edit one thing (a TCB level, the QE identity, a CRL entry, a date) and check that the
+verifier rejects at exactly the step that covers it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.x509.oid import NameOID
+
+from fedattest.dcap.collateral import Collateral
+from fedattest.sgx.pck_extension import SGX_EXTENSION_OID
+from fedattest.sgx.quote import CertificationData, EcdsaSignatureData, QeCertification, Quote
+
+Json = dict[str, Any]
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedattest tests"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
+
+
+def sign_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+@dataclass
+class TestPki:
+    """A root, a PCK CA, a TCB signer and their CRLs, valid around ``at``."""
+
+    at: datetime
+    root_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    ca_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    tcb_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    pck_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+
+    def __post_init__(self) -> None:
+        self.root = self._cert(_name("Test SGX Root CA"), self.root_key, self.root_key, None, ca=True)
+        self.ca = self._cert(_name("Test SGX PCK Processor CA"), self.ca_key, self.root_key, self.root, ca=True)
+        self.tcb = self._cert(_name("Test SGX TCB Signing"), self.tcb_key, self.root_key, self.root, ca=False)
+
+    def _cert(
+        self,
+        subject: x509.Name,
+        key: ec.EllipticCurvePrivateKey,
+        issuer_key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Certificate | None,
+        *,
+        ca: bool,
+        extra: list[x509.ExtensionType] | None = None,
+        serial: int | None = None,
+        not_after: datetime | None = None,
+    ) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(serial or x509.random_serial_number())
+            .not_valid_before(self.at - timedelta(days=365))
+            .not_valid_after(not_after or self.at + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=not ca,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=ca,
+                    crl_sign=ca,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )  # fmt: skip
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        )
+        for ext in extra or []:
+            b = b.add_extension(ext, critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def pck(self, sgx_extension_der: bytes, *, serial: int = 0x5EC7, not_after: datetime | None = None) -> x509.Certificate:
+        ext = x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_extension_der)
+        return self._cert(
+            _name("Test SGX PCK Certificate"),
+            self.pck_key,
+            self.ca_key,
+            self.ca,
+            ca=False,
+            extra=[ext],
+            serial=serial,
+            not_after=not_after,
+        )
+
+    def crl(
+        self, issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, revoked: list[int], *, this: datetime, nxt: datetime
+    ) -> bytes:
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(issuer.subject)
+            .last_update(this)
+            .next_update(nxt)
+            .add_extension(x509.CRLNumber(1), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+        )
+        for serial in revoked:
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this).build())
+        return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def pem(*certs: x509.Certificate) -> str:
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+
+
+@dataclass
+class Rerooted:
+    quote: bytes
+    collateral: Collateral
+    root_der: bytes
+    pki: TestPki
+
+
+def reroot(
+    quote: bytes,
+    collateral: Collateral,
+    at: int,
+    *,
+    edit_tcb_info: Callable[[Json], Json] | None = None,
+    edit_qe_identity: Callable[[Json], Json] | None = None,
+    edit_qe_report: Callable[[Any], Any] | None = None,
+    revoke_pck: bool = False,
+    revoke_ca: bool = False,
+    pck_not_after: datetime | None = None,
+    crl_window: tuple[datetime, datetime] | None = None,
+) -> Rerooted:
+    """Move a real quote and its collateral under a fresh test root, applying the given edits."""
+    when = datetime.fromtimestamp(at, UTC)
+    pki = TestPki(when)
+    q = Quote.parse(quote)
+    real_pck = x509.load_pem_x509_certificates(q.pck_chain_pem)[0]
+    ext_der = real_pck.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value.value
+    pck_cert = pki.pck(ext_der, not_after=pck_not_after)
+
+    qe_report = q.signature.qe.qe_report
+    if edit_qe_report is not None:
+        qe_report = edit_qe_report(qe_report)
+    chain_pem = pem(pck_cert, pki.ca, pki.root).encode() + b"\x00"
+    qe = QeCertification(
+        qe_report=qe_report,
+        qe_report_signature=sign_raw(pki.pck_key, qe_report.to_bytes()),
+        qe_auth_data=q.signature.qe.qe_auth_data,
+        certification_data=CertificationData(5, chain_pem),
+    )
+    new_quote = replace(q, signature=EcdsaSignatureData(q.signature.quote_signature, q.signature.attestation_key, qe))
+
+    tcb_info = json.loads(collateral.tcb_info)
+    qe_identity = json.loads(collateral.qe_identity)
+    if edit_tcb_info is not None:
+        tcb_info = edit_tcb_info(tcb_info)
+    if edit_qe_identity is not None:
+        qe_identity = edit_qe_identity(qe_identity)
+    tcb_text = json.dumps(tcb_info, separators=(",", ":"))
+    qe_text = json.dumps(qe_identity, separators=(",", ":"))
+    this, nxt = crl_window or (when - timedelta(days=1), when + timedelta(days=30))
+    new_collateral = Collateral(
+        pck_crl_issuer_chain=pem(pki.ca, pki.root),
+        root_ca_crl=pki.crl(pki.root, pki.root_key, [pki.ca.serial_number] if revoke_ca else [], this=this, nxt=nxt),
+        pck_crl=pki.crl(pki.ca, pki.ca_key, [pck_cert.serial_number] if revoke_pck else [], this=this, nxt=nxt),
+        tcb_info_issuer_chain=pem(pki.tcb, pki.root),
+        tcb_info=tcb_text,
+        tcb_info_signature=sign_raw(pki.tcb_key, tcb_text.encode()),
+        qe_identity_issuer_chain=pem(pki.tcb, pki.root),
+        qe_identity=qe_text,
+        qe_identity_signature=sign_raw(pki.tcb_key, qe_text.encode()),
+    )
+    return Rerooted(new_quote.to_bytes(), new_collateral, pki.root.public_bytes(serialization.Encoding.DER), pki)
