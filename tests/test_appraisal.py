@@ -107,7 +107,7 @@ def test_reference_values_must_identify_code() -> None:
         ReferenceValues()
     with pytest.raises(ValidationError, match="go together"):
         ReferenceValues(mrsigner="00" * 32)  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="64 hex digits|32 bytes"):
+    with pytest.raises(ValidationError, match=r"64 hex digits|32 bytes"):
         ReferenceValues(mrenclave={"abcd"})  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="contradicts"):
         ReferenceValues(mrenclave={"00" * 32}, accept_any_code=True)  # type: ignore[arg-type]

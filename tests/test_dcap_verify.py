@@ -114,7 +114,7 @@ def test_expiry_is_enforced_even_from_a_warm_cache(name: str) -> None:
 def test_verification_time_must_be_timezone_aware() -> None:
     quote, collateral, _ = load("phala_sgx_v3")
     with pytest.raises(FedattestError, match="timezone"):
-        verify_quote(quote, collateral, at=datetime(2025, 6, 19))  # noqa: DTZ001
+        verify_quote(quote, collateral, at=datetime(2025, 6, 19))
 
 
 def test_cache_is_keyed_by_content() -> None:
