@@ -8,7 +8,6 @@ ignores fields Intel may add later, as Intel's own parser does. Pure: text in, o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -47,7 +46,8 @@ class _TcbV3(BaseModel):
 
 class _TcbLevelJson(BaseModel):
     model_config = _MODEL
-    tcb: dict[str, Any]
+    # Version 3 levels validate in the same pass as the document; version 2's flat shape is read by hand.
+    tcb: _TcbV3 | dict[str, Any]
     tcbDate: datetime  # noqa: N815 - Intel's key
     tcbStatus: TcbStatus  # noqa: N815
     advisoryIDs: list[str] = []  # noqa: N815
@@ -138,7 +138,7 @@ class TcbInfo:
     @classmethod
     def parse(cls, text: str) -> TcbInfo:
         try:
-            doc = _TcbInfoJson.model_validate(json.loads(text))
+            doc = _TcbInfoJson.model_validate_json(text)
             levels = [_level(lv, doc.version) for lv in doc.tcbLevels]
             module = None
             if doc.tdxModule is not None:
@@ -192,11 +192,13 @@ def _int(obj: dict[str, Any], key: str) -> int:
 def _level(lv: _TcbLevelJson, version: int) -> TcbLevel:
     tcb = lv.tcb
     if version >= 3:
-        t = _TcbV3.model_validate(tcb)
+        t = tcb if isinstance(tcb, _TcbV3) else _TcbV3.model_validate(tcb)  # the latter raises the precise error
         sgx = tuple(c.svn for c in t.sgxtcbcomponents)
         tdx = tuple(c.svn for c in t.tdxtcbcomponents) if t.tdxtcbcomponents is not None else None
         pcesvn = t.pcesvn
     else:
+        if not isinstance(tcb, dict):
+            raise ValueError("a version 2 TCB level has sgxtcbcompNNsvn fields, not sgxtcbcomponents")
         sgx = tuple(_int(tcb, f"sgxtcbcomp{i:02d}svn") for i in range(1, 17))
         if any(s > 255 for s in sgx):
             raise ValueError("SGX TCB component out of range")
@@ -239,7 +241,7 @@ class EnclaveIdentity:
     @classmethod
     def parse(cls, text: str) -> EnclaveIdentity:
         try:
-            doc = _QeIdentityJson.model_validate(json.loads(text))
+            doc = _QeIdentityJson.model_validate_json(text)
             if doc.version != 2:
                 raise ValueError(f"enclave identity version {doc.version} is not supported (2)")
             levels = [

@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,10 +36,10 @@ from fedattest.dcap.tcb import EnclaveIdentity, TcbInfo, evaluate_tcb
 from fedattest.dcap.trust import intel_sgx_root_ca, is_intel_root, load_trust_root
 from fedattest.errors import FedattestError, FormatError, VerificationError
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension
-from fedattest.sgx.quote import INTEL_QE_VENDOR_ID, Quote, ReportBody, TdReport, TeeType
+from fedattest.sgx.quote import ECDSA_SIGNATURE_SIZE, INTEL_QE_VENDOR_ID, Quote, ReportBody, TdReport, TeeType
 
 _COLLATERAL_CACHE_SIZE = 64
-_PCK_CACHE_SIZE = 4096
+_EVIDENCE_CACHE_SIZE = 4096
 
 
 def to_datetime(at: datetime | int | float | None) -> datetime:
@@ -62,12 +62,26 @@ class _CheckedCollateral:
     def __init__(self, collateral: Collateral, root: x509.Certificate) -> None:
         self.collateral = collateral
         self.root = root
+        # (certificate DER, issuer DER) pairs already verified: the TCB signing certificate signs both
+        # TCB info and QE identity, and the PCK CA appears in the PCK CRL chain and in every PCK chain.
+        # Certificates hash and compare by their DER encoding.
+        self._issued: set[tuple[x509.Certificate, x509.Certificate]] = set()
+        self._crl_signers: set[x509.Certificate] = set()
+        self.root_crl_issuer: x509.Name | None = None  # set with root_crl
+        self.pck_crl_issuer: x509.Name | None = None  # set with pck_crl
+
+    def issued_by(self, cert: x509.Certificate, issuer: x509.Certificate, what: str, step: str) -> None:
+        key = (cert, issuer)
+        if key not in self._issued:
+            chain.check_issued_by(cert, issuer, what, step)
+            self._issued.add(key)
 
     @cached_property
     def root_crl(self) -> tuple[x509.CertificateRevocationList, tuple[Window, ...]]:
         step = "root_ca_crl"
         crl = chain.load_crl(self.collateral.root_ca_crl, "root CA CRL", step)
         chain.check_crl_issued_by(crl, self.root, "root CA CRL", step)
+        self.root_crl_issuer = crl.issuer
         return crl, (chain.crl_window(crl, "root CA CRL", step),)
 
     def _issuer_chain(self, pem: str, what: str, step: str) -> tuple[x509.Certificate, tuple[Window, ...]]:
@@ -79,10 +93,10 @@ class _CheckedCollateral:
         signer, root = certs
         if not chain.same_cert(root, self.root):
             raise VerificationError(step, f"{what} does not end at the trust root ({root.subject.rfc4514_string()!r})")
-        chain.check_issued_by(signer, root, f"{what}: {signer.subject.rfc4514_string()!r}", step)
+        self.issued_by(signer, root, f"{what}: signer", step)
         crl, _ = self.root_crl
-        chain.check_not_revoked(signer, crl, f"{what}: {signer.subject.rfc4514_string()!r}")
-        return signer, (chain.cert_window(signer, f"{what}: certificate {signer.subject.rfc4514_string()!r}", step),)
+        chain.check_not_revoked(signer, crl, f"{what}: signer", self.root_crl_issuer)
+        return signer, (chain.cert_window(signer, f"{what}: signing certificate", step),)
 
     @cached_property
     def pck_crl(self) -> tuple[x509.CertificateRevocationList, tuple[Window, ...]]:
@@ -90,7 +104,17 @@ class _CheckedCollateral:
         signer, windows = self._issuer_chain(self.collateral.pck_crl_issuer_chain, "PCK CRL issuer chain", step)
         crl = chain.load_crl(self.collateral.pck_crl, "PCK CRL", step)
         chain.check_crl_issued_by(crl, signer, "PCK CRL", step)
+        self._crl_signers.add(signer)
+        self.pck_crl_issuer = crl.issuer
         return crl, (*windows, chain.crl_window(crl, "PCK CRL", step))
+
+    def check_pck_crl_signer(self, ca: x509.Certificate) -> None:
+        """The PCK CRL must come from this PCK CA (processor vs platform CA), not just any CA."""
+        _ = self.pck_crl
+        if ca not in self._crl_signers:
+            crl, _ = self.pck_crl
+            chain.check_crl_issued_by(crl, ca, "PCK CRL (for this quote's PCK CA)", "pck_crl")
+            self._crl_signers.add(ca)
 
     def _signed_document(self, pem: str, text: str, signature: bytes, what: str, step: str) -> tuple[Window, ...]:
         signer, windows = self._issuer_chain(pem, f"{what} issuer chain", f"{step}_chain")
@@ -117,13 +141,20 @@ class _CheckedCollateral:
 
 
 @dataclass(frozen=True)
-class _CheckedPck:
-    leaf_key: ec.EllipticCurvePublicKey
+class _CheckedEvidence:
+    """What verifying a quote's certification part established: the PCK chain and its SGX extension,
+    the QE report (signed by the PCK key, binding the attestation key, matching the QE identity) and the
+    attestation key. A function of the signature data (less the quote signature) and the collateral
+    only, so it is cached under their hashes; its validity windows are re-checked on every use."""
+
     extension: PckExtension
+    attestation_key: ec.EllipticCurvePublicKey
     windows: tuple[Window, ...]
 
 
-def _check_pck_chain(pem: bytes, checked: _CheckedCollateral) -> _CheckedPck:
+def _check_pck_chain(
+    pem: bytes, checked: _CheckedCollateral
+) -> tuple[ec.EllipticCurvePublicKey, PckExtension, tuple[Window, ...]]:
     step = "pck_chain"
     certs = chain.load_pem_chain(pem, "PCK certificate chain in the quote", step)
     if len(certs) != 3:
@@ -133,14 +164,13 @@ def _check_pck_chain(pem: bytes, checked: _CheckedCollateral) -> _CheckedPck:
     leaf, ca, root = certs
     if not chain.same_cert(root, checked.root):
         raise VerificationError(step, f"PCK certificate chain does not end at the trust root ({root.subject.rfc4514_string()!r})")
-    chain.check_issued_by(ca, root, "PCK CA certificate", step)
-    chain.check_issued_by(leaf, ca, "PCK certificate", step)
+    checked.issued_by(ca, root, "PCK CA certificate", step)
+    checked.issued_by(leaf, ca, "PCK certificate", step)
     root_crl, _ = checked.root_crl
     pck_crl, _ = checked.pck_crl
-    chain.check_not_revoked(ca, root_crl, "PCK CA certificate")
-    # The PCK CRL must come from this chain's PCK CA (processor vs platform CA), not just any CA.
-    chain.check_crl_issued_by(pck_crl, ca, "PCK CRL (for this quote's PCK CA)", "pck_crl")
-    chain.check_not_revoked(leaf, pck_crl, "PCK certificate")
+    chain.check_not_revoked(ca, root_crl, "PCK CA certificate", checked.root_crl_issuer)
+    checked.check_pck_crl_signer(ca)
+    chain.check_not_revoked(leaf, pck_crl, "PCK certificate", checked.pck_crl_issuer)
     key = chain.ec_public_key(leaf, "PCK certificate", step)
     try:
         ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
@@ -156,12 +186,18 @@ def _check_pck_chain(pem: bytes, checked: _CheckedCollateral) -> _CheckedPck:
         chain.cert_window(ca, "PCK CA certificate", step),
         chain.cert_window(leaf, "PCK certificate", step),
     )
-    return _CheckedPck(key, parsed, windows)
+    return key, parsed, windows
 
 
 def _check_windows(windows: tuple[Window, ...], at: datetime) -> None:
     for window in windows:
         window.check(at)
+
+
+@lru_cache(maxsize=16)
+def _check_anchor(der: bytes) -> None:
+    """A trust anchor is configuration, not evidence: check its self-signature once per process."""
+    chain.check_self_signed_root(x509.load_der_x509_certificate(der))
 
 
 class QuoteVerifier:
@@ -179,14 +215,14 @@ class QuoteVerifier:
             root = trust_root
         else:
             root = load_trust_root(trust_root)
-        chain.check_self_signed_root(root)
+        _check_anchor(root.public_bytes(Encoding.DER))
         self.trust_root = root
         self.simulated = not is_intel_root(root)
         self._root_sha256 = hashlib.sha256(root.public_bytes(Encoding.DER)).digest()
         self._root_window = chain.cert_window(root, "trust root", "trust_root")
         self._lock = threading.Lock()
         self._collateral: OrderedDict[bytes, _CheckedCollateral] = OrderedDict()
-        self._pck: OrderedDict[tuple[bytes, bytes], _CheckedPck] = OrderedDict()
+        self._evidence: OrderedDict[tuple[bytes, bytes], _CheckedEvidence] = OrderedDict()
 
     def _checked_collateral(self, collateral: Collateral) -> _CheckedCollateral:
         key = collateral.digest
@@ -201,31 +237,21 @@ class QuoteVerifier:
                 self._collateral.popitem(last=False)
             return checked
 
-    def _checked_pck(self, pem: bytes, checked: _CheckedCollateral) -> _CheckedPck:
-        key = (hashlib.sha256(pem).digest(), checked.collateral.digest)
-        with self._lock:
-            hit = self._pck.get(key)
-            if hit is not None:
-                self._pck.move_to_end(key)
-                return hit
-        result = _check_pck_chain(pem, checked)  # raises: failures are not cached
-        with self._lock:
-            self._pck[key] = result
-            if len(self._pck) > _PCK_CACHE_SIZE:
-                self._pck.popitem(last=False)
-        return result
-
     def verify(self, quote: bytes | Quote, collateral: Collateral, *, at: datetime | int | None = None) -> VerifiedQuote:
         """Verify ``quote`` with ``collateral`` at ``at`` (default: now). See the module docstring."""
         when = to_datetime(at)
         if isinstance(quote, Quote):
-            q, raw = quote, None
+            q = quote
+            signed = q.signed_bytes()
+            sig_blob = q.signature_data_bytes()
         else:
             raw = bytes(quote)
             q = Quote.parse(raw)
+            n = q.signed_length()
+            signed = raw[:n]
+            sig_blob = raw[n + 4 : n + 4 + int.from_bytes(raw[n : n + 4], "little")]
         if q.header.qe_vendor_id != INTEL_QE_VENDOR_ID:
             raise VerificationError("quote_header", f"QE vendor ID {q.header.qe_vendor_id.hex()} is not Intel's")
-        tdx = q.header.tee_type == TeeType.TDX
 
         # 1-2. Trust root, root CA CRL, PCK CRL.
         self._root_window.check(when)
@@ -235,59 +261,35 @@ class QuoteVerifier:
         _, pck_crl_windows = checked.pck_crl
         _check_windows(pck_crl_windows, when)
 
-        # 3. PCK certificate chain from the quote.
-        pck = self._checked_pck(q.pck_chain_pem, checked)
-        _check_windows(pck.windows, when)
-
-        # 4. TCB info.
+        # 3-8. PCK chain, TCB info, QE identity, QE report: cached per certification data + collateral.
+        # The TEE type is part of the key: steps 4-5 match the collateral's kind against it.
+        key = (
+            hashlib.sha256(q.header.tee_type.to_bytes(4, "little") + sig_blob[ECDSA_SIGNATURE_SIZE:]).digest(),
+            collateral.digest,
+        )
+        with self._lock:
+            evidence = self._evidence.get(key)
+            if evidence is not None:
+                self._evidence.move_to_end(key)
+        if evidence is None:
+            evidence = _check_evidence(q, checked, when)
+            with self._lock:
+                self._evidence[key] = evidence
+                if len(self._evidence) > _EVIDENCE_CACHE_SIZE:
+                    self._evidence.popitem(last=False)
         tcb_info, tcb_windows = checked.tcb_info
-        _check_windows(tcb_windows, when)
-        expected_id = "TDX" if tdx else "SGX"
-        if tcb_info.id != expected_id or (tdx and tcb_info.version < 3):
-            raise VerificationError(
-                "tcb_info_match", f"a {q.tee} quote needs {expected_id} TCB info, got {tcb_info.id} v{tcb_info.version}"
-            )
-        if tcb_info.fmspc != pck.extension.fmspc:
-            raise VerificationError(
-                "tcb_info_match",
-                f"TCB info is for FMSPC {tcb_info.fmspc.hex()}, the PCK certificate's is {pck.extension.fmspc.hex()}",
-            )
-        if tcb_info.pceid != pck.extension.pceid:
-            raise VerificationError(
-                "tcb_info_match",
-                f"TCB info is for PCEID {tcb_info.pceid.hex()}, the PCK certificate's is {pck.extension.pceid.hex()}",
-            )
-
-        # 5. QE identity.
         qe_identity, qe_windows = checked.qe_identity
+        _check_windows(evidence.windows, when)
+        _check_windows(tcb_windows, when)
         _check_windows(qe_windows, when)
-        expected_qe = "TD_QE" if tdx else "QE"
-        if qe_identity.id != expected_qe:
-            raise VerificationError("qe_identity_match", f"a {q.tee} quote needs a {expected_qe} identity, got {qe_identity.id}")
-
-        # 6. QE report signed by the PCK key.
-        sig = q.signature
-        qe_report = sig.qe.qe_report
-        if not chain.verify_raw_ecdsa(pck.leaf_key, sig.qe.qe_report_signature, qe_report.to_bytes()):
-            raise VerificationError("qe_report_signature", "QE report signature does not verify under the PCK certificate's key")
-
-        # 7. QE report data binds the attestation key and QE auth data.
-        expected_rd = hashlib.sha256(sig.attestation_key + sig.qe.qe_auth_data).digest() + bytes(32)
-        if not hmac.compare_digest(qe_report.report_data, expected_rd):
-            raise VerificationError("qe_report_data", "QE report data is not SHA-256(attestation key || QE auth data) || zeros")
-
-        # 8. QE report against Intel's QE identity.
-        _check_qe_report(qe_report, qe_identity)
 
         # 9. Quote signature by the attestation key.
-        att_key = chain.raw_p256_key(sig.attestation_key)
-        if att_key is None:
-            raise VerificationError("quote_signature", "attestation key is not a valid P-256 point")
-        signed = raw[: len(q.signed_bytes())] if raw is not None else q.signed_bytes()
-        if not chain.verify_raw_ecdsa(att_key, sig.quote_signature, signed):
+        if not chain.verify_raw_ecdsa(evidence.attestation_key, q.signature.quote_signature, signed):
             raise VerificationError("quote_signature", "quote signature does not verify under the attestation key")
 
         # 10. TCB level and status convergence.
+        ext = evidence.extension
+        qe_isvsvn = q.signature.qe.qe_report.isv_svn
         tee_tcb_svn: bytes | None = None
         if isinstance(q.body, TdReport):
             _check_tdx_module(q.body, tcb_info)
@@ -295,19 +297,19 @@ class QuoteVerifier:
         evaluation = evaluate_tcb(
             tcb_info,
             qe_identity,
-            pck_components=pck.extension.tcb_components,
-            pcesvn=pck.extension.pcesvn,
-            qe_isvsvn=qe_report.isv_svn,
+            pck_components=ext.tcb_components,
+            pcesvn=ext.pcesvn,
+            qe_isvsvn=qe_isvsvn,
             tee_tcb_svn=tee_tcb_svn,
         )
         if isinstance(q.body, TdReport) and q.body.tee_tcb_svn2 is not None:
             # TD 1.5: the current TCB (TEE_TCB_SVN2) must also match a level (Intel QVL 4.1.2.5.1.20).
             evaluate_tcb(
-                tcb_info, qe_identity, pck_components=pck.extension.tcb_components, pcesvn=pck.extension.pcesvn,
-                qe_isvsvn=qe_report.isv_svn, tee_tcb_svn=q.body.tee_tcb_svn2,
+                tcb_info, qe_identity, pck_components=ext.tcb_components, pcesvn=ext.pcesvn,
+                qe_isvsvn=qe_isvsvn, tee_tcb_svn=q.body.tee_tcb_svn2,
             )  # fmt: skip
 
-        all_windows = (self._root_window, *root_crl_windows, *pck_crl_windows, *pck.windows, *tcb_windows, *qe_windows)
+        all_windows = (self._root_window, *root_crl_windows, *pck_crl_windows, *evidence.windows, *tcb_windows, *qe_windows)
         return VerifiedQuote(
             quote=q,
             tcb_status=evaluation.status,
@@ -315,13 +317,65 @@ class QuoteVerifier:
             platform_tcb_status=evaluation.platform_status,
             qe_tcb_status=evaluation.qe_status,
             tcb_date=evaluation.tcb_date,
-            fmspc=pck.extension.fmspc,
-            pceid=pck.extension.pceid,
-            ppid=pck.extension.ppid,
+            fmspc=ext.fmspc,
+            pceid=ext.pceid,
+            ppid=ext.ppid,
             collateral_expiry=min(w.not_after for w in all_windows),
             simulated=self.simulated,
             trust_root_sha256=self._root_sha256,
         )
+
+
+def _check_evidence(q: Quote, checked: _CheckedCollateral, when: datetime) -> _CheckedEvidence:
+    """Steps 3-8 for one quote's certification data, checking validity windows as it goes so that
+    failures are reported in QVL order."""
+    tdx = q.header.tee_type == TeeType.TDX
+    # 3. PCK certificate chain from the quote.
+    pck_key, ext, pck_windows = _check_pck_chain(q.pck_chain_pem, checked)
+    _check_windows(pck_windows, when)
+
+    # 4. TCB info.
+    tcb_info, tcb_windows = checked.tcb_info
+    _check_windows(tcb_windows, when)
+    expected_id = "TDX" if tdx else "SGX"
+    if tcb_info.id != expected_id or (tdx and tcb_info.version < 3):
+        raise VerificationError(
+            "tcb_info_match", f"a {q.tee} quote needs {expected_id} TCB info, got {tcb_info.id} v{tcb_info.version}"
+        )
+    if tcb_info.fmspc != ext.fmspc:
+        raise VerificationError(
+            "tcb_info_match", f"TCB info is for FMSPC {tcb_info.fmspc.hex()}, the PCK certificate's is {ext.fmspc.hex()}"
+        )
+    if tcb_info.pceid != ext.pceid:
+        raise VerificationError(
+            "tcb_info_match", f"TCB info is for PCEID {tcb_info.pceid.hex()}, the PCK certificate's is {ext.pceid.hex()}"
+        )
+
+    # 5. QE identity.
+    qe_identity, qe_windows = checked.qe_identity
+    _check_windows(qe_windows, when)
+    expected_qe = "TD_QE" if tdx else "QE"
+    if qe_identity.id != expected_qe:
+        raise VerificationError("qe_identity_match", f"a {q.tee} quote needs a {expected_qe} identity, got {qe_identity.id}")
+
+    # 6. QE report signed by the PCK key.
+    sig = q.signature
+    qe_report = sig.qe.qe_report
+    if not chain.verify_raw_ecdsa(pck_key, sig.qe.qe_report_signature, qe_report.to_bytes()):
+        raise VerificationError("qe_report_signature", "QE report signature does not verify under the PCK certificate's key")
+
+    # 7. QE report data binds the attestation key and QE auth data.
+    expected_rd = hashlib.sha256(sig.attestation_key + sig.qe.qe_auth_data).digest() + bytes(32)
+    if not hmac.compare_digest(qe_report.report_data, expected_rd):
+        raise VerificationError("qe_report_data", "QE report data is not SHA-256(attestation key || QE auth data) || zeros")
+
+    # 8. QE report against Intel's QE identity.
+    _check_qe_report(qe_report, qe_identity)
+
+    att_key = chain.raw_p256_key(sig.attestation_key)
+    if att_key is None:
+        raise VerificationError("quote_signature", "attestation key is not a valid P-256 point")
+    return _CheckedEvidence(ext, att_key, pck_windows)
 
 
 def _check_qe_report(report: ReportBody, identity: EnclaveIdentity) -> None:

@@ -9,7 +9,7 @@ lengths in minimal form are accepted (DER), so one value has exactly one encodin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from fedattest.errors import FormatError
 
@@ -21,8 +21,7 @@ ENUMERATED = 0x0A
 SEQUENCE = 0x30
 
 
-@dataclass(frozen=True)
-class Tlv:
+class Tlv(NamedTuple):
     tag: int
     value: bytes
 

@@ -153,11 +153,23 @@ def _pairs(tlv: der.Tlv, where: str) -> dict[str, der.Tlv]:
         parts = der.read_all(item.value, where)
         if len(parts) != 2 or parts[0].tag != der.OID:
             raise FormatError(where, "expected a SEQUENCE {OID, value}")
-        oid = der.decode_oid(parts[0].value, where)
+        # Known OIDs are looked up by their encoding: decoding every arc costs more than the rest of
+        # the parse, and this runs for every new PCK certificate a verifier sees.
+        oid = _KNOWN_OIDS.get(parts[0].value) or der.decode_oid(parts[0].value, where)
         if oid in out:
             raise FormatError(where, f"duplicate {oid}")
         out[oid] = parts[1]
     return out
+
+
+_KNOWN_OIDS: dict[bytes, str] = {
+    der.encode_oid(oid)[2:]: oid
+    for oid in (
+        OID_PPID, OID_TCB, OID_PCESVN, OID_CPUSVN, OID_PCEID, OID_FMSPC, OID_SGX_TYPE, OID_PLATFORM_INSTANCE_ID,
+        OID_CONFIGURATION, OID_DYNAMIC_PLATFORM, OID_CACHED_KEYS, OID_SMT_ENABLED,
+        *(f"{OID_TCB}.{i}" for i in range(1, 17)),
+    )
+}  # fmt: skip
 
 
 def _octets(tlv: der.Tlv, size: int, where: str) -> bytes:
