@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fedattest.dcap.result import TcbStatus
 from fedattest.errors import VerificationError
 
-_MODEL = ConfigDict(extra="ignore", frozen=True, strict=False, populate_by_name=True)
+_MODEL = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 def _hex(value: Any, size: int, name: str) -> bytes:
