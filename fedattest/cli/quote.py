@@ -1,0 +1,929 @@
+"""``fedattest quote show`` and ``fedattest quote verify``.
+
+The functions below the commands (:func:`view_quote`, :func:`describe_quote`, :func:`evaluate`,
+:class:`Outcome`) are what the commands and ``fedattest demo`` share: decode and parse evidence (as far
+as it goes), verify with the DCAP verifier, appraise against reference values, and describe the
+result as one JSON object or a rich table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography import x509
+from pydantic import ValidationError
+from rich.table import Table
+from rich.text import Text
+
+from fedattest.cli._common import (
+    EXIT_OK,
+    EXIT_REJECTED,
+    QUOTE_INPUT_RULE,
+    CliUsageError,
+    decode_evidence,
+    default_cache_dir,
+    exit_with,
+    iso,
+    one_line,
+    parse_hex,
+    parse_time,
+    print_json,
+    print_line,
+    print_rich,
+    read_input,
+)
+from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.result import TcbStatus, VerifiedQuote
+from fedattest.dcap.trust import is_intel_root, load_trust_root
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError, FormatError, VerificationError
+from fedattest.policy.appraisal import DEFAULT_ACCEPTED_TCB, ReferenceValues, Verdict, appraise
+from fedattest.sgx._codec import Reader
+from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension, SgxType
+from fedattest.sgx.quote import (
+    HEADER_SIZE,
+    INTEL_QE_VENDOR_ID,
+    SGX_REPORT_BODY_SIZE,
+    TD_REPORT10_SIZE,
+    TD_REPORT15_SIZE,
+    AttestationKeyType,
+    BodyType,
+    CertificationDataType,
+    Quote,
+    QuoteHeader,
+    ReportBody,
+    TdReport,
+    TeeType,
+)
+
+app = typer.Typer(
+    name="quote",
+    help=(
+        "Inspect and verify DCAP quotes (SGX v3/v4/v5 and TDX v4/v5).\n\n"
+        "[bold]show[/] prints every field of a quote; [bold]verify[/] checks it with the DCAP verifier (Intel's"
+        " root by default) and appraises it against the measurements you expect.\n\n"
+        "Example: fedattest quote verify quote.bin --collateral collateral.json --expect-mrenclave 3b94...b7"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+# -- decoding and describing quotes --------------------------------------------------------------------
+
+SGX_FLAG_NAMES = {
+    0: "INIT", 1: "DEBUG", 2: "MODE64BIT", 4: "PROVISIONKEY", 5: "EINITTOKEN_KEY", 6: "CET", 7: "KSS", 10: "AEXNOTIFY",
+}  # fmt: skip
+XFRM_NAMES = {
+    0: "X87", 1: "SSE", 2: "AVX", 3: "BNDREGS", 4: "BNDCSR", 5: "OPMASK", 6: "ZMM_HI256", 7: "HI16_ZMM", 8: "PT",
+    9: "PKRU", 11: "CET_U", 12: "CET_S", 14: "UINTR", 15: "LBR", 16: "HWP", 17: "AMX_TILECFG", 18: "AMX_TILEDATA",
+}  # fmt: skip
+TD_ATTRIBUTE_NAMES = {0: "DEBUG", 28: "SEPT_VE_DISABLE", 29: "MIGRATABLE", 30: "PKS", 31: "KL", 63: "PERFMON"}
+CERT_TYPE_NAMES = {
+    1: "PPID in clear text",
+    2: "PPID encrypted with RSA-2048",
+    3: "PPID encrypted with RSA-3072 (EPPID)",
+    4: "PCK leaf certificate only",
+    5: "PCK certificate chain",
+    6: "QE report certification data",
+    7: "platform manifest",
+}
+BODY_TYPE_NAMES = {1: "SGX enclave report", 2: "TD report 1.0", 3: "TD report 1.5"}
+
+
+def bit_names(value: int, names: dict[int, str]) -> list[str]:
+    """Names of the set bits of ``value`` (unknown bits as ``bitN``), lowest first."""
+    return [names.get(i, f"bit{i}") for i in range(value.bit_length()) if value >> i & 1]
+
+
+@dataclass(frozen=True)
+class QuoteView:
+    """A quote as far as it parses. ``quote`` is set when the whole quote parses; otherwise ``error``
+    says why, and ``header``/``body``/``cert_type`` hold what could still be read (e.g. a quote whose
+    certification data is an encrypted PPID still shows its enclave identity)."""
+
+    raw: bytes
+    encoding: str
+    quote: Quote | None
+    header: QuoteHeader | None
+    body: ReportBody | TdReport | None
+    body_type: int | None
+    cert_type: int | None
+    error: FormatError | None
+
+    @property
+    def tee(self) -> str | None:
+        if self.header is None or self.header.tee_type not in (TeeType.SGX, TeeType.TDX):
+            return None
+        return "TDX" if self.header.tee_type == TeeType.TDX else "SGX"
+
+    @property
+    def version(self) -> int | None:
+        return self.header.version if self.header else None
+
+    @property
+    def sgx_body(self) -> ReportBody | None:
+        return self.body if isinstance(self.body, ReportBody) else None
+
+    @property
+    def td_body(self) -> TdReport | None:
+        return self.body if isinstance(self.body, TdReport) else None
+
+
+def view_quote(raw: bytes, encoding: str = "raw") -> QuoteView:
+    """Parse ``raw`` strictly; if that fails, read as much of the header and body as is well-formed."""
+    try:
+        q = Quote.parse(raw)
+    except FormatError as exc:
+        return _lenient(raw, encoding, exc)
+    cert_type = q.signature.qe.certification_data.type
+    return QuoteView(raw, encoding, q, q.header, q.body, q.body_type, cert_type, None)
+
+
+def _lenient(raw: bytes, encoding: str, error: FormatError) -> QuoteView:
+    header: QuoteHeader | None = None
+    body: ReportBody | TdReport | None = None
+    body_type: int | None = None
+    cert_type: int | None = None
+    try:
+        r = Reader(raw, "quote")
+        header = QuoteHeader.parse(r.take(HEADER_SIZE, "header"))
+        if (
+            header.version not in (3, 4, 5)
+            or header.attestation_key_type != AttestationKeyType.ECDSA_P256
+            or header.tee_type not in (TeeType.SGX, TeeType.TDX)
+        ):
+            header = None  # not recognisably a DCAP quote: show nothing rather than noise
+        else:
+            size = SGX_REPORT_BODY_SIZE if header.tee_type == TeeType.SGX else TD_REPORT10_SIZE
+            if header.version == 5:
+                body_type = r.u16("body_type")
+                r.u32("body_size")
+                if body_type == BodyType.TD_REPORT15:
+                    size = TD_REPORT15_SIZE
+            chunk = r.take(size, "body")
+            if header.tee_type == TeeType.SGX:
+                body = ReportBody.parse(chunk, "quote.body")
+            else:
+                # TdReport has no public parser of its own; Quote.parse uses the same reader.
+                body = TdReport._read(Reader(chunk, "quote.body"), size == TD_REPORT15_SIZE)
+            sig = Reader(r.take(r.u32("signature_data_len"), "signature_data"), "quote.signature_data")
+            sig.take(128, "quote_signature_and_attestation_key")
+            if header.version != 3:
+                outer = sig.u16("certification_data.type")
+                sig.u32("certification_data.size")
+                if outer != CertificationDataType.QE_REPORT_CERTIFICATION_DATA:
+                    cert_type = outer
+                    raise StopIteration
+            sig.take(SGX_REPORT_BODY_SIZE + 64, "qe_report")
+            sig.take(sig.u16("qe_auth_data.size"), "qe_auth_data")
+            cert_type = sig.u16("certification_data.type")
+    except (FormatError, StopIteration):
+        pass
+    return QuoteView(raw, encoding, None, header, body, body_type, cert_type, error)
+
+
+def load_quote(path: str) -> QuoteView:
+    """Read and decode QUOTE (see :data:`QUOTE_INPUT_RULE`) and parse it as far as it goes."""
+    label = "standard input" if path == "-" else f"quote file {path!r}"
+    raw, encoding = decode_evidence(read_input(path, "quote file"), label)
+    return view_quote(raw, encoding)
+
+
+def _hex_bits(value: int, width: int) -> str:
+    return f"0x{value:0{width * 2}x}"
+
+
+def _sgx_report(body: ReportBody) -> dict[str, Any]:
+    return {
+        "cpu_svn": body.cpu_svn.hex(),
+        "misc_select": _hex_bits(body.misc_select, 4),
+        "isv_ext_prod_id": body.isv_ext_prod_id.hex(),
+        "attributes": {
+            "raw": body.attributes.hex(),
+            "flags": _hex_bits(body.flags, 8),
+            "flag_names": bit_names(body.flags, SGX_FLAG_NAMES),
+            "xfrm": _hex_bits(body.xfrm, 8),
+            "xfrm_names": bit_names(body.xfrm, XFRM_NAMES),
+        },
+        "debug": body.debug,
+        "mrenclave": body.mr_enclave.hex(),
+        "mrsigner": body.mr_signer.hex(),
+        "config_id": body.config_id.hex(),
+        "isv_prod_id": body.isv_prod_id,
+        "isv_svn": body.isv_svn,
+        "config_svn": body.config_svn,
+        "isv_family_id": body.isv_family_id.hex(),
+        "report_data": body.report_data.hex(),
+    }
+
+
+def _td_report(body: TdReport) -> dict[str, Any]:
+    td_attributes = int.from_bytes(body.td_attributes, "little")
+    xfam = int.from_bytes(body.xfam, "little")
+    out: dict[str, Any] = {
+        "tee_tcb_svn": body.tee_tcb_svn.hex(),
+        "mrseam": body.mr_seam.hex(),
+        "mrsignerseam": body.mr_signer_seam.hex(),
+        "seam_attributes": _hex_bits(int.from_bytes(body.seam_attributes, "little"), 8),
+        "td_attributes": {"value": _hex_bits(td_attributes, 8), "names": bit_names(td_attributes, TD_ATTRIBUTE_NAMES)},
+        "debug": body.debug,
+        "xfam": {"value": _hex_bits(xfam, 8), "names": bit_names(xfam, XFRM_NAMES)},
+        "mrtd": body.mr_td.hex(),
+        "mrconfigid": body.mr_config_id.hex(),
+        "mrowner": body.mr_owner.hex(),
+        "mrownerconfig": body.mr_owner_config.hex(),
+        "rtmr0": body.rt_mr0.hex(),
+        "rtmr1": body.rt_mr1.hex(),
+        "rtmr2": body.rt_mr2.hex(),
+        "rtmr3": body.rt_mr3.hex(),
+        "report_data": body.report_data.hex(),
+    }
+    if body.tee_tcb_svn2 is not None and body.mr_service_td is not None:
+        out["tee_tcb_svn2"] = body.tee_tcb_svn2.hex()
+        out["mrservicetd"] = body.mr_service_td.hex()
+    return out
+
+
+def _pck_details(pem: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[str]]:
+    """The PCK chain's certificates and the leaf's SGX extension, for display only (not verified)."""
+    problems: list[str] = []
+    try:
+        certs = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        return [], None, [f"PCK certificate chain does not parse: {exc}"]
+    chain = [
+        {
+            "subject": c.subject.rfc4514_string(),
+            "issuer": c.issuer.rfc4514_string(),
+            "serial": f"{c.serial_number:x}",
+            "not_before": iso(c.not_valid_before_utc),
+            "not_after": iso(c.not_valid_after_utc),
+        }
+        for c in certs
+    ]
+    ext: dict[str, Any] | None = None
+    try:
+        value = certs[0].extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
+        if not isinstance(value, x509.UnrecognizedExtension):
+            raise FormatError("pck_certificate.sgx_extension", "not in the expected form")
+        parsed = PckExtension.parse(value.value)
+    except x509.ExtensionNotFound:
+        problems.append("PCK certificate has no SGX extension")
+    except FormatError as exc:
+        problems.append(f"PCK certificate's SGX extension does not parse: {exc}")
+    else:
+        try:
+            sgx_type: str = SgxType(parsed.sgx_type).name
+        except ValueError:
+            sgx_type = str(parsed.sgx_type)
+        ext = {
+            "fmspc": parsed.fmspc.hex(),
+            "pceid": parsed.pceid.hex(),
+            "ppid": parsed.ppid.hex(),
+            "sgx_type": sgx_type,
+            "pcesvn": parsed.pcesvn,
+            "cpusvn": parsed.cpusvn.hex(),
+            "tcb_components": list(parsed.tcb_components),
+        }
+        if parsed.platform_instance_id is not None:
+            ext["platform_instance_id"] = parsed.platform_instance_id.hex()
+        if parsed.configuration is not None:
+            c = parsed.configuration
+            ext["configuration"] = {
+                "dynamic_platform": c.dynamic_platform,
+                "cached_keys": c.cached_keys,
+                "smt_enabled": c.smt_enabled,
+            }
+    return chain, ext, problems
+
+
+def describe_quote(view: QuoteView) -> dict[str, Any]:
+    """Every field of the quote as one JSON-ready object. Byte strings are lowercase hex; bit fields are
+    ``0x``-prefixed hex with their decoded names; numbers are integers."""
+    out: dict[str, Any] = {"encoding": view.encoding, "size": len(view.raw), "parsed": view.quote is not None}
+    if view.error is not None:
+        out["error"] = str(view.error)
+    h = view.header
+    if h is not None:
+        try:
+            key_type = AttestationKeyType(h.attestation_key_type).name
+        except ValueError:
+            key_type = f"unknown ({h.attestation_key_type})"
+        out["header"] = {
+            "version": h.version,
+            "attestation_key_type": key_type,
+            "tee_type": view.tee or f"unknown (0x{h.tee_type:08x})",
+            "qe_svn": h.qe_svn,
+            "pce_svn": h.pce_svn,
+            "qe_vendor_id": h.qe_vendor_id.hex(),
+            "qe_vendor": "Intel" if h.qe_vendor_id == INTEL_QE_VENDOR_ID else "unknown",
+            "user_data": h.user_data.hex(),
+        }
+        if view.body_type is not None:
+            out["header"]["body_type"] = view.body_type
+            out["header"]["body_type_name"] = BODY_TYPE_NAMES.get(view.body_type, "unknown")
+    if view.sgx_body is not None:
+        out["sgx_report"] = _sgx_report(view.sgx_body)
+    if view.td_body is not None:
+        out["td_report"] = _td_report(view.td_body)
+    if view.cert_type is not None:
+        out["certification_data"] = {
+            "type": view.cert_type,
+            "name": CERT_TYPE_NAMES.get(view.cert_type, "unknown"),
+            "supported": view.cert_type == CertificationDataType.PCK_CERT_CHAIN,
+        }
+    q = view.quote
+    if q is not None:
+        s = q.signature
+        qe = s.qe.qe_report
+        out["signature"] = {"quote_signature": s.quote_signature.hex(), "attestation_key": s.attestation_key.hex()}
+        out["qe_report"] = {
+            "mrenclave": qe.mr_enclave.hex(),
+            "mrsigner": qe.mr_signer.hex(),
+            "isv_prod_id": qe.isv_prod_id,
+            "isv_svn": qe.isv_svn,
+            "cpu_svn": qe.cpu_svn.hex(),
+            "misc_select": _hex_bits(qe.misc_select, 4),
+            "attributes": {
+                "flags": _hex_bits(qe.flags, 8),
+                "flag_names": bit_names(qe.flags, SGX_FLAG_NAMES),
+                "xfrm": _hex_bits(qe.xfrm, 8),
+            },
+            "report_data": qe.report_data.hex(),
+            "signature": s.qe.qe_report_signature.hex(),
+            "auth_data": s.qe.qe_auth_data.hex(),
+        }
+        chain, ext, problems = _pck_details(q.pck_chain_pem)
+        out["certification_data"]["size"] = len(s.qe.certification_data.data)
+        out["pck_chain"] = chain
+        out["pck_extension"] = ext
+        out["fmspc"] = ext["fmspc"] if ext else None
+        if problems:
+            out["problems"] = problems
+    return out
+
+
+# -- rendering -------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "(none)"
+    return str(value)
+
+
+def _bits(d: dict[str, Any], value_key: str, names_key: str) -> str:
+    names = d[names_key]
+    return f"{d[value_key]} ({', '.join(names)})" if names else f"{d[value_key]}"
+
+
+def render_quote(desc: dict[str, Any]) -> Table:
+    """A two-column table of :func:`describe_quote`'s object, by section."""
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 2, 0, 0))
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+
+    def section(title: str) -> None:
+        if table.row_count:
+            table.add_row("", "")
+        table.add_row(Text(title, style="bold underline cyan"), "")
+
+    def row(name: str, value: Any, style: str = "") -> None:
+        table.add_row(name, Text(_fmt(value), style=style))
+
+    section("Input")
+    row("encoding", f"{desc['encoding']}, {desc['size']} bytes")
+    if "error" in desc:
+        row("parse error", desc["error"], "bold red")
+    if "header" in desc:
+        h = desc["header"]
+        section("Header")
+        row("version", h["version"])
+        row("TEE type", h["tee_type"])
+        row("attestation key type", h["attestation_key_type"])
+        row("QE SVN", h["qe_svn"])
+        row("PCE SVN", h["pce_svn"])
+        row("QE vendor ID", f"{h['qe_vendor_id']} ({h['qe_vendor']})")
+        row("user data", h["user_data"])
+        if "body_type" in h:
+            row("body type", f"{h['body_type']} ({h['body_type_name']})")
+    if "sgx_report" in desc:
+        b = desc["sgx_report"]
+        a = b["attributes"]
+        section("SGX report body")
+        row("CPUSVN", b["cpu_svn"])
+        row("MISCSELECT", b["misc_select"])
+        row("ISVEXTPRODID", b["isv_ext_prod_id"])
+        row("ATTRIBUTES.FLAGS", _bits(a, "flags", "flag_names"), "bold red" if b["debug"] else "")
+        row("ATTRIBUTES.XFRM", _bits(a, "xfrm", "xfrm_names"))
+        row("debug", b["debug"], "bold red" if b["debug"] else "")
+        row("MRENCLAVE", b["mrenclave"], "green")
+        row("MRSIGNER", b["mrsigner"], "green")
+        row("CONFIGID", b["config_id"])
+        row("ISVPRODID", b["isv_prod_id"])
+        row("ISVSVN", b["isv_svn"])
+        row("CONFIGSVN", b["config_svn"])
+        row("ISVFAMILYID", b["isv_family_id"])
+        row("REPORTDATA", b["report_data"])
+    if "td_report" in desc:
+        t = desc["td_report"]
+        section("TD report body")
+        row("TEE_TCB_SVN", t["tee_tcb_svn"])
+        row("MRSEAM", t["mrseam"])
+        row("MRSIGNERSEAM", t["mrsignerseam"])
+        row("SEAM_ATTRIBUTES", t["seam_attributes"])
+        row("TD_ATTRIBUTES", _bits(t["td_attributes"], "value", "names"), "bold red" if t["debug"] else "")
+        row("debug", t["debug"], "bold red" if t["debug"] else "")
+        row("XFAM", _bits(t["xfam"], "value", "names"))
+        row("MRTD", t["mrtd"], "green")
+        row("MRCONFIGID", t["mrconfigid"])
+        row("MROWNER", t["mrowner"])
+        row("MROWNERCONFIG", t["mrownerconfig"])
+        for i in range(4):
+            row(f"RTMR{i}", t[f"rtmr{i}"])
+        row("REPORTDATA", t["report_data"])
+        if "tee_tcb_svn2" in t:
+            row("TEE_TCB_SVN2", t["tee_tcb_svn2"])
+            row("MRSERVICETD", t["mrservicetd"])
+    if "qe_report" in desc:
+        qe = desc["qe_report"]
+        section("Quoting enclave report")
+        row("MRENCLAVE", qe["mrenclave"])
+        row("MRSIGNER", qe["mrsigner"])
+        row("ISVPRODID / ISVSVN", f"{qe['isv_prod_id']} / {qe['isv_svn']}")
+        row("ATTRIBUTES.FLAGS", _bits(qe["attributes"], "flags", "flag_names"))
+        row("auth data", f"{len(qe['auth_data']) // 2} bytes")
+        row("attestation key", desc["signature"]["attestation_key"])
+    if "certification_data" in desc:
+        c = desc["certification_data"]
+        section("Certification data")
+        size = f", {c['size']} bytes" if "size" in c else ""
+        row("type", f"{c['type']} ({c['name']}{size})", "" if c["supported"] else "bold red")
+    for i, cert in enumerate(desc.get("pck_chain", [])):
+        label = ("PCK certificate", "PCK CA", "root CA")[i] if i < 3 else f"certificate {i}"
+        row(label, f"{cert['subject']}  (valid {cert['not_before']} .. {cert['not_after']})")
+    ext = desc.get("pck_extension")
+    if ext:
+        section("PCK certificate SGX extension")
+        row("FMSPC", ext["fmspc"], "green")
+        row("PCEID", ext["pceid"])
+        row("PPID", ext["ppid"])
+        row("SGX type", ext["sgx_type"])
+        row("PCESVN", ext["pcesvn"])
+        row("CPUSVN", ext["cpusvn"])
+        row("TCB components", " ".join(str(c) for c in ext["tcb_components"]))
+    for problem in desc.get("problems", []):
+        row("problem", problem, "bold red")
+    return table
+
+
+# -- verification and appraisal --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of ``quote verify``: verification (DCAP) then appraisal, or the step that refused it."""
+
+    view: QuoteView
+    accepted: bool
+    reason: str | None
+    step: str | None  # failing verification step, "appraisal", or None when accepted
+    at: datetime
+    simulated: bool
+    trust_root: str
+    trust_root_sha256: str
+    code_checked: bool
+    verified: VerifiedQuote | None = None
+    verdict: Verdict | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON object ``quote verify --json`` prints. Quote fields are filled whenever the quote
+        (header and body) could be read, even if verification failed; verification results are null
+        when verification did not get that far."""
+        v = self.verified
+        sgx = self.view.sgx_body
+        td = self.view.td_body
+        body = self.view.body
+        return {
+            "accepted": self.accepted,
+            "reason": self.reason,
+            "step": self.step,
+            "tee": self.view.tee,
+            "quote_version": self.view.version,
+            "tcb_status": str(v.tcb_status) if v else None,
+            "advisory_ids": list(v.advisory_ids) if v else None,
+            "mrenclave": sgx.mr_enclave.hex() if sgx else None,
+            "mrsigner": sgx.mr_signer.hex() if sgx else None,
+            "isv_prod_id": sgx.isv_prod_id if sgx else None,
+            "isv_svn": sgx.isv_svn if sgx else None,
+            "mrtd": td.mr_td.hex() if td else None,
+            "debug": body.debug if body is not None else None,
+            "report_data": body.report_data.hex() if body is not None else None,
+            "simulated": self.simulated,
+            "code_checked": self.code_checked,
+            "notes": list(self.notes),
+            "fmspc": v.fmspc.hex() if v else None,
+            "collateral_expiry": iso(v.collateral_expiry) if v else None,
+            "at": iso(self.at),
+            "trust_root": self.trust_root,
+            "trust_root_sha256": self.trust_root_sha256,
+        }
+
+
+def evaluate(
+    view: QuoteView,
+    collateral: Collateral | Callable[[Quote], Collateral],
+    verifier: QuoteVerifier,
+    ref: ReferenceValues,
+    at: datetime,
+) -> Outcome:
+    """Verify ``view`` (DCAP, against ``verifier``'s trust root, at ``at``) and appraise it against
+    ``ref``. ``collateral`` may be a function of the parsed quote (PCCS fetching). Never raises for bad
+    evidence: a quote that does not parse, collateral that cannot be fetched and every verification
+    failure become a rejected :class:`Outcome` naming the step."""
+    root = verifier.trust_root
+    common: dict[str, Any] = {
+        "view": view,
+        "at": at,
+        "simulated": verifier.simulated,
+        "trust_root": "Intel SGX Root CA" if is_intel_root(root) else root.subject.rfc4514_string(),
+        "trust_root_sha256": _sha256_hex(root),
+        "code_checked": not ref.accept_any_code,
+    }
+
+    def rejected(step: str, reason: str) -> Outcome:
+        notes = (CODE_NOT_CHECKED,) if ref.accept_any_code else ()
+        return Outcome(accepted=False, reason=one_line(reason), step=step, notes=notes, **common)
+
+    if view.quote is None:
+        assert view.error is not None
+        return rejected("quote_format", str(view.error))
+    if callable(collateral):
+        try:
+            collateral = collateral(view.quote)
+        except FedattestError as exc:
+            return rejected("collateral", f"could not get collateral: {exc}")
+    try:
+        verified = verifier.verify(view.quote, collateral, at=at)
+    except VerificationError as exc:
+        return rejected(exc.step, str(exc))
+    except FormatError as exc:
+        return rejected("quote_format", str(exc))
+    except FedattestError as exc:
+        return rejected("verification", str(exc))
+    verdict = appraise(verified, ref)
+    return Outcome(
+        accepted=verdict.accepted,
+        reason=None if verdict.accepted else one_line(verdict.reason),
+        step=None if verdict.accepted else "appraisal",
+        verified=verified,
+        verdict=verdict,
+        notes=verdict.notes,
+        **common,
+    )
+
+
+CODE_NOT_CHECKED = "code identity not checked (no reference measurement given)"
+
+
+def _sha256_hex(cert: x509.Certificate) -> str:
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def verdict_line(outcome: Outcome) -> str:
+    """``ACCEPTED`` (with notes) or ``REJECTED: <reason>``: the last line ``quote verify`` prints."""
+    if outcome.accepted:
+        return "ACCEPTED" + (f"; notes: {'; '.join(outcome.notes)}" if outcome.notes else "")
+    return f"REJECTED: {outcome.reason}"
+
+
+def render_outcome(outcome: Outcome) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 2, 0, 0))
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    j = outcome.to_json()
+    view = outcome.view
+
+    def row(name: str, value: Any, style: str = "") -> None:
+        table.add_row(name, Text(_fmt(value), style=style))
+
+    kind = f"{view.tee or '?'} quote v{view.version if view.version is not None else '?'}"
+    row("quote", f"{kind} ({view.encoding}, {len(view.raw)} bytes)")
+    row("trust root", f"{j['trust_root']} (sha256 {j['trust_root_sha256'][:16]}...)")
+    row("verification time", j["at"])
+    if outcome.simulated:
+        row("simulated", "YES: the trust root is not Intel's SGX Root CA", "bold yellow")
+    if outcome.verified is not None:
+        status_style = "green" if j["tcb_status"] == TcbStatus.UP_TO_DATE else "yellow"
+        row("DCAP verification", "passed", "green")
+        row("TCB status", j["tcb_status"], status_style)
+        row("advisories", j["advisory_ids"])
+        row("FMSPC", j["fmspc"])
+        row("collateral valid until", j["collateral_expiry"])
+    else:
+        row("DCAP verification", f"FAILED at {outcome.step}", "bold red")
+    if view.sgx_body is not None:
+        row("MRENCLAVE", j["mrenclave"])
+        row("MRSIGNER", j["mrsigner"])
+        row("ISVPRODID / ISVSVN", f"{j['isv_prod_id']} / {j['isv_svn']}")
+    if view.td_body is not None:
+        row("MRTD", j["mrtd"])
+    if view.body is not None:
+        row("debug", j["debug"], "bold red" if j["debug"] else "")
+        row("report data", j["report_data"])
+    if not outcome.code_checked:
+        row("code identity", "NOT CHECKED: no --expect-mrenclave, --expect-mrsigner or --expect-mrtd given", "bold yellow")
+    for note in outcome.notes:
+        if note != CODE_NOT_CHECKED:
+            row("note", note, "yellow")
+    if outcome.accepted:
+        row("verdict", "ACCEPTED", "bold green")
+    else:
+        row("verdict", f"REJECTED at {outcome.step}", "bold red")
+    return table
+
+
+# -- option parsing ----------------------------------------------------------------------------------------
+
+
+def parse_statuses(values: list[str]) -> frozenset[TcbStatus]:
+    """TCB status names, case-insensitive (``UpToDate``, ``swhardeningneeded``...)."""
+    by_name = {s.value.lower(): s for s in TcbStatus}
+    out: set[TcbStatus] = set()
+    for value in values:
+        status = by_name.get(value.strip().lower())
+        if status is None:
+            raise CliUsageError(f"--accept-tcb: unknown TCB status {value!r} (one of {', '.join(s.value for s in TcbStatus)})")
+        if status == TcbStatus.REVOKED:
+            raise CliUsageError("--accept-tcb: a Revoked TCB can never be accepted")
+        out.add(status)
+    return frozenset(out)
+
+
+def build_reference(
+    *,
+    mrenclave: list[str],
+    mrsigner: str | None,
+    isvprodid: int | None,
+    min_isvsvn: int | None,
+    mrtd: list[str],
+    allow_debug: bool,
+    allow_simulation: bool,
+    accept_tcb: list[str],
+    reject_advisory: list[str],
+) -> ReferenceValues:
+    """ReferenceValues from the ``quote verify`` options; with no ``--expect-*`` value, accept any code
+    (and say so). Inconsistent options are usage errors."""
+    enclaves = frozenset(parse_hex(v, 32, "--expect-mrenclave") for v in mrenclave)
+    tds = frozenset(parse_hex(v, 48, "--expect-mrtd") for v in mrtd)
+    signer = parse_hex(mrsigner, 32, "--expect-mrsigner") if mrsigner is not None else None
+    if (signer is None) != (isvprodid is None):
+        raise CliUsageError("--expect-mrsigner and --expect-isvprodid go together: give both or neither")
+    if min_isvsvn is not None and signer is None:
+        raise CliUsageError("--min-isvsvn needs --expect-mrsigner and --expect-isvprodid")
+    any_code = not (enclaves or tds or signer is not None)
+    try:
+        return ReferenceValues(
+            mrenclave=enclaves,
+            mrsigner=signer,
+            isv_prod_id=isvprodid,
+            min_isv_svn=min_isvsvn or 0,
+            mrtd=tds,
+            allow_debug=allow_debug,
+            allow_simulation=allow_simulation,
+            accepted_tcb_statuses=parse_statuses(accept_tcb) if accept_tcb else DEFAULT_ACCEPTED_TCB,
+            rejected_advisory_ids=frozenset(a.strip().upper() for a in reject_advisory),
+            accept_any_code=any_code,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliUsageError(f"reference values: {first.get('msg', exc)}") from None
+
+
+def load_verifier(root_ca: Path | None) -> QuoteVerifier:
+    """A verifier for ``--root-ca`` (DER or PEM; default Intel's SGX Root CA). A bad file is a usage error."""
+    if root_ca is None:
+        return QuoteVerifier()
+    data = read_input(str(root_ca), "--root-ca file")
+    try:
+        return QuoteVerifier(load_trust_root(data))
+    except FedattestError as exc:
+        raise CliUsageError(f"--root-ca {str(root_ca)!r}: {exc}") from None
+
+
+def load_collateral(path: Path) -> Collateral:
+    data = read_input(str(path), "collateral file")
+    try:
+        return Collateral.from_json(data)
+    except FedattestError as exc:
+        raise CliUsageError(f"--collateral {str(path)!r}: {exc}") from None
+
+
+def pccs_fetcher(url: str, cache_dir: Path | None, tls_verify: bool) -> Callable[[Quote], Collateral]:
+    """Collateral from a PCCS (Intel's Provisioning Certificate Caching Service API), cached on disk."""
+    if not url.startswith(("https://", "http://")):
+        raise CliUsageError(f"--pccs needs an http(s) URL, got {url!r}")
+    try:
+        from fedattest.dcap.pccs import PccsClient  # noqa: PLC0415
+    except ImportError:
+        raise CliUsageError("--pccs is not available: fedattest.dcap.pccs is missing from this installation") from None
+    directory = cache_dir if cache_dir is not None else default_cache_dir() / "pccs"
+    client = PccsClient(url, cache_dir=directory, verify=tls_verify)
+
+    def fetch(quote: Quote) -> Collateral:
+        return client.fetch_for_quote(quote)
+
+    return fetch
+
+
+# -- commands -----------------------------------------------------------------------------------------------
+
+QuoteArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="QUOTE",
+        help="Quote file: raw bytes, hex or base64 (auto-detected); '-' reads standard input.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+
+
+@app.command(
+    "show",
+    short_help="Print every field of a quote (header, report body, QE report, PCK chain, FMSPC); no verification.",
+    help=(
+        "Print every field of a DCAP quote: header, SGX report body (CPUSVN, MISCSELECT, ATTRIBUTES with"
+        " flags and XFRM decoded, MRENCLAVE, MRSIGNER, CONFIGID, ISVPRODID, ISVSVN, CONFIGSVN, ISVFAMILYID,"
+        " REPORTDATA) or TD report (MRTD, RTMRs, ...), the quoting enclave's report, the certification data"
+        " type, the PCK certificate chain and the FMSPC from the PCK certificate.\n\n"
+        "Nothing is verified: use [bold]fedattest quote verify[/] for that. A quote whose certification data"
+        " cannot be verified (e.g. an encrypted PPID) is still shown as far as it parses.\n\n"
+        f"{QUOTE_INPUT_RULE}\n\n"
+        "Exit codes: 0 shown, 1 the bytes are not a complete, supported quote (what parses is still shown, with"
+        " one 'error: ...' line on stderr), 2 unreadable or undecodable input.\n\n"
+        "Examples:\n\n"
+        "  fedattest quote show quote.bin\n\n"
+        "  base64 quote.bin | fedattest quote show - --json"
+    ),
+)
+def show(quote: QuoteArg, json_out: JsonOpt = False) -> None:
+    view = load_quote(quote)
+    if view.header is None and view.error is not None:
+        raise CliUsageError(f"not a DCAP quote: {view.error}", EXIT_REJECTED)
+    desc = describe_quote(view)
+    if json_out:
+        print_json(desc)
+    else:
+        print_rich(render_quote(desc))
+    if view.quote is None:
+        # Shown as far as it goes, but say (once, on stderr) that it is not a complete, verifiable quote.
+        raise CliUsageError(f"quote does not fully parse: {view.error}", EXIT_REJECTED)
+
+
+@app.command(
+    "verify",
+    short_help="Verify a quote (DCAP) and appraise it against expected measurements; exit 0 accepted, 1 rejected.",
+    help=(
+        "Verify a DCAP quote and appraise it against the measurements you expect.\n\n"
+        "Verification follows Intel's Quote Verification Library: PCK certificate chain to the trust root"
+        " (Intel's SGX Root CA unless --root-ca is given), CRLs, TCB info and QE identity signatures and"
+        " validity at --at (default: now), the quoting enclave's report and the quote signature, then the TCB"
+        " status and advisories. Appraisal then checks the enclave: MRENCLAVE (--expect-mrenclave, any of"
+        " several) and/or MRSIGNER + ISVPRODID + minimum ISVSVN, MRTD for TDX, debug mode, TCB status"
+        " (--accept-tcb; default UpToDate and SWHardeningNeeded) and simulation. With no --expect-* value"
+        " the code identity is NOT checked and the output says so.\n\n"
+        "Collateral comes from a JSON file (--collateral, dcap-qvl's QuoteCollateralV3 layout) or from a PCCS"
+        " (--pccs URL, cached under ~/.cache/fedattest/pccs or --cache-dir): give exactly one.\n\n"
+        f"{QUOTE_INPUT_RULE}\n\n"
+        "Output: a table, then one verdict line on stdout: 'ACCEPTED (notes)' or 'REJECTED: reason'. With"
+        " --json, exactly one JSON object on stdout instead (also on rejection). Usage errors are one line"
+        " 'error: ...' on stderr.\n\n"
+        "Exit codes: 0 accepted, 1 rejected (verification or appraisal failed, or the quote does not parse),"
+        " 2 usage error (bad option value, unreadable file, both or neither of --collateral/--pccs).\n\n"
+        "Examples:\n\n"
+        "  fedattest quote verify quote.bin --collateral collateral.json --expect-mrenclave 3b94...b7\n\n"
+        "  fedattest quote verify quote.hex --pccs https://pccs.example:8081 --expect-mrsigner 83d7...e1"
+        " --expect-isvprodid 1 --min-isvsvn 3 --json\n\n"
+        "  fedattest quote verify sim.quote --collateral sim.collateral.json --root-ca sim/root_ca.der"
+        " --allow-simulation --at 2025-06-19T12:00:00Z"
+    ),
+)
+def verify(  # noqa: PLR0917 - typer maps parameters to options
+    quote: QuoteArg,
+    collateral: Annotated[
+        Path | None,
+        typer.Option("--collateral", metavar="FILE", help="Collateral JSON file (dcap-qvl QuoteCollateralV3 layout)."),
+    ] = None,
+    pccs: Annotated[
+        str | None, typer.Option("--pccs", metavar="URL", help="Fetch collateral from this PCCS (e.g. https://localhost:8081).")
+    ] = None,
+    root_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--root-ca", metavar="FILE", help="Trust root certificate (DER or PEM). Default: Intel's SGX Root CA (embedded)."
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="TIME",
+            help="Verification time: Unix seconds or ISO-8601 with timezone (2025-06-19T12:00:00Z). Default: now.",
+        ),
+    ] = None,
+    expect_mrenclave: Annotated[
+        list[str] | None,
+        typer.Option("--expect-mrenclave", metavar="HEX", help="Accepted MRENCLAVE (64 hex digits); repeat to accept several."),
+    ] = None,
+    expect_mrsigner: Annotated[
+        str | None,
+        typer.Option("--expect-mrsigner", metavar="HEX", help="Accepted MRSIGNER (64 hex digits); needs --expect-isvprodid."),
+    ] = None,
+    expect_isvprodid: Annotated[
+        int | None,
+        typer.Option("--expect-isvprodid", metavar="N", min=0, max=0xFFFF, help="Accepted ISVPRODID (with --expect-mrsigner)."),
+    ] = None,
+    min_isvsvn: Annotated[
+        int | None, typer.Option("--min-isvsvn", metavar="N", min=0, max=0xFFFF, help="Minimum ISVSVN (with --expect-mrsigner).")
+    ] = None,
+    expect_mrtd: Annotated[
+        list[str] | None,
+        typer.Option("--expect-mrtd", metavar="HEX", help="TDX: accepted MRTD (96 hex digits); repeat to accept several."),
+    ] = None,
+    allow_debug: Annotated[
+        bool, typer.Option("--allow-debug", help="Accept debug enclaves (their memory is readable by the host).")
+    ] = False,
+    allow_simulation: Annotated[
+        bool, typer.Option("--allow-simulation", help="Accept simulated evidence (a trust root other than Intel's).")
+    ] = False,
+    accept_tcb: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept-tcb",
+            metavar="STATUS",
+            help="Accepted TCB status, repeatable (replaces the default UpToDate, SWHardeningNeeded). Revoked is never accepted.",
+        ),
+    ] = None,
+    reject_advisory: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--reject-advisory", metavar="ID", help="Reject platforms affected by this advisory (INTEL-SA-...); repeatable."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", metavar="DIR", help="PCCS collateral cache. Default: ~/.cache/fedattest/pccs.")
+    ] = None,
+    pccs_insecure: Annotated[
+        bool,
+        typer.Option(
+            "--pccs-insecure",
+            help="Do not check the PCCS's TLS certificate (collateral is still verified up to the trust root).",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    # 1. Options (usage errors, exit 2) before any evidence is read.
+    if (collateral is None) == (pccs is None):
+        raise CliUsageError("give exactly one of --collateral FILE or --pccs URL")
+    when = parse_time(at) if at is not None else datetime.now(UTC)
+    ref = build_reference(
+        mrenclave=expect_mrenclave or [],
+        mrsigner=expect_mrsigner,
+        isvprodid=expect_isvprodid,
+        min_isvsvn=min_isvsvn,
+        mrtd=expect_mrtd or [],
+        allow_debug=allow_debug,
+        allow_simulation=allow_simulation,
+        accept_tcb=accept_tcb or [],
+        reject_advisory=reject_advisory or [],
+    )
+    verifier = load_verifier(root_ca)
+    source: Collateral | Callable[[Quote], Collateral]
+    if collateral is not None:
+        source = load_collateral(collateral)
+    else:
+        assert pccs is not None
+        source = pccs_fetcher(pccs, cache_dir, tls_verify=not pccs_insecure)
+    view = load_quote(quote)
+
+    # 2. Evidence: verify, appraise (rejections exit 1).
+    outcome = evaluate(view, source, verifier, ref, when)
+    if json_out:
+        print_json(outcome.to_json())
+    else:
+        print_rich(render_outcome(outcome))
+        print_line(verdict_line(outcome))
+    exit_with(EXIT_OK if outcome.accepted else EXIT_REJECTED)
