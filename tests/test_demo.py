@@ -51,10 +51,6 @@ def squash(text: str) -> str:
     return "".join(text.split())
 
 
-def sim_available() -> bool:
-    return any(g.name == "sim" for g in app.registered_groups)
-
-
 def test_demo_script_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo-output"
     env = {**os.environ, "COLUMNS": "220"}
@@ -87,15 +83,12 @@ def test_demo_script_end_to_end(tmp_path: Path) -> None:
     assert "2 of 7 quotes accepted under the default policy." in stdout
 
     # Part 1: the simulated platform, accepted only with --allow-simulation.
-    if sim_available():
-        verdicts = [line for line in stdout.splitlines() if re.match(r"(ACCEPTED|REJECTED)\b", line)]
-        assert verdicts[0].startswith("ACCEPTED") and "simulated evidence" in verdicts[0]
-        assert verdicts[1].startswith("REJECTED: evidence is simulated")
-        assert verdicts[2].startswith("REJECTED: MRENCLAVE")
-        assert "$ fedattest sim init" in stdout and "$ fedattest quote verify" in stdout
-        assert (out / "workload.quote").is_file()
-    else:
-        assert "skipped: 'fedattest sim' is not available" in stdout
+    verdicts = [line for line in stdout.splitlines() if re.match(r"(ACCEPTED|REJECTED)\b", line)]
+    assert verdicts[0].startswith("ACCEPTED") and "simulated evidence" in verdicts[0]
+    assert verdicts[1].startswith("REJECTED: evidence is simulated")
+    assert verdicts[2].startswith("REJECTED: MRENCLAVE")
+    assert "$ fedattest sim init" in stdout and "$ fedattest quote verify" in stdout
+    assert (out / "workload.quote").is_file()
     assert (out / ".fedattest-demo").is_file()
 
     # Running it again reuses its own output directory.

@@ -20,6 +20,7 @@ from fedattest import __version__
 from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
 from fedattest.cli.demo import demo_command
 from fedattest.cli.quote import app as quote_app
+from fedattest.cli.sim import app as sim_app
 from fedattest.errors import FedattestError
 
 INTERNAL_ERROR = 3
@@ -146,21 +147,8 @@ def _root(
 
 
 app.add_typer(quote_app, name="quote")
+app.add_typer(sim_app, name="sim")
 app.command("demo")(demo_command)
-
-
-def _mount_sim() -> None:
-    """Mount ``fedattest sim`` (``fedattest/cli/sim.py``) when that module is present."""
-    try:
-        from fedattest.cli.sim import app as sim_app  # noqa: PLC0415
-    except ModuleNotFoundError as exc:
-        if exc.name != "fedattest.cli.sim":
-            raise
-        return
-    app.add_typer(sim_app, name="sim")
-
-
-_mount_sim()
 
 
 def main() -> None:

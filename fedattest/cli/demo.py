@@ -245,11 +245,7 @@ def demo_command(
     """
     _say("fedattest demo", "bold")
     _prepare_out(out)
-    if _sim_available():
-        simulated_part(out)
-    else:
-        _heading("1. A simulated SGX platform")
-        _say("skipped: 'fedattest sim' is not available in this installation", "yellow")
+    simulated_part(out)
     found = _find_vectors(vectors)
     if found is None or not (found / "expected.json").is_file():
         where = found if found is not None else "../shared/testvectors/dcap"
@@ -262,9 +258,3 @@ def demo_command(
             raise CliError(f"demo: cannot read the test vectors in {found}: {exc}", EXIT_REJECTED) from None
     _say("")
     _say(f"Done. Files are in {out}/.", "bold green")
-
-
-def _sim_available() -> bool:
-    from fedattest.cli import app  # noqa: PLC0415
-
-    return any(getattr(g, "name", None) == "sim" for g in app.registered_groups)

@@ -1,0 +1,96 @@
+"""What every TEE backend offers, and the identity a simulated enclave quotes as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from fedattest.errors import TeeError
+from fedattest.sgx.quote import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, make_attributes
+
+REPORT_DATA_SIZE = 64
+SGX_FLAGS_INITTED = 0x01
+# x87 and SSE state: the XFRM every SGX enclave has; Gramine enclaves usually add AVX (0xE7 in total).
+DEFAULT_XFRM = 0x03
+
+
+@runtime_checkable
+class TEE(Protocol):
+    """A trusted execution environment that can produce DCAP quotes.
+
+    ``quote`` binds exactly 64 bytes of caller data (normally a hash of the keys and claims the enclave
+    wants to prove it owns) into a DCAP quote, returned as raw bytes.
+    """
+
+    @property
+    def kind(self) -> str:
+        """``"sgx-simulated"`` or ``"sgx-gramine"``: for logs and verdicts."""
+        ...
+
+    @property
+    def simulated(self) -> bool:
+        """True when the evidence is not rooted in Intel hardware."""
+        ...
+
+    def quote(self, report_data: bytes) -> bytes: ...
+
+
+def check_report_data(report_data: bytes) -> bytes:
+    """Report data is exactly 64 bytes; shorter data is refused rather than padded, so a caller never
+    believes a value was bound that was not."""
+    if not isinstance(report_data, bytes | bytearray | memoryview):
+        raise TeeError(f"report data must be bytes, not {type(report_data).__name__}")
+    data = bytes(report_data)
+    if len(data) != REPORT_DATA_SIZE:
+        raise TeeError(f"report data must be exactly {REPORT_DATA_SIZE} bytes, got {len(data)} (hash longer data first)")
+    return data
+
+
+def _sized(value: bytes, size: int, name: str) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        got = len(value) if isinstance(value, bytes) else type(value).__name__
+        raise TeeError(f"workload identity: {name} must be {size} bytes, got {got}")
+
+
+def _u(value: int, bits: int, name: str) -> None:
+    if not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise TeeError(f"workload identity: {name} must be an integer in 0..{(1 << bits) - 1}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class WorkloadIdentity:
+    """The measured identity of an SGX enclave: what its report body says about the code it runs.
+
+    In a real enclave these values come from the hardware (MRENCLAVE from the loaded pages, MRSIGNER
+    from the SIGSTRUCT key); a simulated enclave is told them.
+    """
+
+    mr_enclave: bytes
+    mr_signer: bytes
+    isv_prod_id: int = 0
+    isv_svn: int = 0
+    debug: bool = False
+    misc_select: int = 0
+    xfrm: int = DEFAULT_XFRM
+    config_id: bytes = bytes(64)
+    config_svn: int = 0
+    isv_ext_prod_id: bytes = bytes(16)
+    isv_family_id: bytes = bytes(16)
+
+    def __post_init__(self) -> None:
+        _sized(self.mr_enclave, 32, "mr_enclave")
+        _sized(self.mr_signer, 32, "mr_signer")
+        _sized(self.config_id, 64, "config_id")
+        _sized(self.isv_ext_prod_id, 16, "isv_ext_prod_id")
+        _sized(self.isv_family_id, 16, "isv_family_id")
+        _u(self.isv_prod_id, 16, "isv_prod_id")
+        _u(self.isv_svn, 16, "isv_svn")
+        _u(self.config_svn, 16, "config_svn")
+        _u(self.misc_select, 32, "misc_select")
+        _u(self.xfrm, 64, "xfrm")
+
+    @property
+    def attributes(self) -> bytes:
+        """ATTRIBUTES as the report carries them: INIT and MODE64BIT set, DEBUG when ``debug``."""
+        flags = SGX_FLAGS_INITTED | SGX_FLAGS_MODE64BIT | (SGX_FLAGS_DEBUG if self.debug else 0)
+        return make_attributes(flags, self.xfrm)
