@@ -17,26 +17,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, utils
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.dcap.collateral import Collateral
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID
 from fedattest.sgx.quote import CertificationData, EcdsaSignatureData, QeCertification, Quote
+from fedattest.tee.sim_pki import issue_certificate, issue_crl, name, new_key, pem, sign_raw
+
+__all__ = ["Rerooted", "TestPki", "pem", "reroot", "sign_raw"]
 
 Json = dict[str, Any]
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedattest tests"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    )
-
-
-def sign_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return name(cn, "fedattest tests")
 
 
 @dataclass
@@ -44,10 +39,10 @@ class TestPki:
     """A root, a PCK CA, a TCB signer and their CRLs, valid around ``at``."""
 
     at: datetime
-    root_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
-    ca_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
-    tcb_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
-    pck_key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    root_key: ec.EllipticCurvePrivateKey = field(default_factory=new_key)
+    ca_key: ec.EllipticCurvePrivateKey = field(default_factory=new_key)
+    tcb_key: ec.EllipticCurvePrivateKey = field(default_factory=new_key)
+    pck_key: ec.EllipticCurvePrivateKey = field(default_factory=new_key)
 
     def __post_init__(self) -> None:
         self.root = self._cert(_name("Test SGX Root CA"), self.root_key, self.root_key, None, ca=True)
@@ -62,49 +57,30 @@ class TestPki:
         issuer: x509.Certificate | None,
         *,
         ca: bool,
-        extra: list[x509.ExtensionType] | None = None,
+        sgx_extension: bytes | None = None,
         serial: int | None = None,
         not_after: datetime | None = None,
     ) -> x509.Certificate:
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer.subject if issuer else subject)
-            .public_key(key.public_key())
-            .serial_number(serial or x509.random_serial_number())
-            .not_valid_before(self.at - timedelta(days=365))
-            .not_valid_after(not_after or self.at + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=not ca,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=ca,
-                    crl_sign=ca,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        return issue_certificate(
+            subject=subject,
+            public_key=key.public_key(),
+            issuer=issuer,
+            issuer_key=issuer_key,
+            not_before=self.at - timedelta(days=365),
+            not_after=not_after or self.at + timedelta(days=3650),
+            ca=ca,
+            serial=serial,
+            sgx_extension=sgx_extension,
         )
-        for ext in extra or []:
-            b = b.add_extension(ext, critical=False)
-        return b.sign(issuer_key, hashes.SHA256())
 
     def pck(self, sgx_extension_der: bytes, *, serial: int = 0x5EC7, not_after: datetime | None = None) -> x509.Certificate:
-        ext = x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_extension_der)
         return self._cert(
             _name("Test SGX PCK Certificate"),
             self.pck_key,
             self.ca_key,
             self.ca,
             ca=False,
-            extra=[ext],
+            sgx_extension=sgx_extension_der,
             serial=serial,
             not_after=not_after,
         )
@@ -112,21 +88,7 @@ class TestPki:
     def crl(
         self, issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey, revoked: list[int], *, this: datetime, nxt: datetime
     ) -> bytes:
-        b = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(issuer.subject)
-            .last_update(this)
-            .next_update(nxt)
-            .add_extension(x509.CRLNumber(1), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        )
-        for serial in revoked:
-            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this).build())
-        return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-
-
-def pem(*certs: x509.Certificate) -> str:
-    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certs)
+        return issue_crl(issuer=issuer, issuer_key=key, revoked_serials=revoked, this_update=this, next_update=nxt)
 
 
 @dataclass
