@@ -731,7 +731,7 @@ def load_collateral(path: Path) -> Collateral:
         raise CliUsageError(f"--collateral {str(path)!r}: {exc}") from None
 
 
-def pccs_fetcher(url: str, cache_dir: Path | None, tls_verify: bool) -> Callable[[Quote], Collateral]:
+def pccs_fetcher(url: str, cache_dir: Path | None, pccs_ca: Path | None) -> Callable[[Quote], Collateral]:
     """Collateral from a PCCS (Intel's Provisioning Certificate Caching Service API), cached on disk."""
     if not url.startswith(("https://", "http://")):
         raise CliUsageError(f"--pccs needs an http(s) URL, got {url!r}")
@@ -740,7 +740,12 @@ def pccs_fetcher(url: str, cache_dir: Path | None, tls_verify: bool) -> Callable
     except ImportError:
         raise CliUsageError("--pccs is not available: fedattest.dcap.pccs is missing from this installation") from None
     directory = cache_dir if cache_dir is not None else default_cache_dir() / "pccs"
-    client = PccsClient(url, cache_dir=directory, verify=tls_verify)
+    verify: bool | str = True
+    if pccs_ca is not None:
+        if not pccs_ca.is_file():
+            raise CliUsageError(f"--pccs-ca {str(pccs_ca)!r}: no such file")
+        verify = str(pccs_ca)
+    client = PccsClient(url, cache_dir=directory, verify=verify)
 
     def fetch(quote: Quote) -> Collateral:
         return client.fetch_for_quote(quote)
@@ -886,13 +891,17 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", metavar="DIR", help="PCCS collateral cache. Default: ~/.cache/fedattest/pccs.")
     ] = None,
-    pccs_insecure: Annotated[
-        bool,
+    pccs_ca: Annotated[
+        Path | None,
         typer.Option(
-            "--pccs-insecure",
-            help="Do not check the PCCS's TLS certificate (collateral is still verified up to the trust root).",
+            "--pccs-ca",
+            metavar="FILE",
+            help=(
+                "CA certificate(s) (PEM) to trust for the PCCS's TLS certificate, e.g. a local PCCS's self-signed"
+                " certificate. Default: the system's trusted CAs. Collateral is verified up to the trust root either way."
+            ),
         ),
-    ] = False,
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     # 1. Options (usage errors, exit 2) before any evidence is read.
@@ -916,7 +925,7 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
         source = load_collateral(collateral)
     else:
         assert pccs is not None
-        source = pccs_fetcher(pccs, cache_dir, tls_verify=not pccs_insecure)
+        source = pccs_fetcher(pccs, cache_dir, pccs_ca)
     view = load_quote(quote)
 
     # 2. Evidence: verify, appraise (rejections exit 1).
