@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from fedattest.cli import app
-from fedattest.sgx.quote import Quote
+from fedattest.sgx.quote import Quote, ReportBody
 from tests.test_cli_quote import assert_one_line_error
 
 runner = CliRunner()
@@ -46,7 +46,11 @@ def verify(platform: Path, quote: Path, collateral: Path, *extra: str) -> Result
 
 
 def test_init_quote_collateral_verify(platform: Path, tmp_path: Path) -> None:
-    quote = make_quote(platform, tmp_path / "q.bin", "--isvprodid", "5", "--isvsvn", "2", "--report-data", "11" * 32)
+    quote = make_quote(
+        platform, tmp_path / "q.bin", "--isvprodid", "5", "--isvsvn", "2", "--report-data", "11" * 32, "--config-id", "22" * 32
+    )
+    body = Quote.parse(quote.read_bytes()).body
+    assert isinstance(body, ReportBody) and body.config_id == bytes.fromhex("22" * 32) + bytes(32)
     collateral = tmp_path / "c.json"
     assert cli("sim", "collateral", "-p", platform, "-o", collateral).exit_code == 0
     result = verify(platform, quote, collateral, "--allow-simulation", "--expect-mrenclave", MRENCLAVE)
@@ -123,6 +127,7 @@ def test_usage_errors_are_one_line(platform: Path, tmp_path: Path) -> None:
     assert_one_line_error(cli(*base, "--mrenclave", "abc"), 2, "--mrenclave")
     assert_one_line_error(cli(*base, "--mrenclave", MRENCLAVE, "--report-data", "00" * 65), 2, "--report-data")
     assert_one_line_error(cli(*base, "--mrenclave", MRENCLAVE, "--format", "pem"), 2, "--format")
+    assert_one_line_error(cli(*base, "--mrenclave", MRENCLAVE, "--config-id", "zz"), 2, "--config-id")
     assert_one_line_error(cli(*base, "--mrenclave", MRENCLAVE, "--isvsvn", "70000"), 2, "--isvsvn")
     assert_one_line_error(cli("sim", "quote", "-p", platform, "--mrenclave", MRENCLAVE), 2, "--mrsigner")
     assert_one_line_error(cli("sim", "collateral", "-p", platform, "--at", "yesterday"), 2, "--at")

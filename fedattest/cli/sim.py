@@ -102,13 +102,14 @@ def show(
     _summary(_open(directory), json_out)
 
 
-def _report_data(value: str | None) -> bytes:
+def _padded_64(value: str | None, option: str) -> bytes:
+    """Up to 64 bytes of hex, zero-padded on the right (default: 64 zero bytes)."""
     if value is None:
         return bytes(64)
     text = value.strip().removeprefix("0x").removeprefix("0X")
     if len(text) > 128 or len(text) % 2:
-        raise CliUsageError(f"--report-data needs up to 128 hex digits (64 bytes), got {len(text)} digits")
-    data = parse_hex(text, len(text) // 2, "--report-data")
+        raise CliUsageError(f"{option} needs up to 128 hex digits (64 bytes), got {len(text)} digits")
+    data = parse_hex(text, len(text) // 2, option)
     return data + bytes(64 - len(data))
 
 
@@ -116,8 +117,8 @@ def _report_data(value: str | None) -> bytes:
     "quote",
     help=(
         "Quote as an enclave with the given identity: a DCAP quote v3 signed by the platform's quoting enclave.\n\n"
-        "--report-data is up to 64 bytes of hex; shorter values are zero-padded on the right (the usual way to"
-        " bind a 32-byte hash). Output is raw bytes unless --format says hex or base64."
+        "--report-data and --config-id are up to 64 bytes of hex; shorter values are zero-padded on the right (the"
+        " usual way to bind a 32-byte hash). Output is raw bytes unless --format says hex or base64."
     ),
 )
 def quote(  # noqa: PLR0917 - typer maps parameters to options
@@ -131,6 +132,14 @@ def quote(  # noqa: PLR0917 - typer maps parameters to options
     report_data: Annotated[
         str | None, typer.Option("--report-data", metavar="HEX", help="Report data (default: 64 zero bytes).")
     ] = None,
+    config_id: Annotated[
+        str | None,
+        typer.Option(
+            "--config-id",
+            metavar="HEX",
+            help="CONFIGID (KSS), up to 64 bytes of hex, zero-padded; e.g. a data commitment. Default: zeros.",
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", metavar="raw|hex|base64", help="Output encoding.")] = "raw",
 ) -> None:
     if fmt not in ("raw", "hex", "base64"):
@@ -143,8 +152,9 @@ def quote(  # noqa: PLR0917 - typer maps parameters to options
         isv_prod_id=isvprodid,
         isv_svn=isvsvn,
         debug=debug,
+        config_id=_padded_64(config_id, "--config-id"),
     )
-    data = _report_data(report_data)
+    data = _padded_64(report_data, "--report-data")
     raw = _open(platform_dir).tee(identity).quote(data)
     encoded = {"raw": raw, "hex": raw.hex().encode() + b"\n", "base64": base64.b64encode(raw) + b"\n"}[fmt]
     _write(output, encoded, f"quote ({len(raw)} bytes, sha256 {sha256(raw).hexdigest()[:16]}...)")
