@@ -1,0 +1,37 @@
+"""The benchmark runs and reports every mode (speed itself is not asserted: it depends on the machine)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    script = REPO / "benchmarks" / "verify_quotes.py"
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_benchmark_reports_every_mode_with_ratios() -> None:
+    proc = run("-n", "3", "--repeat", "1", "--json", "--vector", "phala_sgx_v3", "--vector", "simulated")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["dcap_qvl"] is True
+    rows = {(r["vector"], r["mode"]): r for r in report["results"]}
+    for vector in ("phala_sgx_v3", "simulated"):
+        for mode in ("dcap-qvl", "cold", "warm", "warm-2-threads"):
+            row = rows[(vector, mode)]
+            assert row["quotes_per_second"] > 0
+            assert (row["ratio_vs_dcap_qvl"] is None) == (mode == "dcap-qvl")
+
+
+def test_benchmark_table_and_bad_arguments() -> None:
+    table = run("-n", "2", "--repeat", "1", "--threads", "1", "--vector", "phala_tdx_v4")
+    assert table.returncode == 0 and "vs dcap-qvl" in table.stdout and "x" in table.stdout
+    unknown = run("--vector", "nope", "-n", "1")
+    assert unknown.returncode != 0 and "unknown or unverifiable vector 'nope'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+    bad = run("-n", "0")
+    assert bad.returncode == 2 and "at least 1" in bad.stderr
