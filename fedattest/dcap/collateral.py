@@ -12,12 +12,14 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from fedattest.dcap.tcb import EnclaveIdentity, TcbInfo
 from fedattest.errors import CollateralError
 
 _TEXT_FIELDS = ("pck_crl_issuer_chain", "tcb_info_issuer_chain", "tcb_info", "qe_identity_issuer_chain", "qe_identity")
@@ -104,6 +106,24 @@ class Collateral:
             raw = value if isinstance(value, bytes) else value.encode()
             h.update(len(raw).to_bytes(8, "big") + raw)
         return h.digest()
+
+
+def validity_window(collateral: Collateral) -> tuple[datetime, datetime]:
+    """When every part of ``collateral`` is valid: the latest issue time and the earliest next update of
+    its CRLs, TCB info and QE identity (certificates are not included; they outlive collateral).
+    Raises :class:`~fedattest.errors.FedattestError` when a part does not parse."""
+    tcb = TcbInfo.parse(collateral.tcb_info)
+    qe = EnclaveIdentity.parse(collateral.qe_identity)
+    starts = [tcb.issue_date, qe.issue_date]
+    ends = [tcb.next_update, qe.next_update]
+    for key in ("root_ca_crl", "pck_crl"):
+        try:
+            crl = x509.load_der_x509_crl(getattr(collateral, key))
+        except ValueError:
+            raise CollateralError(f"collateral.{key} is not a DER CRL") from None
+        starts.append(crl.last_update_utc)
+        ends.append(crl.next_update_utc or crl.last_update_utc)
+    return max(starts), min(ends)
 
 
 def _crl_der(raw: bytes, key: str) -> bytes:

@@ -30,8 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fedattest.dcap.collateral import Collateral
-from fedattest.dcap.tcb import EnclaveIdentity, TcbInfo
+from fedattest.dcap.collateral import Collateral, validity_window
 from fedattest.errors import FedattestError, TeeError
 from fedattest.files import PRIVATE_DIR, atomic_write, readable_by_others
 from fedattest.sgx.pck_extension import PckExtension, SgxType
@@ -325,7 +324,7 @@ class SimulatedPlatform:
         cache = self.directory / "collateral.json"
         try:
             cached = Collateral.from_json(cache.read_bytes())
-            start, end = _collateral_window(cached)
+            start, end = validity_window(cached)
             if start <= at and at + REFRESH_MARGIN <= end:
                 return cached
         except (OSError, FedattestError, ValueError):
@@ -414,16 +413,6 @@ class SimulatedTEE:
 
     def quote(self, report_data: bytes) -> bytes:
         return self.platform.quote(self.identity, report_data)
-
-
-def _collateral_window(collateral: Collateral) -> tuple[datetime, datetime]:
-    """When all of ``collateral`` is valid: the latest issue time and the earliest next update."""
-    tcb = TcbInfo.parse(collateral.tcb_info)
-    qe = EnclaveIdentity.parse(collateral.qe_identity)
-    crls = [x509.load_der_x509_crl(collateral.root_ca_crl), x509.load_der_x509_crl(collateral.pck_crl)]
-    starts = [tcb.issue_date, qe.issue_date, *(c.last_update_utc for c in crls)]
-    ends = [tcb.next_update, qe.next_update, *(c.next_update_utc or c.last_update_utc for c in crls)]
-    return max(starts), min(ends)
 
 
 def _write_platform(directory: Path, description: PlatformDescription, material: _Secrets) -> None:
