@@ -37,6 +37,7 @@ from fedattest.cli._common import (
     print_rich,
     read_input,
 )
+from fedattest.dcap.chain import load_pem_chain
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import TcbStatus, VerifiedQuote
 from fedattest.dcap.trust import is_intel_root, load_trust_root
@@ -253,8 +254,8 @@ def _pck_details(pem: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | Non
     """The PCK chain's certificates and the leaf's SGX extension, for display only (not verified)."""
     problems: list[str] = []
     try:
-        certs = x509.load_pem_x509_certificates(pem)
-    except ValueError as exc:
+        certs = load_pem_chain(pem, "PCK certificate chain", "pck_chain")
+    except FedattestError as exc:
         return [], None, [f"PCK certificate chain does not parse: {exc}"]
     chain = [
         {

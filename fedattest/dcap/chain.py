@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
@@ -57,16 +57,32 @@ def load_pem_chain(pem: str | bytes, what: str, step: str) -> list[x509.Certific
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise VerificationError(step, f"{what} is not a valid PEM certificate chain: {exc}") from None
+    for i, cert in enumerate(certs):
+        decode_fully(cert, f"{what}, certificate {i + 1}", step)
     return certs
+
+
+def decode_fully(cert: x509.Certificate, what: str, step: str) -> None:
+    """cryptography decodes names, validity and extensions on first access; decode them now, so a
+    malformed field is a verification error here rather than a ValueError deep inside a later check."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)
+        _ = cert.extensions
+        cert.public_key()
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+        raise VerificationError(step, f"{what} is malformed: {exc}") from None
 
 
 def load_crl(der: bytes, what: str, step: str) -> x509.CertificateRevocationList:
     try:
-        return x509.load_der_x509_crl(der)
+        crl = x509.load_der_x509_crl(der)
+        # Decoded lazily by cryptography: force it, so malformed fields fail here (see _parse_eagerly).
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions, list(crl))
     except ValueError as exc:
         raise VerificationError(step, f"{what} is not a valid DER CRL: {exc}") from None
+    return crl
 
 
 def same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:

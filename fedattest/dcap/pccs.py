@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from fedattest.dcap.chain import load_pem_chain
 from fedattest.dcap.collateral import Collateral, validity_window
 from fedattest.errors import CollateralError, FedattestError
 from fedattest.files import PRIVATE_DIR, atomic_write
@@ -73,7 +74,7 @@ def pck_ca_type(leaf: x509.Certificate) -> str:
 def quote_platform(quote: Quote) -> tuple[str, str, str]:
     """(tee ``sgx``/``tdx``, FMSPC as upper-case hex, PCK CA type) for the quote's platform."""
     try:
-        leaf = x509.load_pem_x509_certificates(quote.pck_chain_pem)[0]
+        leaf = load_pem_chain(quote.pck_chain_pem, "PCK certificate chain", "pck_chain")[0]
         ext = leaf.extensions.get_extension_for_oid(x509.ObjectIdentifier(SGX_EXTENSION_OID)).value
         raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
         fmspc = PckExtension.parse(raw).fmspc
@@ -150,9 +151,9 @@ def crl_der(body: bytes, what: str) -> bytes:
 def root_crl_url(issuer_chain_pem: str) -> str:
     """The CRL distribution point of the last (root) certificate of an issuer chain."""
     try:
-        root = x509.load_pem_x509_certificates(issuer_chain_pem.encode())[-1]
+        root = load_pem_chain(issuer_chain_pem, "QE identity issuer chain", "qe_identity_chain")[-1]
         points = root.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except (ValueError, IndexError, x509.ExtensionNotFound):
+    except (IndexError, x509.ExtensionNotFound, FedattestError):
         raise CollateralError("the root CA certificate names no CRL distribution point") from None
     for point in points:
         for general_name in point.full_name or []:

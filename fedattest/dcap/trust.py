@@ -13,7 +13,8 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from fedattest.errors import FedattestError
+from fedattest.dcap.chain import decode_fully
+from fedattest.errors import FedattestError, VerificationError
 
 INTEL_SGX_ROOT_CA_PEM = b"""\
 -----BEGIN CERTIFICATE-----
@@ -50,10 +51,13 @@ def load_trust_root(data: bytes) -> x509.Certificate:
     """A trust root given as DER or PEM bytes."""
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(data)
-        return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+            cert = x509.load_pem_x509_certificate(data)
+        else:
+            cert = x509.load_der_x509_certificate(data)
+        decode_fully(cert, "trust root", "trust_root")
+    except (ValueError, x509.InvalidVersion, VerificationError) as exc:
         raise FedattestError(f"trust root is not a valid X.509 certificate: {exc}") from None
+    return cert
 
 
 def is_intel_root(cert: x509.Certificate) -> bool:
