@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from fedattest.errors import VerificationError
+from fedattest.errors import FormatError, VerificationError
+from fedattest.sgx import der
 
 
 @dataclass(frozen=True)
@@ -71,17 +73,48 @@ def decode_fully(cert: x509.Certificate, what: str, step: str) -> None:
         _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)
         _ = cert.extensions
         cert.public_key()
-    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as exc:
+    except Exception as exc:
+        # Decoding attacker-supplied DER: cryptography signals bad input with several exception types
+        # (ValueError, InvalidVersion, DuplicateExtension, UnsupportedAlgorithm, ...). Any of them means
+        # the certificate is malformed, and nothing but decoding runs inside this block.
         raise VerificationError(step, f"{what} is malformed: {exc}") from None
+    check_signed_der(cert.public_bytes(Encoding.DER), what, step)
 
 
-def load_crl(der: bytes, what: str, step: str) -> x509.CertificateRevocationList:
+def check_signed_der(raw: bytes, what: str, step: str) -> None:
+    """The outer layer of a certificate or CRL is strict DER: SEQUENCE {tbs, algorithm, BIT STRING} with
+    no unused bits, holding an ECDSA signature that is itself minimal DER.
+
+    The outer layer is not covered by the signature, and OpenSSL tolerates some non-canonical forms of
+    it (a non-zero unused-bits count, for one). Refusing them means each signed object has exactly one
+    accepted encoding, so nobody can make a "different" certificate or CRL that still verifies."""
     try:
-        crl = x509.load_der_x509_crl(der)
-        # Decoded lazily by cryptography: force it, so malformed fields fail here (see _parse_eagerly).
+        outer = der.read_single(raw, what)
+        parts = der.read_all(outer.value, what)
+        if outer.tag != der.SEQUENCE or len(parts) != 3 or [p.tag for p in parts] != [der.SEQUENCE, der.SEQUENCE, 0x03]:
+            raise FormatError(what, "not SEQUENCE { tbs, signatureAlgorithm, signatureValue }")
+        bits = parts[2].value
+        if not bits or bits[0] != 0:
+            raise FormatError(what, "signature BIT STRING declares unused bits")
+        sig = der.read_single(bits[1:], what)
+        ints = der.read_all(sig.value, what)
+        if sig.tag != der.SEQUENCE or len(ints) != 2:
+            raise FormatError(what, "signature is not an ECDSA SEQUENCE { r, s }")
+        for value in ints:
+            if der.decode_int(value, what) <= 0:
+                raise FormatError(what, "ECDSA signature value out of range")
+    except FormatError as exc:
+        raise VerificationError(step, f"{what} is not strict DER: {exc.detail}") from None
+
+
+def load_crl(raw: bytes, what: str, step: str) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_der_x509_crl(raw)
+        # Decoded lazily by cryptography: force it, so malformed fields fail here (see decode_fully).
         _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions, list(crl))
-    except ValueError as exc:
+    except Exception as exc:  # any decoding failure of attacker-supplied DER (see decode_fully)
         raise VerificationError(step, f"{what} is not a valid DER CRL: {exc}") from None
+    check_signed_der(raw, what, step)
     return crl
 
 

@@ -119,7 +119,7 @@ def validity_window(collateral: Collateral) -> tuple[datetime, datetime]:
     for key in ("root_ca_crl", "pck_crl"):
         try:
             crl = x509.load_der_x509_crl(getattr(collateral, key))
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise CollateralError(f"collateral.{key} is not a DER CRL") from None
         starts.append(crl.last_update_utc)
         ends.append(crl.next_update_utc or crl.last_update_utc)
