@@ -55,15 +55,32 @@ def crl_window(crl: x509.CertificateRevocationList, what: str, step: str) -> Win
     return Window(what, step, crl.last_update_utc, next_update)
 
 
-def load_pem_chain(pem: str | bytes, what: str, step: str) -> list[x509.Certificate]:
+DECODED_CACHE_LIMIT = 256
+
+
+def load_pem_chain(
+    pem: str | bytes, what: str, step: str, decoded: dict[bytes, x509.Certificate] | None = None
+) -> list[x509.Certificate]:
+    """Certificates from a PEM chain, each fully decoded (:func:`decode_fully`). ``decoded`` maps DER to
+    certificates already decoded (the trust root, certificates of other chains in the same collateral):
+    those are reused instead of decoded again, and new ones are added to it."""
     data = pem.encode() if isinstance(pem, str) else pem
     try:
         certs = x509.load_pem_x509_certificates(data)
     except (ValueError, x509.InvalidVersion) as exc:
         raise VerificationError(step, f"{what} is not a valid PEM certificate chain: {exc}") from None
+    known = decoded if decoded is not None else {}
+    out = []
     for i, cert in enumerate(certs):
-        decode_fully(cert, f"{what}, certificate {i + 1}", step)
-    return certs
+        raw = cert.public_bytes(Encoding.DER)
+        seen = known.get(raw)
+        if seen is None:
+            decode_fully(cert, f"{what}, certificate {i + 1}", step)
+            seen = cert
+            if len(known) < DECODED_CACHE_LIMIT:  # bounded: one collateral bundle serves many platforms
+                known[raw] = cert
+        out.append(seen)
+    return out
 
 
 def decode_fully(cert: x509.Certificate, what: str, step: str) -> None:
@@ -111,7 +128,8 @@ def load_crl(raw: bytes, what: str, step: str) -> x509.CertificateRevocationList
     try:
         crl = x509.load_der_x509_crl(raw)
         # Decoded lazily by cryptography: force it, so malformed fields fail here (see decode_fully).
-        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions, list(crl))
+        # Revoked entries are decoded when looked up (check_not_revoked), after the CRL's signature is checked.
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions)
     except Exception as exc:  # any decoding failure of attacker-supplied DER (see decode_fully)
         raise VerificationError(step, f"{what} is not a valid DER CRL: {exc}") from None
     check_signed_der(raw, what, step)
@@ -178,11 +196,13 @@ def check_not_revoked(
         raise VerificationError(
             "revocation", f"{what}: the CRL for it is issued by {crl.issuer.rfc4514_string()!r}, not by its issuer"
         )
-    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-    if entry is not None:
-        raise VerificationError(
-            "revocation", f"{what} (serial {cert.serial_number:x}) is revoked since {entry.revocation_date_utc:%Y-%m-%d}"
-        )
+    try:
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        since = entry.revocation_date_utc if entry is not None else None
+    except Exception as exc:  # a malformed entry in attacker-supplied DER (see decode_fully)
+        raise VerificationError("revocation", f"{what}: the CRL has a malformed entry: {exc}") from None
+    if since is not None:
+        raise VerificationError("revocation", f"{what} (serial {cert.serial_number:x}) is revoked since {since:%Y-%m-%d}")
 
 
 def check_self_signed_root(root: x509.Certificate) -> None:

@@ -67,6 +67,8 @@ class _CheckedCollateral:
         # Certificates hash and compare by their DER encoding.
         self._issued: set[tuple[x509.Certificate, x509.Certificate]] = set()
         self._crl_signers: set[x509.Certificate] = set()
+        # Certificates decoded so far, by DER: the root appears in every chain, the PCK CA in two.
+        self.decoded: dict[bytes, x509.Certificate] = {root.public_bytes(Encoding.DER): root}
         self.root_crl_issuer: x509.Name | None = None  # set with root_crl
         self.pck_crl_issuer: x509.Name | None = None  # set with pck_crl
 
@@ -87,7 +89,7 @@ class _CheckedCollateral:
     def _issuer_chain(self, pem: str, what: str, step: str) -> tuple[x509.Certificate, tuple[Window, ...]]:
         """A two-certificate issuer chain [signer, root] ending at the trust root; the signer must not be
         revoked by the root CA CRL."""
-        certs = chain.load_pem_chain(pem, what, step)
+        certs = chain.load_pem_chain(pem, what, step, self.decoded)
         if len(certs) != 2:
             raise VerificationError(step, f"{what} must hold 2 certificates (signer, root CA), found {len(certs)}")
         signer, root = certs
@@ -156,7 +158,7 @@ def _check_pck_chain(
     pem: bytes, checked: _CheckedCollateral
 ) -> tuple[ec.EllipticCurvePublicKey, PckExtension, tuple[Window, ...]]:
     step = "pck_chain"
-    certs = chain.load_pem_chain(pem, "PCK certificate chain in the quote", step)
+    certs = chain.load_pem_chain(pem, "PCK certificate chain in the quote", step, checked.decoded)
     if len(certs) != 3:
         raise VerificationError(
             step, f"PCK certificate chain must hold 3 certificates (PCK, PCK CA, root CA), found {len(certs)}"
