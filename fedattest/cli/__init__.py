@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 
 from fedattest import __version__
 from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
+from fedattest.cli.data import app as data_app
 from fedattest.cli.demo import demo_command
 from fedattest.cli.quote import app as quote_app
 from fedattest.cli.sim import app as sim_app
@@ -148,6 +149,7 @@ def _root(
 
 app.add_typer(quote_app, name="quote")
 app.add_typer(sim_app, name="sim")
+app.add_typer(data_app, name="data")
 app.command("demo")(demo_command)
 
 
