@@ -204,6 +204,19 @@ def test_byte_flipped_after_open(committed: tuple[Path, bytes]) -> None:
     assert err.value.chunk == 9
 
 
+def test_whole_chunk_reads_into_the_callers_buffer_are_verified_and_wiped(committed: tuple[Path, bytes]) -> None:
+    directory, root = committed
+    flip(directory / "train/x.bin", 2 * CS + 5)
+    buf = bytearray(b"\xaa" * (4 * CS))
+    with open_dataset(directory, root).open("train/x.bin") as f:
+        f.seek(2 * CS)
+        with pytest.raises(DataIntegrityError) as err:
+            f.readinto(buf)
+    assert err.value.chunk == 2
+    assert buf[:CS] == bytes(CS)  # the tampered chunk was wiped: nothing unverified is left behind
+    assert buf[CS:] == b"\xaa" * (3 * CS)  # and nothing after it was read
+
+
 def test_truncation_before_and_after_open(committed: tuple[Path, bytes]) -> None:
     directory, root = committed
     ds = open_dataset(directory, root)

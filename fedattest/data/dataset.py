@@ -209,6 +209,14 @@ class VerifiedFile(io.RawIOBase):
         self._cached = (index, data)
         return data
 
+    def _read_whole_chunk(self, index: int, target: memoryview) -> None:
+        got_bytes = os.preadv(self._fd, [target], index * self._chunk_size)
+        got = tree.chunk_leaf(target[:got_bytes])
+        expected = self._entry.leaf(index)
+        if got_bytes != len(target) or not hmac.compare_digest(got, expected):
+            target[:] = bytes(len(target))  # never leave unverified bytes behind in the caller's buffer
+            raise DataIntegrityError(self._entry.path, index, expected.hex(), got.hex())
+
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         if self.closed:
             raise ValueError("I/O operation on closed file")
@@ -216,6 +224,12 @@ class VerifiedFile(io.RawIOBase):
         done = 0
         while done < len(out) and self._pos < self._entry.size:
             index, within = divmod(self._pos, self._chunk_size)
+            if within == 0 and len(out) - done >= self._chunk_size and index < self._entry.chunks - 1:
+                # A whole chunk (not the last): read it straight into the caller's buffer, no copy.
+                self._read_whole_chunk(index, out[done : done + self._chunk_size])
+                done += self._chunk_size
+                self._pos += self._chunk_size
+                continue
             data = self._chunk(index)
             n = min(len(out) - done, len(data) - within)
             out[done : done + n] = data[within : within + n]
