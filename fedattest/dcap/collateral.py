@@ -58,6 +58,8 @@ class Collateral:
             obj = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CollateralError(f"collateral is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise CollateralError("collateral is not valid JSON: nested too deeply") from None
         return cls.from_dict(obj)
 
     @classmethod
@@ -71,6 +73,11 @@ class Collateral:
         for key in _TEXT_FIELDS:
             if not isinstance(obj[key], str):
                 raise CollateralError(f"collateral.{key} must be a string")
+            try:
+                obj[key].encode("utf-8")
+            except UnicodeEncodeError:
+                # JSON can carry lone surrogates ("\ud800"); they are not text and cannot have been signed.
+                raise CollateralError(f"collateral.{key} is not valid Unicode text") from None
             values[key] = obj[key]
         for key in _HEX_FIELDS:
             raw = obj[key]
@@ -131,6 +138,6 @@ def _crl_der(raw: bytes, key: str) -> bytes:
     if raw.lstrip().startswith(b"-----BEGIN"):
         try:
             return x509.load_pem_x509_crl(raw).public_bytes(Encoding.DER)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise CollateralError(f"collateral.{key} is not a valid PEM CRL") from None
     return raw

@@ -138,7 +138,7 @@ def crl_der(body: bytes, what: str) -> bytes:
     if stripped.startswith(b"-----BEGIN"):
         try:
             return x509.load_pem_x509_crl(stripped).public_bytes(Encoding.DER)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise CollateralError(f"{what} is not a valid PEM CRL") from None
     if stripped[:1] == b"\x30":
         return body
@@ -273,7 +273,7 @@ class PccsClient:
                 return None
             collateral = Collateral.from_dict(doc["collateral"])
             _, end = validity_window(collateral)
-        except (OSError, ValueError, KeyError, TypeError, FedattestError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, FedattestError):
             return None  # missing or unusable: fetch again
         return collateral, end
 

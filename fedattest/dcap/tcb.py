@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fedattest.dcap.result import TcbStatus
 from fedattest.errors import VerificationError
@@ -48,7 +48,7 @@ class _TcbLevelJson(BaseModel):
     model_config = _MODEL
     # Version 3 levels validate in the same pass as the document; version 2's flat shape is read by hand.
     tcb: _TcbV3 | dict[str, Any]
-    tcbDate: datetime  # noqa: N815 - Intel's key
+    tcbDate: AwareDatetime  # noqa: N815 - Intel's key
     tcbStatus: TcbStatus  # noqa: N815
     advisoryIDs: list[str] = []  # noqa: N815
 
@@ -56,7 +56,7 @@ class _TcbLevelJson(BaseModel):
 class _ModuleLevelJson(BaseModel):
     model_config = _MODEL
     tcb: dict[str, int]
-    tcbDate: datetime  # noqa: N815
+    tcbDate: AwareDatetime  # noqa: N815
     tcbStatus: TcbStatus  # noqa: N815
     advisoryIDs: list[str] = []  # noqa: N815
 
@@ -77,8 +77,8 @@ class _TcbInfoJson(BaseModel):
     model_config = _MODEL
     id: Literal["SGX", "TDX"] = "SGX"
     version: int
-    issueDate: datetime  # noqa: N815
-    nextUpdate: datetime  # noqa: N815
+    issueDate: AwareDatetime  # noqa: N815
+    nextUpdate: AwareDatetime  # noqa: N815
     fmspc: str
     pceId: str  # noqa: N815
     tcbType: int = 0  # noqa: N815
@@ -210,8 +210,8 @@ class _QeIdentityJson(BaseModel):
     model_config = _MODEL
     id: Literal["QE", "QVE", "TD_QE"]
     version: int
-    issueDate: datetime  # noqa: N815
-    nextUpdate: datetime  # noqa: N815
+    issueDate: AwareDatetime  # noqa: N815
+    nextUpdate: AwareDatetime  # noqa: N815
     tcbEvaluationDataNumber: int  # noqa: N815
     miscselect: str
     miscselectMask: str  # noqa: N815

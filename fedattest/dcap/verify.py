@@ -52,7 +52,10 @@ def to_datetime(at: datetime | int | float | None) -> datetime:
         return at.astimezone(UTC)
     if isinstance(at, bool) or not isinstance(at, int | float):
         raise FedattestError("verification time must be a datetime or Unix seconds")
-    return datetime.fromtimestamp(at, UTC)
+    try:
+        return datetime.fromtimestamp(at, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise FedattestError(f"verification time {at!r} is not a representable Unix time") from None
 
 
 class _CheckedCollateral:

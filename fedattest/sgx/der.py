@@ -127,7 +127,9 @@ def encode_oid(dotted: str) -> bytes:
 
 
 def encode_int(value: int, tag: int = INTEGER) -> bytes:
-    size = max(1, (value.bit_length() + 8) // 8)
+    # Minimal two's complement: enough bytes for the magnitude bits plus a sign bit (~v for negatives,
+    # so that -128 is one byte, 0x80).
+    size = (value if value >= 0 else ~value).bit_length() // 8 + 1
     return encode(tag, value.to_bytes(size, "big", signed=True))
 
 
