@@ -22,6 +22,7 @@ from fedattest.cli.data import app as data_app
 from fedattest.cli.demo import demo_command
 from fedattest.cli.quote import app as quote_app
 from fedattest.cli.sim import app as sim_app
+from fedattest.cli.workload import app as workload_app
 from fedattest.errors import FedattestError
 
 INTERNAL_ERROR = 3
@@ -150,6 +151,7 @@ def _root(
 app.add_typer(quote_app, name="quote")
 app.add_typer(sim_app, name="sim")
 app.add_typer(data_app, name="data")
+app.add_typer(workload_app, name="workload")
 app.command("demo")(demo_command)
 
 

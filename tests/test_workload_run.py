@@ -1,0 +1,166 @@
+"""`fedattest workload measure|run|gramine-manifest`: the measured identity is the one the running
+workload quotes as, trusted files are checked before a run, and insecure manifests are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from typer.testing import CliRunner
+
+from fedattest.cli import app
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import TeeError
+from fedattest.tee import SimulatedPlatform, current
+from fedattest.workload.signer import UNSIGNED_MRSIGNER
+from tests.test_cli_quote import assert_one_line_error
+
+runner = CliRunner()
+
+# The workload: asks fedattest.tee.current() for a quote over fixed report data and prints it as hex.
+APP = """\
+import os, sys
+from fedattest.tee import current
+tee = current()
+sys.stdout.write(tee.quote(b"w" * 64).hex())
+sys.stdout.write("\\n" + os.environ.get("GREETING", "-"))
+"""
+
+
+def manifest(tmp: Path, extra_sgx: str = "", extra_loader: str = "") -> Path:
+    (tmp / "app").mkdir(exist_ok=True)
+    (tmp / "app" / "main.py").write_text(APP)
+    text = f"""
+[libos]
+entrypoint = "{sys.executable}"
+
+[loader]
+argv = ["python3", "app/main.py"]
+env = {{ GREETING = "hello from the manifest" }}
+{extra_loader}
+[sgx]
+trusted_files = ["file:app/"]
+isvprodid = 3
+isvsvn = 9
+enclave_size = "16M"
+max_threads = 2
+{extra_sgx}
+"""
+    path = tmp / "workload.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> SimulatedPlatform:
+    return SimulatedPlatform.create(tmp_path_factory.mktemp("plat") / "p")
+
+
+def measure_json(path: Path, *args: str) -> dict[str, object]:
+    result = runner.invoke(app, ["workload", "measure", str(path), "--json", *args])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_measure_is_reproducible_and_sensitive(tmp_path: Path) -> None:
+    path = manifest(tmp_path)
+    first = measure_json(path)
+    assert first == measure_json(path)
+    assert (first["isv_prod_id"], first["isv_svn"], first["debug"], first["signed"]) == (3, 9, False, False)
+    assert first["mrsigner"] == UNSIGNED_MRSIGNER.hex()
+    (tmp_path / "app" / "main.py").write_text(APP + "\n# changed\n")
+    assert measure_json(path)["mrenclave"] != first["mrenclave"]
+
+
+def test_measure_with_a_signing_key(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(3, 3072)
+    pem = tmp_path / "enclave-key.pem"
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    out = measure_json(manifest(tmp_path), "--signing-key", str(pem))
+    assert out["mrsigner"] == hashlib.sha256(key.public_key().public_numbers().n.to_bytes(384, "little")).hexdigest()
+    wrong = tmp_path / "wrong.pem"
+    wrong.write_bytes(
+        rsa.generate_private_key(65537, 2048).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    result = runner.invoke(app, ["workload", "measure", str(manifest(tmp_path)), "--signing-key", str(wrong)])
+    assert_one_line_error(result, 2, "RSA-3072 with exponent 3")
+
+
+def test_run_quotes_as_the_measured_enclave(tmp_path: Path, platform: SimulatedPlatform) -> None:
+    path = manifest(tmp_path)
+    expected = measure_json(path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedattest", "workload", "run", str(path), "--platform", str(platform.directory)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    quote_hex, greeting = proc.stdout.split("\n")
+    assert greeting == "hello from the manifest"  # the manifest's environment, not the caller's
+    verified = QuoteVerifier(platform.root_ca).verify(bytes.fromhex(quote_hex), platform.collateral())
+    assert verified.mr_enclave.hex() == expected["mrenclave"]
+    assert (verified.isv_prod_id, verified.isv_svn, verified.report_data) == (3, 9, b"w" * 64)
+    assert verified.simulated
+
+
+def test_run_refuses_a_changed_trusted_file(tmp_path: Path, platform: SimulatedPlatform) -> None:
+    path = manifest(tmp_path)
+    digest = hashlib.sha256(APP.encode()).hexdigest()
+    pinned = f'trusted_files = [{{ uri = "file:app/main.py", sha256 = "{digest}" }}]'
+    text = path.read_text().replace('trusted_files = ["file:app/"]', pinned)
+    path.write_text(text)
+    assert runner.invoke(app, ["workload", "measure", str(path)]).exit_code == 0
+    (tmp_path / "app" / "main.py").write_text(APP + "print('injected')\n")
+    result = runner.invoke(app, ["workload", "run", str(path), "--platform", str(platform.directory)])
+    assert_one_line_error(result, 1, "refusing to run")
+
+
+@pytest.mark.parametrize(
+    ("extra_sgx", "extra_loader", "needle"),
+    [
+        ("", "insecure__use_cmdline_argv = true", "command line"),
+        ("", "insecure__use_host_env = true", "environment"),
+        ('allowed_files = ["file:plugins/"]', "", "not measured"),
+    ],
+)
+def test_insecure_manifests_are_refused_unless_allowed(tmp_path: Path, extra_sgx: str, extra_loader: str, needle: str) -> None:
+    path = manifest(tmp_path, extra_sgx, extra_loader)
+    assert_one_line_error(runner.invoke(app, ["workload", "measure", str(path)]), 1, needle, "--allow-insecure")
+    out = measure_json(path, "--allow-insecure")
+    assert out["insecure"] and needle in out["insecure"][0]  # type: ignore[index]
+
+
+def test_current_outside_an_enclave_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("FEDATTEST_SIM_PLATFORM", raising=False)
+    monkeypatch.delenv("FEDATTEST_SIM_IDENTITY", raising=False)
+    with pytest.raises(TeeError, match="not running inside an enclave"):
+        current(tmp_path / "no-attestation-dir")
+
+
+def test_current_inside_gramine(tmp_path: Path) -> None:
+    (tmp_path / "attestation_type").write_text("dcap")
+    assert current(tmp_path).kind == "sgx-gramine"
+
+
+def test_gramine_manifest_template(tmp_path: Path) -> None:
+    out = tmp_path / "w.manifest.template"
+    result = runner.invoke(
+        app, ["workload", "gramine-manifest", "--app-dir", "/srv/app", "--entry", "train.py", "--isvsvn", "4", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.stderr
+    text = out.read_text()
+    assert 'loader.argv = ["python3", "/srv/app/train.py"]' in text
+    assert 'sgx.remote_attestation = "dcap"' in text and "sgx.isvsvn = 4" in text
+    assert "insecure__" not in text.split("\n\n", 1)[1]  # no insecure option outside the header comment
+    assert '"file:/srv/app/",' in text and '"file:/data/",' in text
+    assert_one_line_error(runner.invoke(app, ["workload", "gramine-manifest", "--app-dir", "srv"]), 2, "absolute")
+    assert_one_line_error(runner.invoke(app, ["workload", "gramine-manifest", "--entry", "../x.py"]), 2, "inside the app")
