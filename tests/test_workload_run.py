@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +165,24 @@ def test_gramine_manifest_template(tmp_path: Path) -> None:
     assert '"file:/srv/app/",' in text and '"file:/data/",' in text
     assert_one_line_error(runner.invoke(app, ["workload", "gramine-manifest", "--app-dir", "srv"]), 2, "absolute")
     assert_one_line_error(runner.invoke(app, ["workload", "gramine-manifest", "--entry", "../x.py"]), 2, "inside the app")
+
+
+def test_mrenclave_is_the_same_whatever_the_order_mtimes_or_locale(tmp_path: Path) -> None:
+    results = set()
+    for name, order in (("a", 1), ("b", -1)):
+        base = tmp_path / name
+        base.mkdir()
+        path = manifest(base)
+        files = [(f"lib/m{i}.py", f"x = {i}\n") for i in range(8)][::order]
+        for rel, text in files:
+            target = base / "app" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+            os.utime(target, (order * 1000 + len(rel), order * 1000 + len(rel)))
+        for locale in ("C", "C.UTF-8"):
+            proc = subprocess.run(
+                [sys.executable, "-m", "fedattest", "workload", "measure", str(path), "--json"],
+                env={**os.environ, "LC_ALL": locale, "LANG": locale}, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            results.add(json.loads(proc.stdout)["mrenclave"])
+    assert len(results) == 1
