@@ -21,6 +21,7 @@ from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
 from fedattest.cli.data import app as data_app
 from fedattest.cli.demo import demo_command
 from fedattest.cli.quote import app as quote_app
+from fedattest.cli.sigstruct import app as sigstruct_app
 from fedattest.cli.sim import app as sim_app
 from fedattest.cli.workload import app as workload_app
 from fedattest.errors import FedattestError
@@ -152,6 +153,7 @@ app.add_typer(quote_app, name="quote")
 app.add_typer(sim_app, name="sim")
 app.add_typer(data_app, name="data")
 app.add_typer(workload_app, name="workload")
+app.add_typer(sigstruct_app, name="sigstruct")
 app.command("demo")(demo_command)
 
 
