@@ -20,6 +20,7 @@ from fedattest import __version__
 from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
 from fedattest.cli.data import app as data_app
 from fedattest.cli.demo import demo_command
+from fedattest.cli.policy import app as policy_app
 from fedattest.cli.quote import app as quote_app
 from fedattest.cli.sigstruct import app as sigstruct_app
 from fedattest.cli.sim import app as sim_app
@@ -154,6 +155,7 @@ app.add_typer(sim_app, name="sim")
 app.add_typer(data_app, name="data")
 app.add_typer(workload_app, name="workload")
 app.add_typer(sigstruct_app, name="sigstruct")
+app.add_typer(policy_app, name="policy")
 app.command("demo")(demo_command)
 
 

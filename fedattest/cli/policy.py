@@ -1,0 +1,191 @@
+"""``fedattest policy init|keygen|check|hash|approve|show``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, print_rich, read_input
+from fedattest.errors import FedattestError
+from fedattest.files import atomic_write
+from fedattest.policy.approval import (
+    Approval,
+    approve,
+    check_approvals,
+    generate_key,
+    load_private_key,
+    private_key_pem,
+    public_key_pem,
+)
+from fedattest.policy.federation import FederationPolicy, parse_policy
+from fedattest.policy.template import policy_template
+
+app = typer.Typer(
+    name="policy",
+    help=(
+        "Write, check, hash and approve the federation policy (one TOML document all members approve).\n\n"
+        "Example:\n\n"
+        "  fedattest policy keygen alice            # alice.key (keep it) and alice.pub.pem (share it)\n\n"
+        "  fedattest policy init --approver alice=alice.pub.pem -o policy.toml\n\n"
+        "  fedattest policy approve policy.toml --name alice --key alice.key -o alice.approval.json\n\n"
+        "  fedattest policy check policy.toml --approval alice.approval.json"
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+PolicyArg = Annotated[Path, typer.Argument(metavar="POLICY", help="Policy TOML file.", show_default=False)]
+
+
+def load_policy(path: Path) -> FederationPolicy:
+    try:
+        return parse_policy(read_input(str(path), "policy file"))
+    except FedattestError as exc:
+        raise CliUsageError(f"{path}: {exc}") from None
+
+
+def _write(output: Path | None, data: bytes, what: str, mode: int = 0o644) -> None:
+    if output is None:
+        sys.stdout.write(data.decode())
+        return
+    try:
+        atomic_write(output, data, mode=mode)
+    except OSError as exc:
+        raise CliUsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    sys.stderr.write(f"wrote {what} to {output}\n")
+
+
+@app.command("keygen", help="Make an approver's Ed25519 key pair: NAME.key (private, 0600) and NAME.pub.pem (for the policy).")
+def keygen(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Approver name (file prefix).", show_default=False)],
+    directory: Annotated[Path, typer.Option("--dir", "-d", metavar="DIR", help="Where to write the files.")] = Path(),
+) -> None:
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub.pem"
+    if key_path.exists():
+        raise CliUsageError(f"{key_path} exists: refusing to overwrite a key")
+    key = generate_key()
+    _write(key_path, private_key_pem(key), "private key", mode=0o600)
+    _write(pub_path, public_key_pem(key.public_key()).encode(), "public key")
+
+
+@app.command("init", help="Write a policy to start from, with every section explained. Edit it, then 'policy check'.")
+def init(
+    name: Annotated[str, typer.Option("--name", help="Federation name.")] = "my-federation",
+    approver: Annotated[
+        list[str] | None, typer.Option("--approver", metavar="NAME=PUB.pem", help="An approver and its public key; repeatable.")
+    ] = None,
+    required: Annotated[int | None, typer.Option("--required", min=1, help="Approvals required (default: all).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here (default stdout).")] = None,
+) -> None:
+    approvers = []
+    for item in approver or []:
+        who, sep, path = item.partition("=")
+        if not sep or not who or not path:
+            raise CliUsageError(f"--approver needs NAME=PUBLIC_KEY_FILE, got {item!r}")
+        approvers.append((who, read_input(path, "approver public key").decode("utf-8", "replace")))
+    if output is not None and output.exists():
+        raise CliUsageError(f"{output} exists: refusing to overwrite a policy")
+    _write(output, policy_template(name, approvers, required).encode(), "policy")
+
+
+def _summary(policy: FederationPolicy) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "policy_hash": policy.policy_hash().hex(),
+        "members": [{"name": m.name, "role": m.role} for m in policy.members],
+        "attestation_required": {role: r.attestation_required for role, r in sorted(policy.roles.items())},
+        "simulation_allowed": {
+            "coordinator": policy.coordinator.allow_simulation,
+            **{role: bool(r.reference and r.reference.allow_simulation) for role, r in sorted(policy.roles.items())},
+        },
+        "approvals_required": policy.approvals.required,
+        "approvers": [a.name for a in policy.approvals.approvers],
+    }
+
+
+@app.command(
+    "check",
+    help=(
+        "Validate a policy (schema errors name the key). With --approval files, also check the approvals:"
+        " exit 1 unless enough valid ones are given.\n\nExample: fedattest policy check policy.toml --approval a.json"
+    ),
+)
+def check(
+    policy_path: PolicyArg,
+    approval: Annotated[list[Path] | None, typer.Option("--approval", metavar="FILE", help="Approval file; repeatable.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    policy = load_policy(policy_path)
+    summary = _summary(policy)
+    result = None
+    if approval:
+        try:
+            approvals = [Approval.from_json(read_input(str(p), "approval file")) for p in approval]
+            result = check_approvals(policy, approvals)
+        except FedattestError as exc:
+            raise CliUsageError(str(exc)) from None
+        summary["approved"] = result.enough
+        summary["approval_status"] = result.reason
+    if json_out:
+        print_json(summary)
+    else:
+        print(f"OK: policy {policy.name!r} is valid; hash {summary['policy_hash']}")
+        if result is not None:
+            print(("APPROVED: " if result.enough else "NOT APPROVED: ") + result.reason)
+    if result is not None and not result.enough:
+        raise CliError(f"{policy_path}: not approved: {result.reason}", EXIT_REJECTED)
+
+
+@app.command("hash", help="Print the policy hash (SHA-256 over its canonical bytes): what approvers sign and quotes bind.")
+def hash_(policy_path: PolicyArg) -> None:
+    print(load_policy(policy_path).policy_hash().hex())
+
+
+@app.command(
+    "approve",
+    help="Sign the policy hash as an approver.\n\nExample: fedattest policy approve policy.toml --name alice --key alice.key",
+)
+def approve_cmd(
+    policy_path: PolicyArg,
+    name: Annotated[str, typer.Option("--name", help="Your approver name, as the policy lists it.")],
+    key: Annotated[Path, typer.Option("--key", metavar="FILE", help="Your Ed25519 private key (policy keygen).")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here (default stdout).")] = None,
+) -> None:
+    policy = load_policy(policy_path)
+    try:
+        signed = approve(policy, name, load_private_key(read_input(str(key), "key file")))
+    except FedattestError as exc:
+        raise CliUsageError(str(exc)) from None
+    _write(output, signed.to_json().encode(), "approval")
+
+
+@app.command("show", help="Show the policy: members, roles, reference values, DP, apps, approvers.")
+def show(policy_path: PolicyArg, json_out: Annotated[bool, typer.Option("--json", help="The canonical JSON.")] = False) -> None:
+    policy = load_policy(policy_path)
+    if json_out:
+        print_json(json.loads(policy.canonical_bytes()))
+        return
+    table = Table(title=f"policy {policy.name} ({policy.policy_hash().hex()[:16]}...)", show_header=True)
+    for column in ("member", "role", "data commitment", "dns names", "max activations"):
+        table.add_column(column)
+    for m in policy.members:
+        table.add_row(
+            m.name,
+            m.role,
+            m.data_commitment.hex() if m.data_commitment else "-",
+            ", ".join(m.dns_names) or "-",
+            str(m.max_activations),
+        )
+    print_rich(table)
+    for role, r in sorted(policy.roles.items()):
+        print(f"{role}: attestation {'required' if r.attestation_required else 'OFF'}")
+    d = policy.dp
+    print(
+        f"dp: noise {d.noise_multiplier}, clipping {d.clipping_norm}, sampled clients {d.sampled_clients}, delta {d.target_delta}"
+    )
+    print(f"approvals: {policy.approvals.required} of {', '.join(a.name for a in policy.approvals.approvers)}")

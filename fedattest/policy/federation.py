@@ -1,0 +1,243 @@
+"""The federation policy: one TOML document every member approves, its canonical bytes and its hash.
+
+It says what the coordinator and each role must run (reference values, and whether attestation is
+required for the role at all), who the members are (name, role, data commitment, DNS names, how many
+activations), the DP settings, which application code may run, and who must approve it. Members
+approve the policy by signing its hash (:mod:`fedattest.policy.approval`).
+
+Canonical bytes are UTF-8 JSON of the validated document with sorted keys and no whitespace, so the hash
+does not depend on TOML formatting, key order, comments or hex case. Pure: text in, objects out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from fedattest.errors import FedattestError
+from fedattest.policy.appraisal import ReferenceValues
+
+POLICY_HASH_LABEL = b"fedattest-policy-v1\n"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_DNS = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class PolicyError(FedattestError):
+    """A policy that cannot be used. The message names the key and says what is expected."""
+
+
+def _hex32(value: Any) -> bytes:
+    if isinstance(value, bytes) and len(value) == 32:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0x")
+        if re.fullmatch(r"[0-9a-f]{64}", text):
+            return bytes.fromhex(text)
+    raise ValueError(f"expected 64 hex digits (32 bytes), got {value!r}")
+
+
+Hash32 = Annotated[bytes, BeforeValidator(_hex32), PlainSerializer(lambda b: b.hex(), return_type=str)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class RolePolicy(_Strict):
+    """What an enclave in a role must be. ``attestation_required = false`` turns attestation off for the
+    role (staged roll-outs); every token and log line then says so."""
+
+    attestation_required: bool = True
+    reference: ReferenceValues | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        # In TOML the reference values sit directly in the role's table, next to attestation_required.
+        if isinstance(data, dict) and "reference" not in data:
+            data = dict(data)
+            required = data.pop("attestation_required", True)
+            return {"attestation_required": required, "reference": data or None}
+        return data
+
+    @model_validator(mode="after")
+    def _needs_reference(self) -> RolePolicy:
+        if self.attestation_required and self.reference is None:
+            raise ValueError(
+                "give the reference values (mrenclave, or mrsigner + isv_prod_id) or set attestation_required = false"
+            )
+        if self.reference is not None and self.reference.accept_any_code:
+            raise ValueError("accept_any_code is not allowed in a federation policy")
+        return self
+
+
+class Member(_Strict):
+    name: str
+    role: Literal["aggregator", "collaborator"]
+    data_commitment: Hash32 | None = None
+    dns_names: tuple[str, ...] = ()
+    max_activations: int = Field(default=1, ge=1, le=1_000_000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("lower-case letters, digits, '.', '_' and '-', 1-63 characters, starting with a letter or digit")
+        return value
+
+    @field_validator("dns_names")
+    @classmethod
+    def _dns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _DNS.match(name):
+                raise ValueError(f"{name!r} is not a valid lower-case DNS name")
+        return value
+
+    @model_validator(mode="after")
+    def _role_fields(self) -> Member:
+        if self.role == "collaborator" and self.data_commitment is None:
+            raise ValueError(f"collaborator {self.name!r} needs a data_commitment (the root from 'fedattest data commit')")
+        if self.role == "aggregator" and self.data_commitment is not None:
+            raise ValueError(f"aggregator {self.name!r} has no data, so no data_commitment")
+        if self.role == "collaborator" and self.dns_names:
+            raise ValueError(f"collaborator {self.name!r}: dns_names are for the aggregator")
+        return self
+
+
+class DpSettings(_Strict):
+    noise_multiplier: float = Field(gt=0, le=100)
+    clipping_norm: float = Field(gt=0, le=1e6)
+    sampled_clients: int = Field(ge=1, le=1_000_000)
+    target_delta: float = Field(gt=0, lt=1)
+
+
+class Approver(_Strict):
+    name: str
+    public_key: str  # PEM of an Ed25519 public key (see fedattest.policy.approval)
+
+
+class Approvals(_Strict):
+    required: int = Field(ge=1)
+    approvers: tuple[Approver, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _enough(self) -> Approvals:
+        names = [a.name for a in self.approvers]
+        if len(set(names)) != len(names):
+            raise ValueError("approver names must be unique")
+        if self.required > len(self.approvers):
+            raise ValueError(f"required = {self.required} but only {len(self.approvers)} approvers are listed")
+        return self
+
+
+class Apps(_Strict):
+    allowed_hashes: tuple[Hash32, ...] = Field(min_length=1)
+
+
+class FederationPolicy(_Strict):
+    version: Literal[1]
+    name: str
+    coordinator: ReferenceValues
+    roles: dict[Literal["aggregator", "collaborator"], RolePolicy]
+    members: tuple[Member, ...] = Field(min_length=1)
+    dp: DpSettings
+    apps: Apps
+    approvals: Approvals
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("lower-case letters, digits, '.', '_' and '-', 1-63 characters")
+        return value
+
+    @field_validator("coordinator")
+    @classmethod
+    def _coordinator(cls, value: ReferenceValues) -> ReferenceValues:
+        if value.accept_any_code:
+            raise ValueError("the coordinator's code must be pinned (accept_any_code is not allowed)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FederationPolicy:
+        if set(self.roles) != {"aggregator", "collaborator"}:
+            raise ValueError("roles must define both 'aggregator' and 'collaborator'")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError("member names must be unique")
+        if sum(m.role == "aggregator" for m in self.members) != 1:
+            raise ValueError("exactly one member must have role 'aggregator'")
+        return self
+
+    # -- canonical form ----------------------------------------------------------------------------
+    def canonical_bytes(self) -> bytes:
+        doc = self.model_dump(mode="json")
+        return json.dumps(_sorted(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def policy_hash(self) -> bytes:
+        """SHA-256 over a label and the canonical bytes: what approvers sign and quotes bind."""
+        return hashlib.sha256(POLICY_HASH_LABEL + self.canonical_bytes()).digest()
+
+    def member(self, name: str) -> Member | None:
+        return next((m for m in self.members if m.name == name), None)
+
+
+def _sorted(value: Any) -> Any:
+    """Sets serialise as lists in arbitrary order: sort them so the canonical bytes are stable."""
+    if isinstance(value, dict):
+        return {k: _sorted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_sorted(v) for v in value]
+        if all(isinstance(v, str | int | float) for v in items):
+            return sorted(items, key=lambda v: (str(type(v)), v))
+        return items
+    return value
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("reference",) or part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "policy"
+
+
+def parse_policy(text: str | bytes) -> FederationPolicy:
+    """Parse and validate a policy TOML document. Raises :class:`PolicyError` naming the key."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PolicyError("policy: not UTF-8 text") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"policy: not valid TOML: {exc}") from None
+    try:
+        return FederationPolicy.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = "missing"
+        elif first["type"] == "extra_forbidden":
+            message = "unknown key"
+        raise PolicyError(f"{_where(tuple(first['loc']))}: {message}") from None
