@@ -1,0 +1,1 @@
+"""The attested coordinator: federation policy, activation, identities, tokens and an audit log."""

@@ -1,0 +1,169 @@
+"""The audit log: a hash chain of events whose head the coordinator signs, verifiable offline.
+
+Each entry holds the previous entry's hash, so changing, removing or reordering any entry changes
+every hash after it; the coordinator signs the head (sequence number and hash) with its key, so a log
+cut short or rewritten after the fact does not verify against a head someone saved earlier. Entries
+are canonical JSON, so anyone can recompute the hashes with nothing but SHA-256.
+
+    entry hash = SHA-256("fedattest-audit-v1\\n" || canonical JSON of {seq, time, kind, data, prev})
+    head signature = ECDSA-P256-SHA256 over "fedattest-audit-head-v1\\n" || u64 seq || head hash
+
+Pure: objects and bytes in and out; the store persists entries, the service signs heads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fedattest.errors import FedattestError
+
+ENTRY_LABEL = b"fedattest-audit-v1\n"
+HEAD_LABEL = b"fedattest-audit-head-v1\n"
+GENESIS = bytes(32)
+
+
+class AuditError(FedattestError):
+    """The audit log does not verify; ``seq`` is the first entry that fails (None for the head)."""
+
+    def __init__(self, message: str, seq: int | None = None) -> None:
+        self.seq = seq
+        super().__init__(message)
+
+
+def canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    time: str  # RFC 3339 UTC, e.g. 2026-11-25T03:04:05Z
+    kind: str
+    data: Mapping[str, Any]
+    prev: bytes
+
+    def body(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.time, "kind": self.kind, "data": dict(self.data), "prev": self.prev.hex()}
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(ENTRY_LABEL + canonical(self.body())).digest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.body(), "hash": self.hash.hex()}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> AuditEntry:
+        try:
+            entry = cls(int(obj["seq"]), str(obj["time"]), str(obj["kind"]), dict(obj["data"]), bytes.fromhex(obj["prev"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AuditError(f"malformed audit entry: {exc}") from None
+        if "hash" in obj and obj["hash"] != entry.hash.hex():
+            raise AuditError(f"entry {entry.seq}: stated hash does not match its content", entry.seq)
+        return entry
+
+
+def next_entry(previous: AuditEntry | None, time: str, kind: str, data: Mapping[str, Any]) -> AuditEntry:
+    """The entry that follows ``previous`` (None: the first entry). ``data`` must be JSON-serialisable."""
+    canonical(dict(data))  # fail now, not at verification time, on data that is not plain JSON
+    if previous is None:
+        return AuditEntry(0, time, kind, dict(data), GENESIS)
+    return AuditEntry(previous.seq + 1, time, kind, dict(data), previous.hash)
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    seq: int
+    hash: bytes
+    signature: bytes  # DER ECDSA
+
+    def message(self) -> bytes:
+        return HEAD_LABEL + self.seq.to_bytes(8, "big") + self.hash
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash.hex(), "signature": self.signature.hex()}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> SignedHead:
+        try:
+            return cls(int(obj["seq"]), bytes.fromhex(obj["hash"]), bytes.fromhex(obj["signature"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AuditError(f"malformed signed head: {exc}") from None
+
+
+def sign_head(entry: AuditEntry, key: ec.EllipticCurvePrivateKey) -> SignedHead:
+    unsigned = SignedHead(entry.seq, entry.hash, b"")
+    return SignedHead(entry.seq, entry.hash, key.sign(unsigned.message(), ec.ECDSA(hashes.SHA256())))
+
+
+def verify_log(entries: Iterable[AuditEntry], head: SignedHead, public_key: ec.EllipticCurvePublicKey) -> int:
+    """Check the chain from the first entry and the signed head; returns the number of entries.
+
+    Raises :class:`AuditError` naming the first entry that breaks the chain, or the head."""
+    previous: AuditEntry | None = None
+    count = 0
+    for entry in entries:
+        expected_seq = 0 if previous is None else previous.seq + 1
+        if entry.seq != expected_seq:
+            raise AuditError(
+                f"entry {entry.seq}: expected sequence number {expected_seq} (entries missing or reordered)", entry.seq
+            )
+        expected_prev = GENESIS if previous is None else previous.hash
+        if entry.prev != expected_prev:
+            raise AuditError(f"entry {entry.seq}: does not chain to the entry before it (changed or inserted)", entry.seq)
+        previous = entry
+        count += 1
+    if previous is None:
+        raise AuditError("the audit log is empty")
+    if head.seq != previous.seq or head.hash != previous.hash:
+        raise AuditError(
+            f"the signed head is for entry {head.seq} ({head.hash.hex()[:16]}...), the log ends at entry {previous.seq}"
+            f" ({previous.hash.hex()[:16]}...): the log was cut short or rewritten"
+        )
+    try:
+        public_key.verify(head.signature, head.message(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise AuditError("the head signature does not verify under the coordinator's key") from None
+    return count
+
+
+def public_key_from_pem(pem: bytes) -> ec.EllipticCurvePublicKey:
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise AuditError("the coordinator key is not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise AuditError("the coordinator key must be an EC (P-256) key")
+    return key
+
+
+def export_log(entries: Iterable[AuditEntry], head: SignedHead, public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """The offline-verifiable document: entries, signed head and the signing key (as PEM)."""
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    doc = {
+        "format": "fedattest-audit-log",
+        "version": 1,
+        "entries": [e.to_json() for e in entries],
+        "head": head.to_json(),
+        "public_key": pem,
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def import_log(data: bytes) -> tuple[list[AuditEntry], SignedHead, ec.EllipticCurvePublicKey]:
+    try:
+        doc = json.loads(data)
+        if doc.get("format") != "fedattest-audit-log" or doc.get("version") != 1:
+            raise ValueError("not a fedattest audit log (format/version)")
+        entries = [AuditEntry.from_json(e) for e in doc["entries"]]
+        return entries, SignedHead.from_json(doc["head"]), public_key_from_pem(doc["public_key"].encode())
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise AuditError(f"audit log: {exc}") from None
