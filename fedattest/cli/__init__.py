@@ -19,6 +19,8 @@ from typer.core import TyperGroup
 from fedattest import __version__
 from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
 from fedattest.cli.audit import app as audit_app
+from fedattest.cli.coordinator import app as coordinator_app
+from fedattest.cli.coordinator import participant_app
 from fedattest.cli.data import app as data_app
 from fedattest.cli.demo import demo_command
 from fedattest.cli.policy import app as policy_app
@@ -158,6 +160,8 @@ app.add_typer(workload_app, name="workload")
 app.add_typer(sigstruct_app, name="sigstruct")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(participant_app, name="participant")
 app.command("demo")(demo_command)
 
 

@@ -1,0 +1,191 @@
+"""``fedattest coordinator serve|verify`` and ``fedattest participant activate``."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from cryptography.hazmat.primitives import serialization
+
+from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, parse_hex, print_json, read_input
+from fedattest.cli.policy import load_policy
+from fedattest.coordinator.core import Coordinator
+from fedattest.coordinator.server import parse_listen, serve
+from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
+from fedattest.files import atomic_write
+from fedattest.participant.client import activate, verify_coordinator
+from fedattest.sgx.quote import Quote
+from fedattest.tee.base import TEE, WorkloadIdentity
+from fedattest.tee.current import current
+from fedattest.tee.gramine import GramineTEE
+from fedattest.tee.simulated import SimulatedPlatform
+
+app = typer.Typer(
+    name="coordinator",
+    help=(
+        "Run the attested coordinator, or verify one and pin its root CA.\n\n"
+        "Example:\n\n"
+        "  fedattest coordinator serve --state state/ --tee sim --platform plat/ --policy policy.toml \\\n"
+        "      --approval alice.json --listen 127.0.0.1:8443\n\n"
+        "  fedattest coordinator verify https://127.0.0.1:8443 --policy policy.toml --platform plat/ -o root.pem"
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+participant_app = typer.Typer(
+    name="participant",
+    help=(
+        "Activate an enclave with the coordinator.\n\n"
+        "Example: fedattest participant activate --coordinator URL --root-ca root.pem --member hospital-a --out id/"
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# The simulated coordinator's identity when it is not started under 'fedattest workload run'.
+DEFAULT_SIM_MRENCLAVE = hashlib.sha256(b"fedattest coordinator (simulated)").hexdigest()
+DEFAULT_SIM_MRSIGNER = hashlib.sha256(b"fedattest unsigned development workload").hexdigest()
+
+PlatformOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--platform", metavar="DIR", help="Simulated platform: its root verifies simulated evidence, its collateral is used."
+    ),
+]
+PccsOpt = Annotated[str | None, typer.Option("--pccs", metavar="URL", help="PCCS for collateral of real SGX evidence.")]
+
+
+def evidence_source(platform: Path | None, pccs: str | None) -> tuple[QuoteVerifier, Callable[[Quote], Collateral]]:
+    """How to verify evidence: a simulated platform's root and collateral, or Intel's root and a PCCS."""
+    if platform is not None:
+        plat = SimulatedPlatform.load(platform)
+        return QuoteVerifier(plat.root_ca), lambda _quote: plat.collateral()
+    if pccs is not None:
+        from fedattest.dcap.pccs import PccsClient  # noqa: PLC0415
+
+        client = PccsClient(pccs)
+        return QuoteVerifier(), client.fetch_for_quote
+    raise CliUsageError("give --platform DIR (simulated evidence) or --pccs URL (real SGX evidence)")
+
+
+def _tee(kind: str, platform: Path | None, mrenclave: str) -> TEE:
+    if kind == "gramine":
+        return GramineTEE()
+    if kind != "sim":
+        raise CliUsageError(f"--tee must be sim or gramine, got {kind!r}")
+    try:
+        return current()  # under 'fedattest workload run': the measured identity
+    except FedattestError:
+        if platform is None:
+            raise CliUsageError("--tee sim needs --platform DIR") from None
+        identity = WorkloadIdentity(parse_hex(mrenclave, 32, "--mrenclave"), bytes.fromhex(DEFAULT_SIM_MRSIGNER))
+        return SimulatedPlatform.load(platform).tee(identity)
+
+
+@app.command("serve", help="Serve the coordinator over HTTPS. It refuses to start with a policy that lacks enough approvals.")
+def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
+    state: Annotated[Path, typer.Option("--state", metavar="DIR", help="State directory (sealed keys, SQLite store).")],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", metavar="FILE", help="Policy TOML (first start, or an update).")
+    ] = None,
+    approval: Annotated[list[Path] | None, typer.Option("--approval", metavar="FILE", help="Approval file; repeatable.")] = None,
+    tee: Annotated[str, typer.Option("--tee", metavar="sim|gramine", help="Where the coordinator runs.")] = "sim",
+    platform: PlatformOpt = None,
+    pccs: PccsOpt = None,
+    mrenclave: Annotated[
+        str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity when not under 'workload run'.")
+    ] = DEFAULT_SIM_MRENCLAVE,
+    listen: Annotated[
+        str, typer.Option("--listen", metavar="HOST:PORT", help="Address (port 0: any free port).")
+    ] = "127.0.0.1:8443",
+    name: Annotated[
+        list[str] | None, typer.Option("--dns-name", metavar="NAME", help="Extra DNS name for the TLS certificate.")
+    ] = None,
+) -> None:
+    try:
+        host, port = parse_listen(listen)
+        verifier, collateral_for = evidence_source(platform, pccs)
+        coordinator = Coordinator(
+            state_dir=state,
+            tee=_tee(tee, platform, mrenclave),
+            verifier=verifier,
+            collateral_for=collateral_for,
+            policy_text=read_input(str(policy), "policy file").decode("utf-8", "replace") if policy else None,
+            approvals=[read_input(str(a), "approval file").decode("utf-8", "replace") for a in approval or []],
+        )
+        serve(coordinator, host, port, name or [])
+    except FedattestError as exc:
+        raise CliError(str(exc), EXIT_REJECTED) from None
+
+
+@app.command(
+    "verify",
+    help=(
+        "Verify the coordinator at URL against the policy (fresh nonce; its quote must be genuine, match the"
+        " policy's coordinator reference values and bind its root CA and the policy hash), then write its root"
+        " CA to -o. Everything later trusts only that file.\n\nExit codes: 0 verified, 1 refused, 2 usage error."
+    ),
+)
+def verify_cmd(  # noqa: PLR0917 - typer maps parameters to options
+    url: Annotated[str, typer.Argument(metavar="URL", help="https://HOST:PORT", show_default=False)],
+    policy: Annotated[Path, typer.Option("--policy", metavar="FILE", help="The approved policy TOML.")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Where to pin the root CA (PEM).")],
+    platform: PlatformOpt = None,
+    pccs: PccsOpt = None,
+    expect_mrenclave: Annotated[
+        str | None, typer.Option("--expect-mrenclave", metavar="HEX", help="Also require this MRENCLAVE.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    pol = load_policy(policy)
+    expected = parse_hex(expect_mrenclave, 32, "--expect-mrenclave") if expect_mrenclave else None
+    verifier, collateral_for = evidence_source(platform, pccs)
+    try:
+        root, verified, verdict = verify_coordinator(
+            url, pol, verifier=verifier, collateral_for=collateral_for, expect_mrenclave=expected
+        )
+    except FedattestError as exc:
+        raise CliError(str(exc), EXIT_REJECTED) from None
+    atomic_write(output, root.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    info = {
+        "verified": True,
+        "mrenclave": verified.mr_enclave.hex() if verified.mr_enclave else None,
+        "tcb_status": verified.tcb_status.value,
+        "simulated": verified.simulated,
+        "notes": list(verdict.notes),
+        "root_ca": str(output),
+    }
+    if json_out:
+        print_json(info)
+    else:
+        print(f"VERIFIED: coordinator at {url} runs MRENCLAVE {info['mrenclave']} ({info['tcb_status']}"
+              f"{', SIMULATED' if verified.simulated else ''}); root CA pinned in {output}")  # fmt: skip
+
+
+@participant_app.command(
+    "activate", help="Inside the TEE: generate keys, quote the claims, activate, write the identity to --out."
+)
+def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
+    coordinator: Annotated[str, typer.Option("--coordinator", metavar="URL", help="https://HOST:PORT")],
+    root_ca: Annotated[Path, typer.Option("--root-ca", metavar="PEM", help="Root CA pinned by 'coordinator verify'.")],
+    member: Annotated[str, typer.Option("--member", metavar="NAME", help="Your member name in the policy.")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where to write key, chain, token, provisioned params.")],
+    tee: Annotated[str, typer.Option("--tee", metavar="sim|gramine", help="Where this enclave runs.")] = "sim",
+    platform: Annotated[
+        Path | None, typer.Option("--platform", metavar="DIR", help="Simulated platform (with --mrenclave).")
+    ] = None,
+    mrenclave: Annotated[
+        str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity when not under 'workload run'.")
+    ] = DEFAULT_SIM_MRENCLAVE,
+) -> None:
+    try:
+        result = activate(coordinator, read_input(str(root_ca), "root CA").decode(), member, _tee(tee, platform, mrenclave), out)
+    except FedattestError as exc:
+        raise CliError(str(exc), EXIT_REJECTED) from None
+    sys.stdout.write(f"ACTIVATED: {member} as {result.provisioned['role']}; identity written to {out}\n")

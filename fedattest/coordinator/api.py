@@ -1,0 +1,106 @@
+"""The coordinator's HTTPS API (FastAPI). Versioned under /api/v1; the OpenAPI document is at
+/api/v1/openapi.json. Bad input gets a 4xx JSON error ``{"error": "..."}`` and changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from fedattest.coordinator.core import ActivationError, Coordinator
+from fedattest.errors import FedattestError
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+class Claims(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    member: str = Field(max_length=64)
+    nonce: str = Field(pattern=r"^[0-9a-f]{64}$")
+    policy_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    keys: dict[str, str]
+
+
+class ActivationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    member: str = Field(max_length=64)
+    quote: str | None = Field(default=None, max_length=128 * 1024)
+    csr: str = Field(max_length=16 * 1024)
+    claims: Claims
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(coordinator: Coordinator) -> FastAPI:
+    app = FastAPI(
+        title="fedattest coordinator",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
+        response: Response = await call_next(request)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(422, f"{where or 'body'}: {first.get('msg')}")
+
+    @app.exception_handler(ActivationError)
+    async def refused(_: Request, exc: ActivationError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(FedattestError)
+    async def failed(_: Request, exc: FedattestError) -> JSONResponse:
+        return _error(400, str(exc))
+
+    @app.get("/api/v1/status")
+    def status() -> dict[str, Any]:
+        return coordinator.status()
+
+    @app.get("/api/v1/quote")
+    def quote(nonce: str = Query(pattern=r"^[0-9a-f]{64}$", description="32 random bytes, hex")) -> dict[str, Any]:
+        return coordinator.quote(bytes.fromhex(nonce))
+
+    @app.get("/api/v1/policy")
+    def policy() -> dict[str, Any]:
+        return {"policy_hash": coordinator.policy.policy_hash().hex(), "policy": coordinator.policy.canonical_bytes().decode()}
+
+    @app.post("/api/v1/nonce")
+    def nonce() -> dict[str, str]:
+        return {"nonce": coordinator.new_nonce()}
+
+    @app.post("/api/v1/activate")
+    def activate(body: ActivationRequest) -> dict[str, Any]:
+        return coordinator.activate(body.member, body.quote, body.csr, body.claims.model_dump())
+
+    @app.get("/api/v1/members")
+    def members() -> list[dict[str, Any]]:
+        return coordinator.members()
+
+    @app.get("/api/v1/audit")
+    def audit() -> Response:
+        return Response(coordinator.audit_export(), media_type="application/json")
+
+    @app.get("/api/v1/jwks")
+    def jwks() -> dict[str, Any]:
+        return {"keys": [coordinator.jwk]}
+
+    @app.get("/api/v1/metrics")
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(coordinator.metrics_text(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,341 @@
+"""The coordinator's logic, without HTTP: state, policy, nonces, activation, tokens, audit.
+
+Runs inside an enclave (simulated or Gramine). On first start it generates its root CA key, its token
+key and a master secret *inside* the enclave and seals them with the enclave's sealing key; a restart
+unseals them, and a different measurement cannot. Every accept/reject carries a reason; every
+activation is one store transaction (nonce, activation record and audit entry together).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedattest.coordinator import identity as ident
+from fedattest.coordinator.audit import SignedHead, export_log, sign_head
+from fedattest.coordinator.sealing import seal, sealing_key, unseal
+from fedattest.coordinator.store import ActivationRecord, SqliteStore, StoreError
+from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
+from fedattest.policy.appraisal import appraise
+from fedattest.policy.approval import Approval, check_approvals
+from fedattest.policy.federation import FederationPolicy, parse_policy
+from fedattest.sgx.quote import Quote
+from fedattest.tee.base import TEE
+
+STATE_PURPOSE = b"fedattest-coordinator-state-v1"
+NONCE_TTL_SECONDS = 300.0
+MAX_QUOTE_BYTES = 64 * 1024
+
+
+class ActivationError(FedattestError):
+    """An activation (or request) refused; ``status`` is the HTTP status the API answers with."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass
+class SealedState:
+    root_key: ec.EllipticCurvePrivateKey
+    root_ca: x509.Certificate
+    token_key: ec.EllipticCurvePrivateKey
+    master_secret: bytes
+
+    def to_bytes(self) -> bytes:
+        def pem(key: ec.EllipticCurvePrivateKey) -> str:
+            fmt = serialization.PrivateFormat.PKCS8
+            return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+
+        return json.dumps(
+            {
+                "root_key": pem(self.root_key),
+                "root_ca": self.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
+                "token_key": pem(self.token_key),
+                "master_secret": self.master_secret.hex(),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SealedState:
+        doc = json.loads(data)
+
+        def key(text: str) -> ec.EllipticCurvePrivateKey:
+            k = serialization.load_pem_private_key(text.encode(), password=None)
+            assert isinstance(k, ec.EllipticCurvePrivateKey)
+            return k
+
+        return cls(
+            key(doc["root_key"]),
+            x509.load_pem_x509_certificate(doc["root_ca"].encode()),
+            key(doc["token_key"]),
+            bytes.fromhex(doc["master_secret"]),
+        )
+
+
+def load_or_create_state(state_dir: Path, tee: TEE, federation: str) -> SealedState:
+    """Unseal ``state_dir/state.sealed``, or create and seal a new state on first start."""
+    path = state_dir / "state.sealed"
+    key = sealing_key(tee)
+    if path.exists():
+        return SealedState.from_bytes(unseal(key, STATE_PURPOSE, path.read_bytes()))
+    root_key = ident.new_key()
+    state = SealedState(
+        root_key, ident.make_root_ca(root_key, federation, ident.utcnow()), ident.new_key(), secrets.token_bytes(32)
+    )
+    from fedattest.files import atomic_write  # noqa: PLC0415 - I/O helper, only here
+
+    atomic_write(path, seal(key, STATE_PURPOSE, state.to_bytes()))
+    return state
+
+
+def jwk_thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 thumbprint (base64url SHA-256 of the required members, sorted, no whitespace)."""
+    required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    digest = hashlib.sha256(json.dumps(required, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+@dataclass
+class Coordinator:
+    """One federation's coordinator. Thread-safe through the store's transactions."""
+
+    state_dir: Path
+    tee: TEE
+    verifier: QuoteVerifier
+    collateral_for: Callable[[Quote], Collateral]
+    policy_text: str | None = None
+    approvals: list[str] = field(default_factory=list)
+    cert_lifetime: timedelta = timedelta(days=1)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.store = SqliteStore(self.state_dir / "store.sqlite")
+        self.policy = self._load_policy()
+        self.state = load_or_create_state(self.state_dir, self.tee, self.policy.name)
+        self.metrics: dict[str, int] = {"activations_accepted": 0, "activations_refused": 0, "quotes_served": 0}
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
+        self.jwk = {**jwk, "use": "sig", "alg": "ES256", "kid": jwk_thumbprint(jwk)}
+
+    # -- policy ---------------------------------------------------------------------------------------
+    def _load_policy(self) -> FederationPolicy:
+        stored = self.store.latest_policy()
+        if self.policy_text is None:
+            if stored is None:
+                raise FedattestError("no policy: start the coordinator with --policy FILE and its --approval files")
+            return parse_policy(stored[1])
+        policy = parse_policy(self.policy_text)
+        check = check_approvals(policy, [Approval.from_json(a) for a in self.approvals])
+        if not check.enough:
+            raise FedattestError(f"policy {policy.name!r} is not approved: {check.reason}")
+        if stored is not None and parse_policy(stored[1]).policy_hash() == policy.policy_hash():
+            return policy
+        if stored is not None and parse_policy(stored[1]).name != policy.name:
+            raise FedattestError(f"this state belongs to federation {parse_policy(stored[1]).name!r}, not {policy.name!r}")
+        now = self._now()
+        with self.store.transaction() as tx:
+            version = tx.add_policy(policy.policy_hash().hex(), self.policy_text, self.approvals, now)
+            tx.append_audit(
+                now, "policy", {"version": version, "policy_hash": policy.policy_hash().hex(), "approved_by": list(check.valid)}
+            )
+        return policy
+
+    def _now(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+
+    @property
+    def root_public_key_der(self) -> bytes:
+        return self.state.root_ca.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    # -- endpoints' logic ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        return {
+            "federation": self.policy.name,
+            "policy_hash": self.policy.policy_hash().hex(),
+            "tee": self.tee.kind,
+            "simulated": self.tee.simulated,
+            "root_ca_sha256": ident.spki_sha256(self.state.root_ca),
+            "activations": len(self.store.activations()),
+        }
+
+    def quote(self, nonce: bytes) -> dict[str, Any]:
+        if len(nonce) != 32:
+            raise ActivationError("nonce must be 32 bytes (64 hex digits)", 400)
+        report_data = ident.coordinator_report_data(self.root_public_key_der, self.policy.policy_hash(), nonce)
+        self.metrics["quotes_served"] += 1
+        return {
+            "quote": base64.b64encode(self.tee.quote(report_data)).decode(),
+            "root_ca": self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
+            "policy_hash": self.policy.policy_hash().hex(),
+            "policy": self.policy.canonical_bytes().decode(),
+        }
+
+    def new_nonce(self) -> str:
+        nonce = secrets.token_hex(32)
+        with self.store.transaction() as tx:
+            tx.add_nonce(nonce, self.clock())
+        return nonce
+
+    def activate(self, member_name: str, quote_b64: str | None, csr_pem: str, claims: dict[str, Any]) -> dict[str, Any]:
+        try:
+            result = self._activate(member_name, quote_b64, csr_pem, claims)
+        except ActivationError:
+            self.metrics["activations_refused"] += 1
+            raise
+        self.metrics["activations_accepted"] += 1
+        return result
+
+    def _activate(self, member_name: str, quote_b64: str | None, csr_pem: str, claims: dict[str, Any]) -> dict[str, Any]:
+        policy = self.policy
+        member = policy.member(member_name)
+        if member is None:
+            raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r}")
+        role = policy.roles[member.role]
+        try:
+            csr = ident.load_csr(csr_pem)
+        except FedattestError as exc:
+            raise ActivationError(str(exc), 400) from None
+        key_hash = ident.spki_sha256(csr.public_key())  # type: ignore[arg-type]
+        expected_claims = {"member", "nonce", "policy_hash", "keys"}
+        if set(claims) != expected_claims or not isinstance(claims.get("keys"), dict):
+            raise ActivationError(f"claims must have exactly {sorted(expected_claims)}", 400)
+        if claims["member"] != member_name:
+            raise ActivationError("claims name another member", 400)
+        if claims["policy_hash"] != policy.policy_hash().hex():
+            raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
+        if claims["keys"].get("tls") != key_hash:
+            raise ActivationError(
+                "claims do not bind the CSR's key (keys.tls must be the SHA-256 of its SubjectPublicKeyInfo)", 400
+            )
+        verdict: dict[str, Any] = {"attestation": "off", "simulated": None}
+        token_claims: dict[str, Any] = {"attestation": "off"}
+        if role.attestation_required:
+            if not quote_b64:
+                raise ActivationError(f"role {member.role!r} requires attestation: send a quote", 400)
+            try:
+                raw = base64.b64decode(quote_b64, validate=True)
+            except ValueError:
+                raise ActivationError("quote is not base64", 400) from None
+            if len(raw) > MAX_QUOTE_BYTES:
+                raise ActivationError("quote is too large", 413)
+            try:
+                quote = Quote.parse(raw)
+                verified = self.verifier.verify(quote, self.collateral_for(quote))
+            except FedattestError as exc:
+                raise ActivationError(f"quote rejected: {exc}") from None
+            if verified.report_data != ident.claims_report_data(claims):
+                raise ActivationError("quote report data does not bind these claims")
+            assert role.reference is not None  # attestation_required implies reference values
+            outcome = appraise(verified, role.reference)
+            if not outcome.accepted:
+                raise ActivationError(f"evidence does not match role {member.role!r}: {'; '.join(outcome.reasons)}")
+            verdict = {
+                "attestation": "verified",
+                "mrenclave": verified.mr_enclave.hex() if verified.mr_enclave is not None else None,
+                "mrsigner": verified.mr_signer.hex() if verified.mr_signer is not None else None,
+                "tcb_status": verified.tcb_status.value,
+                "advisory_ids": list(verified.advisory_ids),
+                "simulated": verified.simulated,
+                "notes": list(outcome.notes),
+                "quote_sha256": hashlib.sha256(raw).hexdigest(),
+            }
+            token_claims = {
+                k: verdict[k] for k in ("attestation", "mrenclave", "mrsigner", "tcb_status", "advisory_ids", "simulated")
+            }
+        now = self.clock()
+        issued = ident.utcnow()
+        uri = ident.MEMBER_URI.format(federation=policy.name, member=member.name)
+        cert = ident.issue_leaf(
+            ca_key=self.state.root_key, ca=self.state.root_ca, public_key=csr.public_key(),  # type: ignore[arg-type]
+            common_name=member.name, uris=[uri], dns_names=list(member.dns_names), ips=[], now=issued,
+            lifetime=self.cert_lifetime,
+        )  # fmt: skip
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        payload = {
+            "iss": f"fedattest-coordinator:{policy.name}",
+            "sub": member.name,
+            "role": member.role,
+            **token_claims,
+            "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
+            "policy_hash": policy.policy_hash().hex(),
+            "cert_sha256": fingerprint,
+            "iat": int(now),
+            "exp": int(now + self.cert_lifetime.total_seconds()),
+            "jti": secrets.token_hex(16),
+        }
+        token = jwt.encode(payload, self.state.token_key, algorithm="ES256", headers={"kid": self.jwk["kid"]})
+        member_secret = HKDF(hashes.SHA256(), 32, salt=b"fedattest-member-secret-v1", info=member.name.encode()).derive(
+            self.state.master_secret
+        )
+        try:
+            with self.store.transaction() as tx:
+                tx.use_nonce(str(claims["nonce"]), now - NONCE_TTL_SECONDS)
+                if tx.activation_count(member.name) >= member.max_activations:
+                    raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
+                tx.add_activation(ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, verdict, self._now()))
+                tx.append_audit(
+                    self._now(), "activation", {"member": member.name, "role": member.role, "cert_sha256": fingerprint, **verdict}
+                )
+        except StoreError as exc:
+            raise ActivationError(str(exc), 409) from None
+        return {
+            "certificate_chain": cert_pem + self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
+            "token": token,
+            "provisioned": {
+                "federation": policy.name,
+                "role": member.role,
+                "policy_hash": policy.policy_hash().hex(),
+                "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
+                "dp": policy.dp.model_dump(),
+                "allowed_app_hashes": [h.hex() for h in policy.apps.allowed_hashes],
+                "member_secret": member_secret.hex(),
+            },
+        }
+
+    def members(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.policy.members:
+            records = self.store.activations(m.name)
+            out.append({
+                "name": m.name, "role": m.role, "activations": len(records), "max_activations": m.max_activations,
+                "last_activation": records[-1].created if records else None,
+                "attestation": records[-1].verdict.get("attestation") if records else None,
+            })  # fmt: skip
+        return out
+
+    def signed_head(self) -> SignedHead:
+        entries = self.store.audit_entries()
+        return sign_head(entries[-1], self.state.token_key)
+
+    def audit_export(self) -> bytes:
+        entries = self.store.audit_entries()
+        return export_log(entries, sign_head(entries[-1], self.state.token_key), self.state.token_key.public_key())
+
+    def metrics_text(self) -> str:
+        lines = []
+        for name, value in sorted(self.metrics.items()):
+            lines += [f"# TYPE fedattest_{name}_total counter", f"fedattest_{name}_total {value}"]
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,147 @@
+"""Claims, report data and certificates: what binds an enclave's keys to its quote, and what the
+coordinator issues after attesting it. Pure (no I/O); used by the coordinator and by participants."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from fedattest.errors import FedattestError
+
+MEMBER_URI = "urn:fedattest:{federation}:member:{member}"
+
+
+class IdentityError(FedattestError):
+    """Claims or a CSR that cannot be accepted."""
+
+
+def spki_sha256(key: ec.EllipticCurvePublicKey | x509.Certificate) -> str:
+    pub = key.public_key() if isinstance(key, x509.Certificate) else key
+    der = pub.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def canonical_claims(claims: dict[str, Any]) -> bytes:
+    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def claims_report_data(claims: dict[str, Any]) -> bytes:
+    """Report data for a participant's quote: SHA-256 of its canonical claims, then 32 zero bytes."""
+    return hashlib.sha256(b"fedattest-claims-v1\n" + canonical_claims(claims)).digest() + bytes(32)
+
+
+def coordinator_report_data(root_public_key_der: bytes, policy_hash: bytes, nonce: bytes) -> bytes:
+    """Report data of the coordinator's quote: SHA-256(root CA public key DER || policy hash || nonce)."""
+    return hashlib.sha256(root_public_key_der + policy_hash + nonce).digest() + bytes(32)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def make_root_ca(key: ec.EllipticCurvePrivateKey, federation: str, now: datetime) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fedattest coordinator root CA ({federation})")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                False, False, False, False, False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def issue_leaf(
+    *,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    common_name: str,
+    uris: list[str],
+    dns_names: list[str],
+    ips: list[str],
+    now: datetime,
+    lifetime: timedelta,
+) -> x509.Certificate:
+    """A TLS client+server certificate chained to the coordinator's root."""
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+    sans += [x509.DNSName(d) for d in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                True, False, False, False, False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def load_csr(pem: str) -> x509.CertificateSigningRequest:
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode())
+    except ValueError:
+        raise IdentityError("csr: not a PEM certificate signing request") from None
+    if not csr.is_signature_valid:
+        raise IdentityError("csr: its signature does not verify (proof of possession failed)")
+    key = csr.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise IdentityError("csr: the key must be ECDSA P-256")
+    return csr
+
+
+def make_csr(key: ec.EllipticCurvePrivateKey, member: str) -> str:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, member)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

@@ -1,0 +1,144 @@
+"""The coordinator's store: SQLite in WAL mode behind a small interface.
+
+Everything an activation changes (the nonce it uses, the activation record, the audit entry) is written
+in one transaction, so a crash leaves either all of it or none of it: a client never holds a certificate
+the store does not know about. Only this module speaks SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedattest.coordinator.audit import AuditEntry, next_entry
+from fedattest.errors import FedattestError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS policy_versions (
+    version INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, document TEXT NOT NULL, approvals TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, created REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS activations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, member TEXT NOT NULL, role TEXT NOT NULL, certificate TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, token TEXT NOT NULL, verdict TEXT NOT NULL, created TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS activations_member ON activations(member);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash TEXT NOT NULL);
+"""
+
+
+class StoreError(FedattestError):
+    """The store refused an operation (a used nonce, an exhausted member, ...)."""
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    member: str
+    role: str
+    certificate: str
+    fingerprint: str
+    token: str
+    verdict: dict[str, Any]
+    created: str
+
+
+class SqliteStore:
+    """One SQLite database file (WAL journal, synchronous=FULL). Thread-safe: one connection, one lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """All-or-nothing: commits when the block ends, rolls back on any exception."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- reads ------------------------------------------------------------------------------------
+    def latest_policy(self) -> tuple[int, str, list[str]] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT version, document, approvals FROM policy_versions ORDER BY version DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), list(json.loads(row[2])))
+
+    def activations(self, member: str | None = None) -> list[ActivationRecord]:
+        query = "SELECT member, role, certificate, fingerprint, token, verdict, created FROM activations"
+        args: tuple[str, ...] = ()
+        if member is not None:
+            query += " WHERE member = ?"
+            args = (member,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        return [ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
+
+    def audit_entries(self) -> list[AuditEntry]:
+        with self._lock:
+            rows = self._db.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
+        return [AuditEntry.from_json(json.loads(r[0])) for r in rows]
+
+
+class Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def add_policy(self, digest: str, document: str, approvals: list[str], created: str) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions").fetchone()
+        version = int(row[0])
+        try:
+            self._db.execute(
+                "INSERT INTO policy_versions VALUES (?, ?, ?, ?, ?)", (version, digest, document, json.dumps(approvals), created)
+            )
+        except sqlite3.IntegrityError:
+            raise StoreError("this policy version is already stored") from None
+        return version
+
+    def add_nonce(self, nonce: str, created: float) -> None:
+        self._db.execute("INSERT INTO nonces (nonce, created) VALUES (?, ?)", (nonce, created))
+
+    def use_nonce(self, nonce: str, not_before: float) -> None:
+        """Mark a nonce used; it must exist, be unused and not older than ``not_before``."""
+        row = self._db.execute("SELECT created, used FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
+        if row is None:
+            raise StoreError("unknown nonce: get one from POST /api/v1/nonce")
+        if row[1]:
+            raise StoreError("this nonce was used already (replay)")
+        if row[0] < not_before:
+            raise StoreError("this nonce has expired: get a fresh one")
+        self._db.execute("UPDATE nonces SET used = 1 WHERE nonce = ?", (nonce,))
+
+    def activation_count(self, member: str) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM activations WHERE member = ?", (member,)).fetchone()[0])
+
+    def add_activation(self, record: ActivationRecord) -> None:
+        r = record
+        values = (r.member, r.role, r.certificate, r.fingerprint, r.token, json.dumps(r.verdict), r.created)
+        columns = "member, role, certificate, fingerprint, token, verdict, created"
+        self._db.execute(f"INSERT INTO activations ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", values)  # noqa: S608 - constant
+
+    def append_audit(self, time: str, kind: str, data: dict[str, Any]) -> AuditEntry:
+        row = self._db.execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        previous = AuditEntry.from_json(json.loads(row[0])) if row else None
+        entry = next_entry(previous, time, kind, data)
+        self._db.execute("INSERT INTO audit VALUES (?, ?, ?)", (entry.seq, json.dumps(entry.to_json()), entry.hash.hex()))
+        return entry

@@ -1,0 +1,163 @@
+"""Talking to the coordinator from a member: verify it once and pin its root CA, then activate.
+
+First contact cannot rely on a CA: the coordinator's TLS certificate is issued by its own root, which
+the member does not know yet. So the member pins the certificate the server presents (trust on first
+use, TLS still fully verified against that pin), fetches a quote over that connection for a fresh
+nonce, and accepts the root CA only if the quote is genuine, matches the policy's coordinator
+reference values, binds SHA-256(root CA key || policy hash || nonce), and the pinned TLS certificate
+was issued by that root. From then on every connection verifies TLS against the pinned root only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import ssl
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from fedattest.coordinator import identity as ident
+from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.result import VerifiedQuote
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
+from fedattest.files import PRIVATE_DIR, atomic_write
+from fedattest.policy.appraisal import ReferenceValues, Verdict, appraise
+from fedattest.policy.federation import FederationPolicy
+from fedattest.sgx.quote import Quote
+from fedattest.tee.base import TEE
+
+
+class CoordinatorError(FedattestError):
+    """The coordinator could not be verified or refused a request; the message says why."""
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise CoordinatorError(f"the coordinator URL must be https://HOST:PORT, got {url!r}")
+    return parts.hostname, parts.port or 443
+
+
+def _pinned_context(cadata: str, *, leaf_pin: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=cadata)
+    if leaf_pin:
+        # Trust exactly this certificate although it is not a CA: the pin, not a chain, is the anchor.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def _json(response: httpx.Response, what: str) -> Any:
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("error", response.text)
+        except ValueError:
+            detail = response.text
+        raise CoordinatorError(f"{what}: HTTP {response.status_code}: {detail}")
+    return response.json()
+
+
+def verify_coordinator(
+    url: str,
+    policy: FederationPolicy,
+    *,
+    verifier: QuoteVerifier,
+    collateral_for: Callable[[Quote], Collateral],
+    expect_mrenclave: bytes | None = None,
+    timeout: float = 30.0,
+) -> tuple[x509.Certificate, VerifiedQuote, Verdict]:
+    """Verify the coordinator at ``url`` against ``policy``; returns its root CA (to pin), the verified
+    quote and the appraisal verdict. Raises :class:`CoordinatorError` with the reason otherwise."""
+    host, port = _host_port(url)
+    try:
+        leaf_pem = ssl.get_server_certificate((host, port), timeout=timeout)
+    except OSError as exc:
+        raise CoordinatorError(f"cannot reach {url}: {exc}") from None
+    nonce = secrets.token_bytes(32)
+    try:
+        with httpx.Client(verify=_pinned_context(leaf_pem, leaf_pin=True), timeout=timeout) as http:
+            body = _json(http.get(f"{url}/api/v1/quote", params={"nonce": nonce.hex()}), "GET /api/v1/quote")
+    except httpx.HTTPError as exc:
+        raise CoordinatorError(f"{url}: {exc}") from None
+    try:
+        raw = base64.b64decode(body["quote"], validate=True)
+        root = x509.load_pem_x509_certificate(body["root_ca"].encode())
+        quote = Quote.parse(raw)
+        verified = verifier.verify(quote, collateral_for(quote))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CoordinatorError(f"malformed quote response: {exc}") from None
+    except FedattestError as exc:
+        raise CoordinatorError(f"the coordinator's quote does not verify: {exc}") from None
+    reference = policy.coordinator
+    if expect_mrenclave is not None:
+        reference = ReferenceValues.model_validate(
+            {**reference.model_dump(), "mrenclave": [expect_mrenclave], "mrsigner": None, "isv_prod_id": None}
+        )
+    verdict = appraise(verified, reference)
+    if not verdict.accepted:
+        raise CoordinatorError(f"the coordinator is not the approved enclave: {'; '.join(verdict.reasons)}")
+    root_der = root.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if verified.report_data != ident.coordinator_report_data(root_der, policy.policy_hash(), nonce):
+        raise CoordinatorError(
+            "the coordinator's quote does not bind this root CA, this policy and our nonce (another policy version, or a relay)"
+        )
+    leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
+    try:
+        leaf.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CoordinatorError(f"the coordinator's TLS certificate was not issued by its attested root CA: {exc}") from None
+    return root, verified, verdict
+
+
+@dataclass(frozen=True)
+class Activation:
+    directory: Path
+    certificate_chain: str
+    token: str
+    provisioned: dict[str, Any]
+
+
+def activate(url: str, root_ca_pem: str, member: str, tee: TEE, out_dir: Path, *, timeout: float = 30.0) -> Activation:
+    """Inside the TEE: new key, claims bound into a quote, activation; writes key.pem, chain.pem, token.jwt
+    and provisioned.json into ``out_dir`` (0700, files 0600)."""
+    _host_port(url)
+    context = _pinned_context(root_ca_pem, leaf_pin=False)
+    key = ident.new_key()
+    try:
+        with httpx.Client(verify=context, timeout=timeout) as http:
+            policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
+            nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
+            claims = {
+                "member": member,
+                "nonce": nonce,
+                "policy_hash": policy_hash,
+                "keys": {"tls": ident.spki_sha256(key.public_key())},
+            }
+            quote = tee.quote(ident.claims_report_data(claims))
+            request = {
+                "member": member,
+                "quote": base64.b64encode(quote).decode(),
+                "csr": ident.make_csr(key, member),
+                "claims": claims,
+            }
+            result = _json(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
+    except httpx.HTTPError as exc:
+        raise CoordinatorError(f"{url}: {exc}") from None
+    out_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(out_dir, PRIVATE_DIR)
+    fmt = serialization.PrivateFormat.PKCS8
+    atomic_write(out_dir / "key.pem", key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
+    atomic_write(out_dir / "chain.pem", result["certificate_chain"].encode())
+    atomic_write(out_dir / "token.jwt", result["token"].encode())
+    atomic_write(out_dir / "provisioned.json", json.dumps(result["provisioned"], indent=2).encode())
+    return Activation(out_dir, result["certificate_chain"], result["token"], result["provisioned"])

@@ -1,0 +1,344 @@
+"""The coordinator over real HTTPS on 127.0.0.1 (a `fedattest coordinator serve` subprocess), with real
+quotes from the simulated TEE: verification and pinning, activation, and a refusal for every check."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import signal
+import ssl
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fedattest.coordinator import identity as ident
+from fedattest.coordinator.audit import import_log, verify_log
+from fedattest.coordinator.core import Coordinator
+from fedattest.coordinator.sealing import SealingError
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.participant import activate, verify_coordinator
+from fedattest.participant.client import CoordinatorError
+from fedattest.policy.approval import approve, generate_key, public_key_pem
+from fedattest.policy.federation import parse_policy
+from fedattest.policy.template import policy_template
+from fedattest.tee import SimulatedPlatform, WorkloadIdentity
+
+COORD = hashlib.sha256(b"fedattest coordinator (simulated)").digest()
+SIGNER = hashlib.sha256(b"fedattest unsigned development workload").digest()
+AGG = hashlib.sha256(b"aggregator build").digest()
+COLLAB = hashlib.sha256(b"collaborator build").digest()
+COMMITMENT = "ab" * 32
+KEY = generate_key()
+
+
+def policy_text() -> str:
+    text = policy_template("hospitals", [("alice", public_key_pem(KEY.public_key()))], 1)
+    zero = '"' + "00" * 32 + '"'
+    text = text.replace(f"[coordinator]\nmrenclave = [{zero}]", f'[coordinator]\nmrenclave = ["{COORD.hex()}"]')
+    text = text.replace(f"[roles.aggregator]\nattestation_required = true\nmrenclave = [{zero}]",
+                        f'[roles.aggregator]\nattestation_required = true\nmrenclave = ["{AGG.hex()}"]')  # fmt: skip
+    text = text.replace(f"mrsigner = {zero}\nisv_prod_id = 1\nmin_isv_svn = 2", f'mrenclave = ["{COLLAB.hex()}"]')
+    text = text.replace(f"data_commitment = {zero}", f'data_commitment = "{COMMITMENT}"')
+    return text.replace("allow_simulation = false", "allow_simulation = true")
+
+
+@dataclass
+class Running:
+    url: str
+    state: Path
+    platform: SimulatedPlatform
+    policy_path: Path
+    process: subprocess.Popen[bytes]
+    root_pem: str = ""
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(verify=ssl.create_default_context(cadata=self.root_pem), timeout=30)
+
+
+def start(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path | None = None) -> Running:
+    policy_path = tmp / "policy.toml"
+    if not policy_path.exists():
+        policy_path.write_text(policy_text())
+        (tmp / "alice.json").write_text(approve(parse_policy(policy_text()), "alice", KEY).to_json())
+    state = state or tmp / "state"
+    args = [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(state),
+            "--platform", str(platform.directory),
+            "--policy", str(policy_path), "--approval", str(tmp / "alice.json"), "--listen", "127.0.0.1:0", *extra]  # fmt: skip
+    (state / "url").unlink(missing_ok=True)  # left behind by a coordinator that was killed
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not (state / "url").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(process.communicate()[1].decode())
+        time.sleep(0.05)
+    running = Running((state / "url").read_text().strip(), state, platform, policy_path, process)
+    running.root_pem = (state / "root_ca.pem").read_text()
+    return running
+
+
+def stop(running: Running, sig: int = signal.SIGTERM) -> None:
+    running.process.send_signal(sig)
+    running.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp = tmp_path_factory.mktemp("coordinator")
+    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
+    yield running
+    stop(running)
+
+
+def verifier_for(running: Running) -> tuple[QuoteVerifier, Any]:
+    platform = running.platform
+    return QuoteVerifier(platform.root_ca), lambda _q: platform.collateral()
+
+
+def tee(running: Running, mrenclave: bytes) -> Any:
+    return running.platform.tee(WorkloadIdentity(mrenclave, SIGNER))
+
+
+# -- trusting the coordinator ----------------------------------------------------------------------------
+
+
+def test_verify_pins_the_attested_root(server: Running) -> None:
+    verifier, collateral_for = verifier_for(server)
+    root, verified, verdict = verify_coordinator(
+        server.url, parse_policy(policy_text()), verifier=verifier, collateral_for=collateral_for
+    )
+    assert root == x509.load_pem_x509_certificate(server.root_pem.encode())
+    assert verified.mr_enclave == COORD and verified.simulated and verdict.accepted
+
+
+def test_verify_refuses_another_measurement_or_policy(server: Running) -> None:
+    verifier, collateral_for = verifier_for(server)
+    policy = parse_policy(policy_text())
+    with pytest.raises(CoordinatorError, match="not the approved enclave"):
+        verify_coordinator(server.url, policy, verifier=verifier, collateral_for=collateral_for, expect_mrenclave=AGG)
+    other = parse_policy(policy_text().replace("max_activations = 3", "max_activations = 4"))
+    with pytest.raises(CoordinatorError, match="does not bind this root CA, this policy"):
+        verify_coordinator(server.url, other, verifier=verifier, collateral_for=collateral_for)
+    with pytest.raises(CoordinatorError, match="does not verify"):
+        verify_coordinator(server.url, policy, verifier=QuoteVerifier(), collateral_for=collateral_for)  # Intel root
+
+
+def test_cli_verify(server: Running, tmp_path: Path) -> None:
+    out = tmp_path / "root.pem"
+    args = [sys.executable, "-m", "fedattest", "coordinator", "verify", server.url, "--policy", str(server.policy_path),
+            "--platform", str(server.platform.directory), "-o", str(out), "--json"]  # fmt: skip
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mrenclave"] == COORD.hex() and out.read_text() == server.root_pem
+    bad = subprocess.run([*args[:-1], "--expect-mrenclave", AGG.hex()], capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error: the coordinator is not the approved enclave")
+
+
+# -- activation --------------------------------------------------------------------------------------------
+
+
+def test_activation_issues_identity_token_and_parameters(server: Running, tmp_path: Path) -> None:
+    result = activate(server.url, server.root_pem, "aggregator", tee(server, AGG), tmp_path / "id")
+    for name in ("key.pem", "chain.pem", "token.jwt", "provisioned.json"):
+        assert stat.S_IMODE((tmp_path / "id" / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "id").stat().st_mode) == 0o700
+    leaf, root = x509.load_pem_x509_certificates(result.certificate_chain.encode())
+    leaf.verify_directly_issued_by(root)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:fedattest:hospitals:member:aggregator"]
+    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example.org"]
+    with server.http() as http:
+        jwks = http.get(f"{server.url}/api/v1/jwks").json()
+    key = jwt.PyJWK(jwks["keys"][0])
+    claims = jwt.decode(result.token, key, algorithms=["ES256"])  # the offline passport: JWKS alone
+    assert (claims["sub"], claims["role"], claims["attestation"], claims["simulated"]) == (
+        "aggregator",
+        "aggregator",
+        "verified",
+        True,
+    )
+    assert claims["mrenclave"] == AGG.hex() and claims["policy_hash"] == parse_policy(policy_text()).policy_hash().hex()
+    assert claims["cert_sha256"] == hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+    assert result.provisioned["dp"]["noise_multiplier"] == 1.0 and result.provisioned["data_commitment"] is None
+
+
+def test_collaborator_gets_its_commitment_once(server: Running, tmp_path: Path) -> None:
+    result = activate(server.url, server.root_pem, "hospital-a", tee(server, COLLAB), tmp_path / "a")
+    assert result.provisioned["data_commitment"] == COMMITMENT and len(result.provisioned["member_secret"]) == 64
+    with pytest.raises(CoordinatorError, match="used all 1 activations"):
+        activate(server.url, server.root_pem, "hospital-a", tee(server, COLLAB), tmp_path / "b")
+
+
+# -- refusals: each check, and nothing is stored --------------------------------------------------------------
+
+
+def build(
+    server: Running, member: str, mrenclave: bytes, *, nonce: str | None = None, policy_hash: str | None = None
+) -> dict[str, Any]:
+    """A well-formed activation request: fresh key, claims, quote over the claims, CSR."""
+    key = ident.new_key()
+    with server.http() as http:
+        policy_hash = policy_hash or http.get(f"{server.url}/api/v1/policy").json()["policy_hash"]
+        nonce = nonce or http.post(f"{server.url}/api/v1/nonce").json()["nonce"]
+    claims = {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": {"tls": ident.spki_sha256(key.public_key())}}
+    quote = tee(server, mrenclave).quote(ident.claims_report_data(claims))
+    return {"member": member, "quote": base64.b64encode(quote).decode(), "csr": ident.make_csr(key, member), "claims": claims}
+
+
+def post(server: Running, body: dict[str, Any]) -> httpx.Response:
+    with server.http() as http:
+        return http.post(f"{server.url}/api/v1/activate", json=body)
+
+
+def activations(server: Running) -> int:
+    with server.http() as http:
+        return sum(m["activations"] for m in http.get(f"{server.url}/api/v1/members").json())
+
+
+def _foreign_quote(server: Running, tmp: Path) -> dict[str, Any]:
+    body = build(server, "aggregator", AGG)
+    other = SimulatedPlatform.create(tmp / "other")
+    body["quote"] = base64.b64encode(other.tee(WorkloadIdentity(AGG, SIGNER)).quote(bytes(64))).decode()
+    return body
+
+
+REFUSALS: dict[str, tuple[Any, int, str]] = {
+    "unknown-member": (lambda s, t: {**build(s, "aggregator", AGG), "member": "mallory"}, 403, "unknown member 'mallory'"),
+    "wrong-measurement": (lambda s, t: build(s, "aggregator", COLLAB), 403, "is not an accepted measurement"),
+    "claims-changed-after-quote": (
+        lambda s, t: (b := build(s, "aggregator", AGG)) | {"claims": {**b["claims"], "keys": {"tls": "00" * 32}}},
+        400, "do not bind the CSR's key",
+    ),
+    "quote-for-other-claims": (
+        lambda s, t: build(s, "aggregator", AGG) | {"quote": build(s, "aggregator", AGG)["quote"]},
+        403, "does not bind these claims",
+    ),
+    "csr-of-another-key": (
+        lambda s, t: build(s, "aggregator", AGG) | {"csr": ident.make_csr(ident.new_key(), "aggregator")},
+        400, "do not bind the CSR's key",
+    ),
+    "no-quote": (lambda s, t: {k: v for k, v in build(s, "aggregator", AGG).items() if k != "quote"}, 400, "requires"),
+    "quote-not-base64": (lambda s, t: build(s, "aggregator", AGG) | {"quote": "!!!"}, 400, "not base64"),
+    "foreign-platform": (_foreign_quote, 403, "quote rejected"),
+    "other-policy": (lambda s, t: build(s, "aggregator", AGG, policy_hash="22" * 32), 409, "another policy version"),
+    "unknown-nonce": (lambda s, t: build(s, "aggregator", AGG, nonce="11" * 32), 409, "unknown nonce"),
+    "wrong-type": (lambda s, t: build(s, "aggregator", AGG) | {"member": 42}, 422, "member"),
+    "extra-field": (lambda s, t: build(s, "aggregator", AGG) | {"admin": True}, 422, "admin"),
+    "bad-csr": (lambda s, t: build(s, "aggregator", AGG) | {"csr": "-----BEGIN NOTHING-----"}, 400, "csr"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_name_the_reason_and_store_nothing(server: Running, tmp_path: Path, case: str) -> None:
+    make, status, needle = REFUSALS[case]
+    before = activations(server)
+    response = post(server, make(server, tmp_path))
+    assert response.status_code == status, response.text
+    assert needle in response.json()["error"], response.json()
+    assert activations(server) == before
+
+
+def test_a_nonce_works_once(server: Running) -> None:
+    with server.http() as http:
+        nonce = http.post(f"{server.url}/api/v1/nonce").json()["nonce"]
+    first = post(server, build(server, "aggregator", AGG, nonce=nonce))
+    assert first.status_code == 200, first.text
+    again = post(server, build(server, "aggregator", AGG, nonce=nonce))
+    assert again.status_code == 409 and "used already" in again.json()["error"]
+
+
+def test_malformed_and_oversized_bodies(server: Running) -> None:
+    with server.http() as http:
+        bad_json = http.post(f"{server.url}/api/v1/activate", content=b"{not json", headers={"content-type": "application/json"})
+        assert bad_json.status_code == 422 and "error" in bad_json.json()
+        huge = http.post(
+            f"{server.url}/api/v1/activate", content=b"x" * (300 * 1024), headers={"content-type": "application/json"}
+        )
+        assert huge.status_code == 413
+        assert http.get(f"{server.url}/api/v1/quote", params={"nonce": "zz"}).status_code == 422
+
+
+def test_status_metrics_openapi_and_audit(server: Running) -> None:
+    with server.http() as http:
+        status = http.get(f"{server.url}/api/v1/status").json()
+        assert status["federation"] == "hospitals" and status["simulated"] is True
+        metrics = http.get(f"{server.url}/api/v1/metrics").text
+        assert "fedattest_activations_accepted_total" in metrics and "fedattest_quotes_served_total" in metrics
+        assert "/api/v1/activate" in http.get(f"{server.url}/api/v1/openapi.json").json()["paths"]
+        exported = http.get(f"{server.url}/api/v1/audit").content
+        jwk = jwt.PyJWK(http.get(f"{server.url}/api/v1/jwks").json()["keys"][0])
+    entries, head, _ = import_log(exported)
+    assert verify_log(entries, head, jwk.key) == len(entries)  # with the published key, not the one in the file
+    assert entries[0].kind == "policy" and all(e.kind == "activation" for e in entries[1:])
+
+
+# -- lifecycle ----------------------------------------------------------------------------------------------
+
+
+def test_restart_unseals_and_another_measurement_cannot(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    first = start(tmp_path, platform)
+    root = first.root_pem
+    stop(first)
+    second = start(tmp_path, platform)
+    assert second.root_pem == root  # same sealed root CA after a restart
+    stop(second)
+    verifier, collateral_for = verifier_for(first)
+    with pytest.raises(SealingError, match="another enclave"):
+        Coordinator(
+            state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(AGG, SIGNER)), verifier=verifier,
+            collateral_for=collateral_for,
+        )  # fmt: skip
+
+
+def test_unapproved_policy_refuses_to_start(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    (tmp_path / "policy.toml").write_text(policy_text())
+    (tmp_path / "alice.json").write_text(approve(parse_policy(policy_text().replace("1.0", "2.0", 1)), "alice", KEY).to_json())
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(tmp_path / "s"),
+         "--platform", str(platform.directory),
+         "--policy", str(tmp_path / "policy.toml"), "--approval", str(tmp_path / "alice.json"), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "is not approved" in proc.stderr and "approved another version" in proc.stderr
+
+
+def test_sigkill_keeps_every_issued_activation(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    running = start(tmp_path, platform)
+    issued = [activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / f"id{i}") for i in range(3)]
+    stop(running, signal.SIGKILL)
+    restarted = start(tmp_path, platform)
+    try:
+        with restarted.http() as http:
+            exported = http.get(f"{restarted.url}/api/v1/audit").content
+        entries, head, key = import_log(exported)
+        verify_log(entries, head, key)
+        fingerprints = {e.data.get("cert_sha256") for e in entries}
+        for result in issued:
+            leaf = x509.load_pem_x509_certificates(result.certificate_chain.encode())[0]
+            der = leaf.public_bytes(serialization.Encoding.DER)
+            assert hashlib.sha256(der).hexdigest() in fingerprints
+    finally:
+        stop(restarted)
+
+
+def test_tls_is_pinned_to_the_root(server: Running, tmp_path: Path) -> None:
+    other_root = SimulatedPlatform.create(tmp_path / "p").root_ca.public_bytes(serialization.Encoding.PEM).decode()
+    with pytest.raises(CoordinatorError):
+        activate(server.url, other_root, "aggregator", tee(server, AGG), tmp_path / "x")
+    assert os.path.exists(server.state / "state.sealed")
