@@ -35,3 +35,14 @@ def test_benchmark_table_and_bad_arguments() -> None:
     assert "Traceback" not in unknown.stderr
     bad = run("-n", "0")
     assert bad.returncode == 2 and "at least 1" in bad.stderr
+
+
+def test_activation_benchmark_runs_against_a_real_coordinator() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "activations.py"), "--clients", "3", "--per-client", "2", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["activations"] == 6 and report["activations_per_s"] > 0
+    assert set(report["server_phase_ms_per_activation"]) == {"verify", "issue", "store"}

@@ -12,6 +12,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from fedattest.coordinator.audit import import_log, verify_log
 from fedattest.coordinator.core import Coordinator
 from fedattest.coordinator.sealing import SealingError
 from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
 from fedattest.participant import activate, verify_coordinator
 from fedattest.participant.client import CoordinatorError
 from fedattest.policy.approval import approve, generate_key, public_key_pem
@@ -257,7 +259,7 @@ def test_a_nonce_works_once(server: Running) -> None:
     first = post(server, build(server, "aggregator", AGG, nonce=nonce))
     assert first.status_code == 200, first.text
     again = post(server, build(server, "aggregator", AGG, nonce=nonce))
-    assert again.status_code == 409 and "used already" in again.json()["error"]
+    assert again.status_code == 409 and "used already (replay)" in again.json()["error"]
 
 
 def test_malformed_and_oversized_bodies(server: Running) -> None:
@@ -317,11 +319,34 @@ def test_unapproved_policy_refuses_to_start(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "is not approved" in proc.stderr and "approved another version" in proc.stderr
 
 
-def test_sigkill_keeps_every_issued_activation(tmp_path: Path) -> None:
+def test_sigkill_during_load_keeps_every_issued_activation(tmp_path: Path) -> None:
     platform = SimulatedPlatform.create(tmp_path / "platform")
+    roomy = policy_text().replace("max_activations = 3", "max_activations = 100000")
+    (tmp_path / "policy.toml").write_text(roomy)
+    (tmp_path / "alice.json").write_text(approve(parse_policy(roomy), "alice", KEY).to_json())
     running = start(tmp_path, platform)
-    issued = [activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / f"id{i}") for i in range(3)]
-    stop(running, signal.SIGKILL)
+    issued: list[str] = []
+    lock = threading.Lock()
+
+    def load(worker: int) -> None:
+        for i in range(100):
+            try:
+                result = activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / f"w{worker}-{i}")
+            except FedattestError:
+                return  # the coordinator died (or the member ran out of activations): stop this worker
+            with lock:
+                issued.append(result.certificate_chain)
+
+    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for w in workers:
+        w.start()
+    deadline = time.monotonic() + 20
+    while len(issued) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop(running, signal.SIGKILL)  # mid-run: requests are in flight
+    for w in workers:
+        w.join(timeout=60)
+    assert issued, "no activation completed before the kill"
     restarted = start(tmp_path, platform)
     try:
         with restarted.http() as http:
@@ -329,10 +354,9 @@ def test_sigkill_keeps_every_issued_activation(tmp_path: Path) -> None:
         entries, head, key = import_log(exported)
         verify_log(entries, head, key)
         fingerprints = {e.data.get("cert_sha256") for e in entries}
-        for result in issued:
-            leaf = x509.load_pem_x509_certificates(result.certificate_chain.encode())[0]
-            der = leaf.public_bytes(serialization.Encoding.DER)
-            assert hashlib.sha256(der).hexdigest() in fingerprints
+        for chain in issued:
+            leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+            assert hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest() in fingerprints
     finally:
         stop(restarted)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -37,6 +38,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(coordinator: Coordinator) -> FastAPI:
+    activation_threads = anyio.CapacityLimiter(2)
     app = FastAPI(
         title="fedattest coordinator",
         version="1",
@@ -68,39 +70,45 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         return _error(400, str(exc))
 
     @app.get("/api/v1/status")
-    def status() -> dict[str, Any]:
+    async def status() -> dict[str, Any]:
         return coordinator.status()
 
     @app.get("/api/v1/quote")
-    def quote(nonce: str = Query(pattern=r"^[0-9a-f]{64}$", description="32 random bytes, hex")) -> dict[str, Any]:
+    async def quote(nonce: str = Query(pattern=r"^[0-9a-f]{64}$", description="32 random bytes, hex")) -> dict[str, Any]:
         return coordinator.quote(bytes.fromhex(nonce))
 
     @app.get("/api/v1/policy")
-    def policy() -> dict[str, Any]:
+    async def policy() -> dict[str, Any]:
         return {"policy_hash": coordinator.policy.policy_hash().hex(), "policy": coordinator.policy.canonical_bytes().decode()}
 
     @app.post("/api/v1/nonce")
-    def nonce() -> dict[str, str]:
+    async def nonce() -> dict[str, str]:
         return {"nonce": coordinator.new_nonce()}
 
     @app.post("/api/v1/activate")
-    def activate(body: ActivationRequest) -> dict[str, Any]:
-        return coordinator.activate(body.member, body.quote, body.csr, body.claims.model_dump())
+    async def activate(body: ActivationRequest) -> dict[str, Any]:
+        # Off the event loop (collateral may be fetched from a PCCS), but through few threads: the work is
+        # CPU-bound under the GIL, and many threads would only contend for it and for the store.
+        claims = body.claims.model_dump()
+        result: dict[str, Any] = await anyio.to_thread.run_sync(
+            lambda: coordinator.activate(body.member, body.quote, body.csr, claims), limiter=activation_threads
+        )
+        return result
 
     @app.get("/api/v1/members")
-    def members() -> list[dict[str, Any]]:
+    async def members() -> list[dict[str, Any]]:
         return coordinator.members()
 
     @app.get("/api/v1/audit")
-    def audit() -> Response:
+    async def audit() -> Response:
         return Response(coordinator.audit_export(), media_type="application/json")
 
     @app.get("/api/v1/jwks")
-    def jwks() -> dict[str, Any]:
+    async def jwks() -> dict[str, Any]:
         return {"keys": [coordinator.jwk]}
 
     @app.get("/api/v1/metrics")
-    def metrics() -> PlainTextResponse:
+    async def metrics() -> PlainTextResponse:
         return PlainTextResponse(coordinator.metrics_text(), media_type="text/plain; version=0.0.4")
 
     return app

@@ -23,7 +23,6 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS policy_versions (
     version INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, document TEXT NOT NULL, approvals TEXT NOT NULL, created TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, created REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS activations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, member TEXT NOT NULL, role TEXT NOT NULL, certificate TEXT NOT NULL,
     fingerprint TEXT NOT NULL, token TEXT NOT NULL, verdict TEXT NOT NULL, created TEXT NOT NULL
@@ -58,6 +57,9 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        row = self._db.execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        # The chain's last entry, kept in memory so an append needs no read.
+        self._last: AuditEntry | None = AuditEntry.from_json(json.loads(row[0])) if row else None
 
     def close(self) -> None:
         self._db.close()
@@ -67,12 +69,14 @@ class SqliteStore:
         """All-or-nothing: commits when the block ends, rolls back on any exception."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self._db, self._last)
             try:
-                yield Transaction(self._db)
+                yield tx
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._last = tx.last
 
     # -- reads ------------------------------------------------------------------------------------
     def latest_policy(self) -> tuple[int, str, list[str]] | None:
@@ -99,8 +103,9 @@ class SqliteStore:
 
 
 class Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, last: AuditEntry | None) -> None:
         self._db = db
+        self.last = last
 
     def add_policy(self, digest: str, document: str, approvals: list[str], created: str) -> int:
         row = self._db.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM policy_versions").fetchone()
@@ -113,20 +118,6 @@ class Transaction:
             raise StoreError("this policy version is already stored") from None
         return version
 
-    def add_nonce(self, nonce: str, created: float) -> None:
-        self._db.execute("INSERT INTO nonces (nonce, created) VALUES (?, ?)", (nonce, created))
-
-    def use_nonce(self, nonce: str, not_before: float) -> None:
-        """Mark a nonce used; it must exist, be unused and not older than ``not_before``."""
-        row = self._db.execute("SELECT created, used FROM nonces WHERE nonce = ?", (nonce,)).fetchone()
-        if row is None:
-            raise StoreError("unknown nonce: get one from POST /api/v1/nonce")
-        if row[1]:
-            raise StoreError("this nonce was used already (replay)")
-        if row[0] < not_before:
-            raise StoreError("this nonce has expired: get a fresh one")
-        self._db.execute("UPDATE nonces SET used = 1 WHERE nonce = ?", (nonce,))
-
     def activation_count(self, member: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM activations WHERE member = ?", (member,)).fetchone()[0])
 
@@ -137,8 +128,7 @@ class Transaction:
         self._db.execute(f"INSERT INTO activations ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", values)  # noqa: S608 - constant
 
     def append_audit(self, time: str, kind: str, data: dict[str, Any]) -> AuditEntry:
-        row = self._db.execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        previous = AuditEntry.from_json(json.loads(row[0])) if row else None
-        entry = next_entry(previous, time, kind, data)
+        entry = next_entry(self.last, time, kind, data)
         self._db.execute("INSERT INTO audit VALUES (?, ?, ?)", (entry.seq, json.dumps(entry.to_json()), entry.hash.hex()))
+        self.last = entry
         return entry

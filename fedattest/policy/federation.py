@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import tomllib
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -185,11 +186,19 @@ class FederationPolicy(_Strict):
 
     # -- canonical form ----------------------------------------------------------------------------
     def canonical_bytes(self) -> bytes:
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:  # the model is frozen, so this is computed once
         doc = self.model_dump(mode="json")
         return json.dumps(_sorted(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def policy_hash(self) -> bytes:
         """SHA-256 over a label and the canonical bytes: what approvers sign and quotes bind."""
+        return self._hash
+
+    @cached_property
+    def _hash(self) -> bytes:
         return hashlib.sha256(POLICY_HASH_LABEL + self.canonical_bytes()).digest()
 
     def member(self, name: str) -> Member | None:

@@ -177,6 +177,7 @@ class SimulatedPlatform:
         self._certs = material.certs
         self._sealing = material.sealing
         self._qe: QeCertification | None = None
+        self._collateral: tuple[Collateral, datetime, datetime] | None = None
 
     # -- creating and loading ---------------------------------------------------------------------
     @classmethod
@@ -321,11 +322,16 @@ class SimulatedPlatform:
         """Collateral valid at ``at`` (default now) and for at least a day after: the cached
         ``collateral.json`` when it qualifies, otherwise freshly issued and cached (atomically)."""
         at = _utc(at)
+        if self._collateral is not None:  # in memory: a coordinator asks for it on every activation
+            held, start, end = self._collateral
+            if start <= at and at + REFRESH_MARGIN <= end:
+                return held
         cache = self.directory / "collateral.json"
         try:
             cached = Collateral.from_json(cache.read_bytes())
             start, end = validity_window(cached)
             if start <= at and at + REFRESH_MARGIN <= end:
+                self._collateral = (cached, start, end)
                 return cached
         except (OSError, FedattestError, ValueError):
             pass  # no cache or an unusable one: issue anew
@@ -334,6 +340,7 @@ class SimulatedPlatform:
             atomic_write(cache, fresh.to_json().encode(), mode=0o644)
         except OSError as exc:
             raise TeeError(f"cannot write {cache}: {exc.strerror or exc}") from None
+        self._collateral = (fresh, *validity_window(fresh))
         return fresh
 
     # -- quoting ---------------------------------------------------------------------------------
