@@ -284,6 +284,10 @@ def test_status_metrics_openapi_and_audit(server: Running) -> None:
         jwk = jwt.PyJWK(http.get(f"{server.url}/api/v1/jwks").json()["keys"][0])
     entries, head, _ = import_log(exported)
     assert verify_log(entries, head, jwk.key) == len(entries)  # with the published key, not the one in the file
+    from fedattest.coordinator.audit import public_key_from_pem
+
+    written = public_key_from_pem((server.state / "audit-key.pub.pem").read_bytes())
+    assert verify_log(entries, head, written) == len(entries)
     assert entries[0].kind == "policy" and all(e.kind == "activation" for e in entries[1:])
 
 

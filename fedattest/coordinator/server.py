@@ -58,6 +58,9 @@ def serve(coordinator: Coordinator, host: str, port: int, extra_names: list[str]
     atomic_write(tls_key, key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
     url = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
     atomic_write(state / "root_ca.pem", coordinator.state.root_ca.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    audit_key = coordinator.state.token_key.public_key()
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    atomic_write(state / "audit-key.pub.pem", audit_key.public_bytes(serialization.Encoding.PEM, spki), mode=0o644)
     atomic_write(state / "url", (url + "\n").encode(), mode=0o644)
     sys.stderr.write(f"fedattest coordinator for {coordinator.policy.name!r} listening on {url}\n")
     sys.stderr.flush()
