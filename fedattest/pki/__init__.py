@@ -1,0 +1,1 @@
+"""Certificates that carry attestation evidence (RA-TLS)."""
