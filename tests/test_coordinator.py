@@ -370,3 +370,38 @@ def test_tls_is_pinned_to_the_root(server: Running, tmp_path: Path) -> None:
     with pytest.raises(CoordinatorError):
         activate(server.url, other_root, "aggregator", tee(server, AGG), tmp_path / "x")
     assert os.path.exists(server.state / "state.sealed")
+
+
+def test_policy_update_needs_the_approvers_and_is_logged(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    running = start(tmp_path, platform)
+    try:
+        updated = policy_text().replace("noise_multiplier = 1.0", "noise_multiplier = 1.5")
+        new = parse_policy(updated)
+        mallory = generate_key()
+        takeover = updated.replace(public_key_pem(KEY.public_key()).strip(), public_key_pem(mallory.public_key()).strip())
+        with running.http() as http:
+            url = f"{running.url}/api/v1/policy"
+            # Not approved at all, then approved only by an approver the current policy does not know.
+            refused = http.post(url, json={"policy": updated, "approvals": []})
+            assert refused.status_code == 403 and "current policy's approvers" in refused.json()["error"]
+            hijack = http.post(
+                url, json={"policy": takeover, "approvals": [approve(parse_policy(takeover), "alice", mallory).to_json()]}
+            )
+            assert hijack.status_code == 403
+            stale = http.post(
+                url, json={"policy": policy_text(), "approvals": [approve(parse_policy(policy_text()), "alice", KEY).to_json()]}
+            )
+            assert stale.status_code == 409
+            ok = http.post(url, json={"policy": updated, "approvals": [approve(new, "alice", KEY).to_json()]})
+            assert ok.status_code == 200, ok.text
+            assert ok.json() == {"version": 2, "policy_hash": new.policy_hash().hex()}
+            assert http.get(url).json()["policy_hash"] == new.policy_hash().hex()
+            entries, head, key = import_log(http.get(f"{running.url}/api/v1/audit").content)
+        verify_log(entries, head, key)
+        assert [e.data["version"] for e in entries if e.kind == "policy"] == [1, 2]
+        # Activation now needs claims for the new version; old-version claims are refused.
+        result = activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id")
+        assert result.provisioned["dp"]["noise_multiplier"] == 1.5
+    finally:
+        stop(running)

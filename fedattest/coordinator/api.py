@@ -25,6 +25,12 @@ class Claims(BaseModel):
     keys: dict[str, str]
 
 
+class PolicyUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    policy: str = Field(max_length=128 * 1024)
+    approvals: list[str] = Field(max_length=256)
+
+
 class ActivationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     member: str = Field(max_length=64)
@@ -80,6 +86,13 @@ def create_app(coordinator: Coordinator) -> FastAPI:
     @app.get("/api/v1/policy")
     async def policy() -> dict[str, Any]:
         return {"policy_hash": coordinator.policy.policy_hash().hex(), "policy": coordinator.policy.canonical_bytes().decode()}
+
+    @app.post("/api/v1/policy")
+    async def update_policy(body: PolicyUpdate) -> dict[str, Any]:
+        result: dict[str, Any] = await anyio.to_thread.run_sync(
+            lambda: coordinator.update_policy(body.policy, body.approvals), limiter=activation_threads
+        )
+        return result
 
     @app.post("/api/v1/nonce")
     async def nonce() -> dict[str, str]:

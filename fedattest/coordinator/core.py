@@ -162,6 +162,33 @@ class Coordinator:
             )
         return policy
 
+    def update_policy(self, text: str, approvals: list[str]) -> dict[str, Any]:
+        """Replace the policy with a new version. It needs enough valid approvals of the new version both
+        from the current policy's approvers (so nobody takes over by rewriting the approver list) and
+        from its own. Every version stays in the store and the audit log."""
+        try:
+            new = parse_policy(text)
+            parsed = [Approval.from_json(a) for a in approvals]
+        except FedattestError as exc:
+            raise ActivationError(str(exc), 400) from None
+        if new.name != self.policy.name:
+            raise ActivationError(f"this coordinator serves federation {self.policy.name!r}, not {new.name!r}", 400)
+        if new.policy_hash() == self.policy.policy_hash():
+            raise ActivationError("this policy version is already in force", 409)
+        by_current = check_approvals(self.policy, parsed, digest=new.policy_hash())
+        by_new = check_approvals(new, parsed)
+        for who, check in (("the current policy's approvers", by_current), ("the new policy's approvers", by_new)):
+            if not check.enough:
+                raise ActivationError(f"not approved by {who}: {check.reason}", 403)
+        now = self._now()
+        with self.store.transaction() as tx:
+            version = tx.add_policy(new.policy_hash().hex(), text, approvals, now)
+            tx.append_audit(
+                now, "policy", {"version": version, "policy_hash": new.policy_hash().hex(), "approved_by": list(by_new.valid)}
+            )
+        self.policy = new
+        return {"version": version, "policy_hash": new.policy_hash().hex()}
+
     def _now(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
 

@@ -121,10 +121,11 @@ class ApprovalCheck:
         return f"{len(self.valid)} valid approvals, {self.required} required{detail}"
 
 
-def check_approvals(policy: FederationPolicy, approvals: list[Approval]) -> ApprovalCheck:
+def check_approvals(policy: FederationPolicy, approvals: list[Approval], *, digest: bytes | None = None) -> ApprovalCheck:
     """Which approvals count for ``policy``: a listed approver, this policy's hash, a valid signature,
-    once per approver."""
-    digest = policy.policy_hash()
+    once per approver. With ``digest``, the approvers of ``policy`` must have signed that hash instead
+    (an update: the current approvers approve the next version)."""
+    digest = digest if digest is not None else policy.policy_hash()
     keys = {a.name: load_public_key(a.public_key, a.name) for a in policy.approvals.approvers}
     valid: list[str] = []
     problems: list[str] = []
