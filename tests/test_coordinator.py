@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +406,17 @@ def test_policy_update_needs_the_approvers_and_is_logged(tmp_path: Path) -> None
         assert result.provisioned["dp"]["noise_multiplier"] == 1.5
     finally:
         stop(running)
+
+
+def test_a_restarted_enclave_resumes_its_sealed_identity(server: Running, tmp_path: Path) -> None:
+    from fedattest.coordinator.sealing import SealingError
+    from fedattest.participant import resume
+
+    out = tmp_path / "id"
+    first = activate(server.url, server.root_pem, "aggregator", tee(server, AGG), out)
+    again = resume(out, tee(server, AGG))  # same enclave, later: no new activation needed
+    assert again is not None and again.certificate_chain == first.certificate_chain and again.token == first.token
+    assert resume(out, tee(server, AGG), now=datetime.now(UTC) + timedelta(days=2)) is None  # expired: activate again
+    with pytest.raises(SealingError, match="another enclave"):
+        resume(out, tee(server, COLLAB))  # another measurement cannot unseal it
+    assert resume(tmp_path / "empty", tee(server, AGG)) is None

@@ -19,7 +19,7 @@ from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
-from fedattest.participant.client import activate, verify_coordinator
+from fedattest.participant.client import activate, resume, verify_coordinator
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE, WorkloadIdentity
 from fedattest.tee.current import current
@@ -184,8 +184,13 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
         str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity when not under 'workload run'.")
     ] = DEFAULT_SIM_MRENCLAVE,
 ) -> None:
+    enclave = _tee(tee, platform, mrenclave)
     try:
-        result = activate(coordinator, read_input(str(root_ca), "root CA").decode(), member, _tee(tee, platform, mrenclave), out)
+        resumed = resume(out, enclave)
+        if resumed is not None:
+            sys.stdout.write(f"RESUMED: {member} as {resumed.provisioned['role']}; sealed identity in {out} is still valid\n")
+            return
+        result = activate(coordinator, read_input(str(root_ca), "root CA").decode(), member, enclave, out)
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
     sys.stdout.write(f"ACTIVATED: {member} as {result.provisioned['role']}; identity written to {out}\n")

@@ -1,5 +1,5 @@
 """The enclave side of activation: verify the coordinator, then activate with it."""
 
-from fedattest.participant.client import Activation, activate, verify_coordinator
+from fedattest.participant.client import Activation, activate, resume, verify_coordinator
 
-__all__ = ["Activation", "activate", "verify_coordinator"]
+__all__ = ["Activation", "activate", "resume", "verify_coordinator"]

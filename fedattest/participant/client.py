@@ -11,6 +11,7 @@ was issued by that root. From then on every connection verifies TLS against the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import ssl
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from fedattest.coordinator import identity as ident
+from fedattest.coordinator.sealing import seal, sealing_key, unseal
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
@@ -36,6 +39,9 @@ from fedattest.policy.appraisal import ReferenceValues, Verdict, appraise
 from fedattest.policy.federation import FederationPolicy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
+
+SEALED_NAME = "identity.sealed"
+SEAL_PURPOSE = b"fedattest-participant-identity-v1"
 
 
 class CoordinatorError(FedattestError):
@@ -160,4 +166,23 @@ def activate(url: str, root_ca_pem: str, member: str, tee: TEE, out_dir: Path, *
     atomic_write(out_dir / "chain.pem", result["certificate_chain"].encode())
     atomic_write(out_dir / "token.jwt", result["token"].encode())
     atomic_write(out_dir / "provisioned.json", json.dumps(result["provisioned"], indent=2).encode())
+    pem_key = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+    state = {"key": pem_key, "chain": result["certificate_chain"], "token": result["token"], "provisioned": result["provisioned"]}
+    # A TEE without sealing (none today) keeps only the plain files above.
+    with contextlib.suppress(FedattestError):
+        atomic_write(out_dir / SEALED_NAME, seal(sealing_key(tee), SEAL_PURPOSE, json.dumps(state).encode()))
     return Activation(out_dir, result["certificate_chain"], result["token"], result["provisioned"])
+
+
+def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activation | None:
+    """The identity sealed by an earlier :func:`activate` of this same enclave, if its certificate is still
+    valid (with five minutes to spare); None otherwise. Another enclave cannot unseal it."""
+    path = out_dir / SEALED_NAME
+    if not path.exists():
+        return None
+    state = json.loads(unseal(sealing_key(tee), SEAL_PURPOSE, path.read_bytes()))
+    leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
+    when = now or datetime.now(UTC)
+    if when + timedelta(minutes=5) >= leaf.not_valid_after_utc:
+        return None
+    return Activation(out_dir, state["chain"], state["token"], state["provisioned"])
