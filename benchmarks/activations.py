@@ -147,6 +147,21 @@ def main() -> int:
                             else:
                                 errors.append(response.text)
 
+            # Baseline in the same run: the HTTPS stack alone (two trivial requests per "activation").
+            def trivial() -> None:
+                with httpx.Client(verify=context, timeout=60) as http:
+                    for _ in range(args.per_client):
+                        http.post(f"{url}/api/v1/nonce")
+                        http.get(f"{url}/api/v1/jwks")
+
+            pool = [threading.Thread(target=trivial) for _ in range(args.clients)]
+            began_http = time.perf_counter()
+            for t in pool:
+                t.start()
+            for t in pool:
+                t.join()
+            http_rate = args.clients * args.per_client / (time.perf_counter() - began_http)
+
             threads = [threading.Thread(target=participant, args=(i,)) for i in range(args.clients)]
             start = time.perf_counter()
             for t in threads:
@@ -172,6 +187,7 @@ def main() -> int:
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": ordered[min(done - 1, int(done * 0.99))] * 1000,
         "client_side_ms_per_activation": client_ms,
+        "https_baseline_pairs_per_s": http_rate,
         "server_phase_ms_per_activation": {p: s / done * 1000 for p, s in phases.items()},
     }
     if args.json:
@@ -181,6 +197,7 @@ def main() -> int:
     print(f"  throughput          {report['activations_per_s']:8.0f} activations/s   (target >= 500/s)")
     print(f"  latency p50 / p99   {report['p50_ms']:8.1f} / {report['p99_ms']:.1f} ms   (target p99 < 100 ms)")
     print(f"  client-side work    {client_ms:8.2f} ms per activation (key, CSR, quote; same machine)")
+    print(f"  HTTPS stack alone   {http_rate:8.0f} request pairs/s (nonce + jwks, same clients): the ceiling here")
     for phase, ms in report["server_phase_ms_per_activation"].items():  # type: ignore[attr-defined]
         print(f"  server {phase:<12} {ms:8.2f} ms per activation")
     return 0
