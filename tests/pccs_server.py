@@ -1,5 +1,11 @@
-"""A real PCCS-compatible HTTP(S) server on 127.0.0.1 for tests: serves one collateral bundle through
-the PCCS/PCS v4 paths, counts requests, and can be told to misbehave."""
+"""A real PCCS-compatible HTTP(S) server on 127.0.0.1 for tests.
+
+It serves one collateral bundle through the PCCS/PCS v4 paths, re-creating the bodies a PCCS sends:
+the PCK CRL as DER, the root CA CRL as hex (PCCS style), TCB info as ``{"tcbInfo":<exact signed
+text>,"signature":"<hex>"}`` and QE identity likewise, so the signed bytes survive the trip; issuer
+chains go in URL-encoded PEM headers. It counts requests per path and can be told to misbehave
+(:class:`Behaviour`). Use it as a context manager: ``with serve(collateral) as server: server.url``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,26 +30,45 @@ from cryptography.x509.oid import NameOID
 
 from fedattest.dcap.collateral import Collateral
 
+V4 = "certification/v4"
+PCKCRL = f"/sgx/{V4}/pckcrl"
+ROOTCRL = f"/sgx/{V4}/rootcacrl"
+
+
+def tcb_path(tee: str = "sgx") -> str:
+    return f"/{tee}/{V4}/tcb"
+
+
+def qe_path(tee: str = "sgx") -> str:
+    return f"/{tee}/{V4}/qe/identity"
+
 
 @dataclass
 class Behaviour:
-    """What the server does. Paths are the URL path without the query (e.g. ``/sgx/certification/v4/tcb``)."""
+    """What the server does besides serving the bundle. Keys are URL paths without the query
+    (e.g. ``/sgx/certification/v4/tcb``)."""
 
-    status: dict[str, int] = field(default_factory=dict)  # path -> HTTP status to return instead of 200
-    drop_header: set[str] = field(default_factory=set)  # path -> serve without its issuer-chain header
-    edit_body: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)
+    status: dict[str, int] = field(default_factory=dict)  # answer with this HTTP status instead
+    drop_header: set[str] = field(default_factory=set)  # answer without the issuer-chain header
+    edit_body: dict[str, Callable[[bytes], bytes]] = field(default_factory=dict)  # rewrite the body
     tcb_body_format: str = '{{"tcbInfo":{text},"signature":"{sig}"}}'
     qe_body_format: str = '{{"enclaveIdentity":{text},"signature":"{sig}"}}'
-    pcs: bool = False  # Intel PCS style: no rootcacrl path
-    extra: dict[str, bytes] = field(default_factory=dict)  # path -> body (e.g. a CRL distribution point)
+    tcb_chain_header: str = "TCB-Info-Issuer-Chain"  # older services: SGX-TCB-Info-Issuer-Chain
+    pcs: bool = False  # Intel PCS style: no rootcacrl path (404)
+    extra: dict[str, bytes] = field(default_factory=dict)  # more paths and their bodies (a CRL distribution point)
+    delay: float = 0.0  # seconds to wait before answering
 
 
 class PccsServer:
+    """The server; ``url`` is its base URL. ``requests`` counts requests per path, ``queries`` lists
+    (path, parsed query) in order."""
+
     def __init__(self, collateral: Collateral, *, tls: tuple[Path, Path] | None = None) -> None:
         self.collateral = collateral
         self.behaviour = Behaviour()
         self.requests: Counter[str] = Counter()
         self.queries: list[tuple[str, dict[str, list[str]]]] = []
+        self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         scheme = "http"
@@ -52,10 +78,12 @@ class PccsServer:
             self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
             scheme = "https"
         self.url = f"{scheme}://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the serve loop to notice (default 0.5 s per test).
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
 
     @property
     def total(self) -> int:
+        """All requests so far."""
         return sum(self.requests.values())
 
     def start(self) -> PccsServer:
@@ -65,28 +93,29 @@ class PccsServer:
     def stop(self) -> None:
         if self._thread.is_alive():  # shutdown() waits for serve_forever, so only call it when serving
             self._httpd.shutdown()
+            self._thread.join()
         self._httpd.server_close()
 
     def _routes(self, path: str, query: dict[str, list[str]]) -> tuple[bytes, dict[str, str]] | None:
-        c = self.collateral
-        quote = urllib.parse.quote
+        """(body, headers) for a path, or None for 404."""
+        c, b = self.collateral, self.behaviour
+        quote = urllib.parse.quote  # URL-encodes everything but letters, digits and "_.-~/"
         for tee in ("sgx", "tdx"):
-            base = f"/{tee}/certification/v4"
-            if path == f"{base}/tcb":
+            if path == tcb_path(tee):
                 fmspc = query.get("fmspc", [""])[0]
                 if json.loads(c.tcb_info)["fmspc"].upper() != fmspc.upper():
                     return None  # PCS answers 404 for an FMSPC it has no TCB info for
-                body = self.behaviour.tcb_body_format.format(text=c.tcb_info, sig=c.tcb_info_signature.hex())
-                return body.encode(), {"TCB-Info-Issuer-Chain": quote(c.tcb_info_issuer_chain)}
-            if path == f"{base}/qe/identity":
-                body = self.behaviour.qe_body_format.format(text=c.qe_identity, sig=c.qe_identity_signature.hex())
+                body = b.tcb_body_format.format(text=c.tcb_info, sig=c.tcb_info_signature.hex())
+                return body.encode(), {b.tcb_chain_header: quote(c.tcb_info_issuer_chain)}
+            if path == qe_path(tee):
+                body = b.qe_body_format.format(text=c.qe_identity, sig=c.qe_identity_signature.hex())
                 return body.encode(), {"SGX-Enclave-Identity-Issuer-Chain": quote(c.qe_identity_issuer_chain)}
-        if path == "/sgx/certification/v4/pckcrl":
+        if path == PCKCRL and query.get("ca", [""])[0] in ("processor", "platform"):
             return c.pck_crl, {"SGX-PCK-CRL-Issuer-Chain": quote(c.pck_crl_issuer_chain)}
-        if path == "/sgx/certification/v4/rootcacrl" and not self.behaviour.pcs:
-            return c.root_ca_crl.hex().encode(), {}  # PCCS serves the root CA CRL as hex
-        if path in self.behaviour.extra:
-            return self.behaviour.extra[path], {}
+        if path == ROOTCRL and not b.pcs:
+            return c.root_ca_crl.hex().encode(), {}  # a PCCS serves the root CA CRL as hex
+        if path in b.extra:
+            return b.extra[path], {}
         return None
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -99,9 +128,13 @@ class PccsServer:
             def do_GET(self) -> None:
                 parts = urllib.parse.urlsplit(self.path)
                 path, query = parts.path, urllib.parse.parse_qs(parts.query)
-                server.requests[path] += 1
-                server.queries.append((path, query))
-                status = server.behaviour.status.get(path)
+                with server._lock:
+                    server.requests[path] += 1
+                    server.queries.append((path, query))
+                b = server.behaviour
+                if b.delay:
+                    time.sleep(b.delay)
+                status = b.status.get(path)
                 found = server._routes(path, query)
                 if status is not None or found is None:
                     self.send_response(status or 404)
@@ -109,11 +142,11 @@ class PccsServer:
                     self.end_headers()
                     return
                 body, headers = found
-                if path in server.behaviour.edit_body:
-                    body = server.behaviour.edit_body[path](body)
+                if path in b.edit_body:
+                    body = b.edit_body[path](body)
                 self.send_response(200)
-                for name, value in headers.items():
-                    if path not in server.behaviour.drop_header:
+                if path not in b.drop_header:
+                    for name, value in headers.items():
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -124,6 +157,7 @@ class PccsServer:
 
 @contextmanager
 def serve(collateral: Collateral, *, tls: tuple[Path, Path] | None = None) -> Iterator[PccsServer]:
+    """A running :class:`PccsServer` for ``collateral`` (HTTPS with ``tls`` = (cert, key) PEM files)."""
     server = PccsServer(collateral, tls=tls).start()
     try:
         yield server
@@ -132,7 +166,7 @@ def serve(collateral: Collateral, *, tls: tuple[Path, Path] | None = None) -> It
 
 
 def self_signed_tls(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files: (cert, key)."""
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files: (cert, key)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test PCCS")])
     now = dt.datetime.now(dt.UTC)

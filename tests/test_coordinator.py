@@ -420,3 +420,20 @@ def test_a_restarted_enclave_resumes_its_sealed_identity(server: Running, tmp_pa
     with pytest.raises(SealingError, match="another enclave"):
         resume(out, tee(server, COLLAB))  # another measurement cannot unseal it
     assert resume(tmp_path / "empty", tee(server, AGG)) is None
+
+
+def test_gramine_sealing_key_comes_from_dev_attestation(tmp_path: Path) -> None:
+    from fedattest.coordinator.sealing import seal, sealing_key, unseal
+    from fedattest.tee import GramineTEE
+
+    (tmp_path / "attestation_type").write_text("dcap")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "_sgx_mrenclave").write_bytes(b"\x01" * 16)
+    key = sealing_key(GramineTEE(tmp_path))
+    assert unseal(key, b"p", seal(key, b"p", b"state")) == b"state"
+    (tmp_path / "keys" / "_sgx_mrenclave").write_bytes(b"\x02" * 16)  # another enclave's key
+    with pytest.raises(SealingError, match="another enclave"):
+        unseal(sealing_key(GramineTEE(tmp_path)), b"p", seal(key, b"p", b"state"))
+    (tmp_path / "keys" / "_sgx_mrenclave").unlink()
+    with pytest.raises(SealingError, match="cannot read Gramine's sealing key"):
+        sealing_key(GramineTEE(tmp_path))

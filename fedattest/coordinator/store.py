@@ -11,10 +11,10 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fedattest.coordinator.audit import AuditEntry, next_entry
 from fedattest.errors import FedattestError
@@ -45,6 +45,16 @@ class ActivationRecord:
     token: str
     verdict: dict[str, Any]
     created: str
+
+
+class Store(Protocol):
+    """What the coordinator needs from its store (SQLite today; a replicated store can implement the same)."""
+
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    def latest_policy(self) -> tuple[int, str, list[str]] | None: ...
+    def activations(self, member: str | None = None) -> list[ActivationRecord]: ...
+    def audit_entries(self) -> list[AuditEntry]: ...
+    def close(self) -> None: ...
 
 
 class SqliteStore:
