@@ -437,3 +437,18 @@ def test_gramine_sealing_key_comes_from_dev_attestation(tmp_path: Path) -> None:
     (tmp_path / "keys" / "_sgx_mrenclave").unlink()
     with pytest.raises(SealingError, match="cannot read Gramine's sealing key"):
         sealing_key(GramineTEE(tmp_path))
+
+
+def test_evidence_sources_are_exclusive_and_a_local_collateral_file_works(tmp_path: Path) -> None:
+    from fedattest.cli._common import CliUsageError
+    from fedattest.cli.coordinator import evidence_source
+    from tests.conftest import DCAP, dcap_expected
+
+    with pytest.raises(CliUsageError, match="give one of"):
+        evidence_source(None, None)
+    with pytest.raises(CliUsageError, match="give one of"):
+        evidence_source(tmp_path, "https://pccs.example")
+    verifier, collateral_for = evidence_source(None, None, DCAP / "phala_tdx_v4.collateral.json")
+    quote = (DCAP / "phala_tdx_v4.quote").read_bytes()
+    verified = verifier.verify(quote, collateral_for(None), at=dcap_expected()["phala_tdx_v4"]["at"])  # type: ignore[arg-type]
+    assert not verified.simulated

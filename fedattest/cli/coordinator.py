@@ -61,17 +61,26 @@ PlatformOpt = Annotated[
 PccsOpt = Annotated[str | None, typer.Option("--pccs", metavar="URL", help="PCCS for collateral of real SGX evidence.")]
 
 
-def evidence_source(platform: Path | None, pccs: str | None) -> tuple[QuoteVerifier, Callable[[Quote], Collateral]]:
-    """How to verify evidence: a simulated platform's root and collateral, or Intel's root and a PCCS."""
+def evidence_source(
+    platform: Path | None, pccs: str | None, collateral: Path | None = None, cache_dir: Path | None = None
+) -> tuple[QuoteVerifier, Callable[[Quote], Collateral]]:
+    """How to verify evidence: a simulated platform's root and collateral; or Intel's root with collateral
+    from a PCCS (cached in ``cache_dir``) or from a local collateral file (air-gapped set-ups)."""
+    if sum(x is not None for x in (platform, pccs, collateral)) != 1:
+        raise CliUsageError(
+            "give one of --platform DIR (simulated evidence), --pccs URL or --collateral FILE (real SGX evidence)"
+        )
     if platform is not None:
         plat = SimulatedPlatform.load(platform)
         return QuoteVerifier(plat.root_ca), lambda _quote: plat.collateral()
     if pccs is not None:
         from fedattest.dcap.pccs import PccsClient  # noqa: PLC0415
 
-        client = PccsClient(pccs)
+        client = PccsClient(pccs, cache_dir=cache_dir)
         return QuoteVerifier(), client.fetch_for_quote
-    raise CliUsageError("give --platform DIR (simulated evidence) or --pccs URL (real SGX evidence)")
+    assert collateral is not None
+    fixed = Collateral.from_json(read_input(str(collateral), "collateral file"))
+    return QuoteVerifier(), lambda _quote: fixed
 
 
 def _tee(kind: str, platform: Path | None, mrenclave: str) -> TEE:
@@ -98,6 +107,9 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
     tee: Annotated[str, typer.Option("--tee", metavar="sim|gramine", help="Where the coordinator runs.")] = "sim",
     platform: PlatformOpt = None,
     pccs: PccsOpt = None,
+    collateral: Annotated[
+        Path | None, typer.Option("--collateral", metavar="FILE", help="Local collateral JSON for real SGX evidence.")
+    ] = None,
     mrenclave: Annotated[
         str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity when not under 'workload run'.")
     ] = DEFAULT_SIM_MRENCLAVE,
@@ -110,7 +122,7 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     try:
         host, port = parse_listen(listen)
-        verifier, collateral_for = evidence_source(platform, pccs)
+        verifier, collateral_for = evidence_source(platform, pccs, collateral, state / "pccs-cache")
         coordinator = Coordinator(
             state_dir=state,
             tee=_tee(tee, platform, mrenclave),
