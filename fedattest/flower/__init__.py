@@ -1,0 +1,18 @@
+"""Flower integration: only approved apps run, updates are signed by attested members, and the data and
+DP settings come from what the coordinator provisioned. (Process launchers come in a later change.)"""
+
+from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
+from fedattest.flower.provisioned import Provisioned, committed_dataset, load_provisioned
+from fedattest.flower.signing import UpdateSigner, UpdateVerifier, update_digest
+
+__all__ = [
+    "AppGate",
+    "AppNotAllowedError",
+    "Provisioned",
+    "UpdateSigner",
+    "UpdateVerifier",
+    "committed_dataset",
+    "fab_hash",
+    "load_provisioned",
+    "update_digest",
+]

@@ -1,0 +1,58 @@
+"""What the coordinator provisioned to this participant (``provisioned.json`` from activation), and the
+two things a Flower app needs from it: the committed dataset and the DP settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedattest.data.dataset import CommittedDataset, open_dataset
+from fedattest.errors import FedattestError
+from fedattest.policy.federation import DpSettings
+
+
+class ProvisioningError(FedattestError):
+    """Provisioned parameters missing or not usable for what was asked."""
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    federation: str
+    role: str
+    policy_hash: str
+    data_commitment: str | None
+    dp: DpSettings
+    allowed_app_hashes: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Provisioned:
+        try:
+            doc: Any = json.loads(text)
+            return cls(
+                federation=str(doc["federation"]),
+                role=str(doc["role"]),
+                policy_hash=str(doc["policy_hash"]),
+                data_commitment=doc.get("data_commitment"),
+                dp=DpSettings.model_validate(doc["dp"]),
+                allowed_app_hashes=tuple(doc["allowed_app_hashes"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProvisioningError(f"provisioned parameters are malformed: {exc}") from None
+
+
+def load_provisioned(identity_dir: Path) -> Provisioned:
+    """``provisioned.json`` written by ``fedattest participant activate``."""
+    path = Path(identity_dir) / "provisioned.json"
+    try:
+        return Provisioned.from_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ProvisioningError(f"{path}: no provisioned parameters: activate with the coordinator first") from None
+
+
+def committed_dataset(provisioned: Provisioned, data_dir: Path) -> CommittedDataset:
+    """The member's data, opened against its provisioned commitment. Refuses to train without one."""
+    if provisioned.data_commitment is None:
+        raise ProvisioningError(f"no data commitment was provisioned for this {provisioned.role}: refusing to train")
+    return open_dataset(data_dir, provisioned.data_commitment)

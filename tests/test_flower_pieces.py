@@ -1,0 +1,118 @@
+"""The Flower building blocks that need no Flower process: the app allow-list, signed updates, and the
+provisioned data commitment and DP settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from fedattest.coordinator import identity as ident
+from fedattest.data import DataIntegrityError, commit_directory
+from fedattest.errors import FedattestError
+from fedattest.flower import (
+    AppGate,
+    AppNotAllowedError,
+    UpdateSigner,
+    UpdateVerifier,
+    committed_dataset,
+    fab_hash,
+    load_provisioned,
+)
+from fedattest.flower.provisioned import Provisioned, ProvisioningError
+from fedattest.flower.signing import UpdateRejectedError
+
+NOW = ident.utcnow()
+ROOT_KEY = ident.new_key()
+ROOT = ident.make_root_ca(ROOT_KEY, "hospitals", NOW)
+
+
+def member_identity(
+    name: str, federation: str = "hospitals", lifetime: timedelta = timedelta(days=1), root_key=ROOT_KEY, root=ROOT
+) -> UpdateSigner:  # type: ignore[no-untyped-def]
+    key = ident.new_key()
+    cert = ident.issue_leaf(
+        ca_key=root_key, ca=root, public_key=key.public_key(), common_name=name,
+        uris=[ident.MEMBER_URI.format(federation=federation, member=name)], dns_names=[], ips=[], now=NOW, lifetime=lifetime,
+    )  # fmt: skip
+    fmt = serialization.PrivateFormat.PKCS8
+    return UpdateSigner(
+        key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()),
+        cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+def test_app_gate() -> None:
+    fab = b"PK\x03\x04 an approved flower app"
+    gate = AppGate([fab_hash(fab).upper()])
+    assert gate.check(fab) == hashlib.sha256(fab).hexdigest()
+    with pytest.raises(AppNotAllowedError, match="not in the policy's allowed apps") as err:
+        gate.check(fab + b"\x00")
+    assert err.value.digest == hashlib.sha256(fab + b"\x00").hexdigest()
+    with pytest.raises(FedattestError, match="no allowed Flower apps"):
+        AppGate([])
+
+
+def test_signed_updates_are_accepted_from_members_only() -> None:
+    alice = member_identity("hospital-a")
+    verifier = UpdateVerifier(ROOT, "hospitals")
+    update = b"\x00\x01 model weights"
+    signature = alice.sign(7, "msg-1", update)
+    assert verifier.verify(alice.certificate_pem, signature, 7, "msg-1", update) == "hospital-a"
+    cases = {
+        "changed": (alice.certificate_pem, signature, 7, "msg-1", update + b"!"),
+        "other run": (alice.certificate_pem, signature, 8, "msg-1", update),
+        "other message": (alice.certificate_pem, signature, 7, "msg-2", update),
+        "another member's certificate": (member_identity("hospital-b").certificate_pem, signature, 7, "msg-1", update),
+    }
+    for case, args in cases.items():
+        with pytest.raises(UpdateRejectedError, match="signature does not verify"):
+            verifier.verify(*args)
+        assert case
+    outsider_key = ident.new_key()
+    outsider_root = ident.make_root_ca(outsider_key, "hospitals", NOW)
+    mallory = member_identity("mallory", root_key=outsider_key, root=outsider_root)
+    with pytest.raises(UpdateRejectedError, match="not issued by the coordinator"):
+        verifier.verify(mallory.certificate_pem, mallory.sign(7, "m", update), 7, "m", update)
+    other_federation = member_identity("hospital-a", federation="elsewhere")
+    with pytest.raises(UpdateRejectedError, match="not for a member of this federation"):
+        verifier.verify(other_federation.certificate_pem, other_federation.sign(7, "m", update), 7, "m", update)
+    with pytest.raises(UpdateRejectedError, match="expired"):
+        verifier.verify(alice.certificate_pem, signature, 7, "msg-1", update, at=datetime.now(UTC) + timedelta(days=3))
+    with pytest.raises(UpdateRejectedError, match="does not parse"):
+        verifier.verify(b"junk", signature, 7, "msg-1", update)
+
+
+def provisioned(commitment: str | None) -> dict[str, object]:
+    return {
+        "federation": "hospitals", "role": "collaborator" if commitment else "aggregator", "policy_hash": "00" * 32,
+        "data_commitment": commitment,
+        "dp": {"noise_multiplier": 1.0, "clipping_norm": 1.0, "sampled_clients": 2, "target_delta": 1e-5},
+        "allowed_app_hashes": ["11" * 32], "member_secret": "22" * 32,
+    }  # fmt: skip
+
+
+def test_committed_dataset_from_provisioned_parameters(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.bin").write_bytes(b"training data" * 1000)
+    root = commit_directory(data, chunk_size=4096)[0].root.hex()
+    (tmp_path / "id").mkdir()
+    (tmp_path / "id" / "provisioned.json").write_text(json.dumps(provisioned(root)))
+    params = load_provisioned(tmp_path / "id")
+    assert params.dp.sampled_clients == 2 and params.allowed_app_hashes == ("11" * 32,)
+    assert committed_dataset(params, data).read_bytes("x.bin") == b"training data" * 1000
+    (data / "x.bin").write_bytes(b"swapped data!" * 1000)
+    with pytest.raises(DataIntegrityError):
+        committed_dataset(params, data).read_bytes("x.bin")
+    aggregator = Provisioned.from_json(json.dumps(provisioned(None)))
+    with pytest.raises(ProvisioningError, match="refusing to train"):
+        committed_dataset(aggregator, data)
+    with pytest.raises(ProvisioningError, match="activate with the coordinator first"):
+        load_provisioned(tmp_path / "nowhere")
+    with pytest.raises(ProvisioningError, match="malformed"):
+        Provisioned.from_json('{"federation": "x"}')
