@@ -55,6 +55,7 @@ def policy_text() -> str:
                         f'[roles.aggregator]\nattestation_required = true\nmrenclave = ["{AGG.hex()}"]')  # fmt: skip
     text = text.replace(f"mrsigner = {zero}\nisv_prod_id = 1\nmin_isv_svn = 2", f'mrenclave = ["{COLLAB.hex()}"]')
     text = text.replace(f"data_commitment = {zero}", f'data_commitment = "{COMMITMENT}"')
+    text = text.replace("max_activations = 3", "max_activations = 50")  # many tests activate the aggregator
     return text.replace("allow_simulation = false", "allow_simulation = true")
 
 
@@ -132,7 +133,7 @@ def test_verify_refuses_another_measurement_or_policy(server: Running) -> None:
     policy = parse_policy(policy_text())
     with pytest.raises(CoordinatorError, match="not the approved enclave"):
         verify_coordinator(server.url, policy, verifier=verifier, collateral_for=collateral_for, expect_mrenclave=AGG)
-    other = parse_policy(policy_text().replace("max_activations = 3", "max_activations = 4"))
+    other = parse_policy(policy_text().replace("max_activations = 50", "max_activations = 4"))
     with pytest.raises(CoordinatorError, match="does not bind this root CA, this policy"):
         verify_coordinator(server.url, other, verifier=verifier, collateral_for=collateral_for)
     with pytest.raises(CoordinatorError, match="does not verify"):
@@ -326,7 +327,7 @@ def test_unapproved_policy_refuses_to_start(tmp_path: Path) -> None:
 
 def test_sigkill_during_load_keeps_every_issued_activation(tmp_path: Path) -> None:
     platform = SimulatedPlatform.create(tmp_path / "platform")
-    roomy = policy_text().replace("max_activations = 3", "max_activations = 100000")
+    roomy = policy_text().replace("max_activations = 50", "max_activations = 100000")
     (tmp_path / "policy.toml").write_text(roomy)
     (tmp_path / "alice.json").write_text(approve(parse_policy(roomy), "alice", KEY).to_json())
     running = start(tmp_path, platform)
@@ -452,3 +453,69 @@ def test_evidence_sources_are_exclusive_and_a_local_collateral_file_works(tmp_pa
     quote = (DCAP / "phala_tdx_v4.quote").read_bytes()
     verified = verifier.verify(quote, collateral_for(None), at=dcap_expected()["phala_tdx_v4"]["at"])  # type: ignore[arg-type]
     assert not verified.simulated
+
+
+def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_path: Path) -> None:
+    from fedattest.flower.rounds import report_round, signed_round_report
+    from fedattest.flower.signing import UpdateSigner
+
+    agg = tmp_path / "agg"
+    activate(server.url, server.root_pem, "aggregator", tee(server, AGG), agg)
+    params = hashlib.sha256(b"aggregated weights").hexdigest()
+    seq = report_round(server.url, server.root_pem, agg, 42, 1, ["hospital-a"], params)
+    with server.http() as http:
+        entries, head, key = import_log(http.get(f"{server.url}/api/v1/audit").content)
+        verify_log(entries, head, key)
+        entry = next(e for e in entries if e.seq == seq)
+        assert entry.kind == "round" and entry.data == {
+            "reported_by": "aggregator", "run_id": 42, "round": 1, "participants": ["hospital-a"], "params_sha256": params,
+        }  # fmt: skip
+        signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())
+        body = signed_round_report(signer, 42, 2, ["hospital-a"], params)
+        body["report"]["params_sha256"] = "00" * 32  # changed after signing
+        refused = http.post(f"{server.url}/api/v1/rounds", json=body)
+        assert refused.status_code == 403 and "signature does not verify" in refused.json()["error"]
+        unknown = http.post(f"{server.url}/api/v1/rounds", json=signed_round_report(signer, 42, 3, ["mallory"], params))
+        assert unknown.status_code == 400 and "not in the policy" in unknown.json()["error"]
+    with pytest.raises(FedattestError, match=r"not issued by the coordinator"):
+        other_root_key = ident.new_key()
+        other_root = ident.make_root_ca(other_root_key, "hospitals", ident.utcnow())
+        forged_cert = ident.issue_leaf(
+            ca_key=other_root_key, ca=other_root, public_key=ident.new_key().public_key(), common_name="aggregator",
+            uris=["urn:fedattest:hospitals:member:aggregator"], dns_names=[], ips=[], now=ident.utcnow(),
+            lifetime=timedelta(days=1),
+        )  # fmt: skip
+        (tmp_path / "forged").mkdir()
+        (tmp_path / "forged" / "chain.pem").write_bytes(forged_cert.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / "forged" / "key.pem").write_bytes((agg / "key.pem").read_bytes())
+        report_round(server.url, server.root_pem, tmp_path / "forged", 42, 4, [], params)
+
+
+def test_only_the_aggregator_may_report_rounds(tmp_path: Path) -> None:
+    from fedattest.coordinator.core import ActivationError
+    from fedattest.flower.rounds import signed_round_report
+    from fedattest.flower.signing import UpdateSigner
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    coordinator = Coordinator(
+        state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
+        collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
+        approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()],
+    )  # fmt: skip
+    try:
+        key = ident.new_key()
+        cert = ident.issue_leaf(
+            ca_key=coordinator.state.root_key, ca=coordinator.state.root_ca, public_key=key.public_key(),
+            common_name="hospital-a", uris=["urn:fedattest:hospitals:member:hospital-a"], dns_names=[], ips=[],
+            now=ident.utcnow(), lifetime=timedelta(days=1),
+        )  # fmt: skip
+        fmt = serialization.PrivateFormat.PKCS8
+        signer = UpdateSigner(
+            key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()),
+            cert.public_bytes(serialization.Encoding.PEM),
+        )
+        body = signed_round_report(signer, 1, 1, ["hospital-a"], "ab" * 32)
+        with pytest.raises(ActivationError, match="only the aggregator reports rounds"):
+            coordinator.report_round(body["certificate"], body["signature"], body["report"])
+    finally:
+        coordinator.close()

@@ -31,6 +31,21 @@ class PolicyUpdate(BaseModel):
     approvals: list[str] = Field(max_length=256)
 
 
+class RoundReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    run_id: int = Field(ge=0, lt=1 << 63)
+    round: int = Field(ge=0, lt=1 << 31)
+    participants: list[str] = Field(max_length=10_000)
+    params_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SignedRoundReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    report: RoundReport
+    certificate: str = Field(max_length=16 * 1024)
+    signature: str = Field(max_length=1024)
+
+
 class ActivationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     member: str = Field(max_length=64)
@@ -105,6 +120,14 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         claims = body.claims.model_dump()
         result: dict[str, Any] = await anyio.to_thread.run_sync(
             lambda: coordinator.activate(body.member, body.quote, body.csr, claims), limiter=activation_threads
+        )
+        return result
+
+    @app.post("/api/v1/rounds")
+    async def rounds(body: SignedRoundReport) -> dict[str, Any]:
+        result: dict[str, Any] = await anyio.to_thread.run_sync(
+            lambda: coordinator.report_round(body.certificate, body.signature, body.report.model_dump()),
+            limiter=activation_threads,
         )
         return result
 

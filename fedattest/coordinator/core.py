@@ -365,6 +365,32 @@ class Coordinator:
             },
         }
 
+    def report_round(self, certificate_pem: str, signature_b64: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Record a training round in the audit log: the aggregator reports the round number, the members
+        that took part and the SHA-256 of the aggregated parameters, signed with its attested key."""
+        from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier  # noqa: PLC0415 - avoid an import cycle
+
+        try:
+            signature = base64.b64decode(signature_b64, validate=True)
+            body = ident.canonical_claims(report)
+            member = UpdateVerifier(self.state.root_ca, self.policy.name).verify(
+                certificate_pem.encode(), signature, int(report["run_id"]), f"round-{int(report['round'])}", body
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ActivationError(f"malformed round report: {exc}", 400) from None
+        except UpdateRejectedError as exc:
+            raise ActivationError(f"round report refused: {exc}") from None
+        signer = self.policy.member(member)
+        if signer is None or signer.role != "aggregator":
+            raise ActivationError(f"only the aggregator reports rounds, not {member!r}")
+        unknown = [m for m in report["participants"] if self.policy.member(m) is None]
+        if unknown:
+            raise ActivationError(f"round report names members not in the policy: {unknown}", 400)
+        now = self._now()
+        with self.store.transaction() as tx:
+            entry = tx.append_audit(now, "round", {"reported_by": member, **report})
+        return {"seq": entry.seq}
+
     def members(self) -> list[dict[str, Any]]:
         out = []
         for m in self.policy.members:
