@@ -116,3 +116,43 @@ def test_committed_dataset_from_provisioned_parameters(tmp_path: Path) -> None:
         load_provisioned(tmp_path / "nowhere")
     with pytest.raises(ProvisioningError, match="malformed"):
         Provisioned.from_json('{"federation": "x"}')
+
+
+class FakeContext:
+    """The attribute of flwr.app.Context the helpers read."""
+
+    def __init__(self, node_config: dict[str, str]) -> None:
+        self.node_config = node_config
+
+
+def test_apps_get_their_data_and_dp_from_the_provisioned_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.app import Context
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+    from fedattest.flower import committed_dataset_for, dp_strategy
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.npy").write_bytes(b"\x93NUMPY" + bytes(100))
+    root = commit_directory(data, chunk_size=4096)[0].root.hex()
+    identity = tmp_path / "id"
+    identity.mkdir()
+    (identity / "provisioned.json").write_text(json.dumps(provisioned(root)))
+    client_context = Context(
+        run_id=1,
+        node_id=2,
+        node_config={"fedattest-identity-dir": str(identity), "data-dir": str(data)},
+        state=__import__("flwr").app.RecordDict(),
+        run_config={},
+    )
+    assert committed_dataset_for(client_context).files() == ["x.npy"]
+    with pytest.raises(ProvisioningError, match="no data directory"):
+        committed_dataset_for(FakeContext({"fedattest-identity-dir": str(identity)}))
+    monkeypatch.delenv("FEDATTEST_IDENTITY_DIR", raising=False)
+    server_context = FakeContext({})  # a ServerApp's node_config is empty
+    with pytest.raises(ProvisioningError, match="no attested identity"):
+        dp_strategy(FedAvg(), server_context)
+    monkeypatch.setenv("FEDATTEST_IDENTITY_DIR", str(identity))
+    wrapped = dp_strategy(FedAvg(), server_context)
+    assert isinstance(wrapped, DifferentialPrivacyServerSideFixedClipping)
+    assert (wrapped.noise_multiplier, wrapped.clipping_norm, wrapped.num_sampled_clients) == (1.0, 1.0, 2)

@@ -2,6 +2,7 @@
 DP settings come from what the coordinator provisioned. (Process launchers come in a later change.)"""
 
 from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
+from fedattest.flower.context import committed_dataset_for, dp_strategy, provisioned_for
 from fedattest.flower.provisioned import Provisioned, committed_dataset, load_provisioned
 from fedattest.flower.signing import UpdateSigner, UpdateVerifier, update_digest
 
@@ -12,7 +13,10 @@ __all__ = [
     "UpdateSigner",
     "UpdateVerifier",
     "committed_dataset",
+    "committed_dataset_for",
+    "dp_strategy",
     "fab_hash",
     "load_provisioned",
+    "provisioned_for",
     "update_digest",
 ]
