@@ -3,6 +3,7 @@ DP settings come from what the coordinator provisioned. (Process launchers come 
 
 from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
 from fedattest.flower.context import committed_dataset_for, dp_strategy, provisioned_for
+from fedattest.flower.gate import install_app_gate
 from fedattest.flower.provisioned import Provisioned, committed_dataset, load_provisioned
 from fedattest.flower.signing import UpdateSigner, UpdateVerifier, update_digest
 
@@ -16,6 +17,7 @@ __all__ = [
     "committed_dataset_for",
     "dp_strategy",
     "fab_hash",
+    "install_app_gate",
     "load_provisioned",
     "provisioned_for",
     "update_digest",
