@@ -156,3 +156,37 @@ def test_apps_get_their_data_and_dp_from_the_provisioned_parameters(tmp_path: Pa
     wrapped = dp_strategy(FedAvg(), server_context)
     assert isinstance(wrapped, DifferentialPrivacyServerSideFixedClipping)
     assert (wrapped.noise_multiplier, wrapped.clipping_norm, wrapped.num_sampled_clients) == (1.0, 1.0, 2)
+
+
+def test_the_signing_mod_and_the_serverapp_check(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedattest.flower.mods import SIGNATURE_RECORD, keep_attested, signing_mod, verify_reply
+
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):  # what a Flower process sets
+        monkeypatch.setattr(TaskIdentity, name, value)
+    alice = member_identity("hospital-a")
+    verifier = UpdateVerifier(ROOT, "hospitals")
+    instruction = Message(RecordDict({"arrays": ArrayRecord([np.zeros(4)])}), dst_node_id=5, message_type="train")
+
+    def train(message: Message, context: object) -> Message:
+        return Message(
+            RecordDict({"arrays": ArrayRecord([np.arange(4.0)]), "metrics": ConfigRecord({"n": 10})}), reply_to=message
+        )
+
+    signed = signing_mod(alice)(instruction, None, train)
+    assert SIGNATURE_RECORD in signed.content and verify_reply(signed, verifier) == "hospital-a"
+    unsigned = train(instruction, None)
+    tampered = signing_mod(alice)(instruction, None, train)
+    tampered.content["arrays"] = ArrayRecord([np.arange(4.0) * 100])  # a poisoned update under a valid signature
+    mallory_key = ident.new_key()
+    mallory = member_identity("mallory", root_key=mallory_key, root=ident.make_root_ca(mallory_key, "hospitals", NOW))
+    foreign = signing_mod(mallory)(instruction, None, train)
+    with caplog.at_level("WARNING", logger="fedattest.flower"):
+        kept = keep_attested([signed, unsigned, tampered, foreign], verifier)
+    assert kept == [signed]
+    reasons = " | ".join(r.getMessage() for r in caplog.records)
+    for needle in ("not signed", "signature does not verify", "not issued by the coordinator"):
+        assert needle in reasons, reasons

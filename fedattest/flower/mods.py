@@ -1,0 +1,71 @@
+"""Signing model updates in the ClientApp (a Flower mod) and checking them in the ServerApp.
+
+The mod signs the content of every reply, by its object id (Flower's content hash) together with the
+run id and the id of the message it answers, with the member's attested key. It adds the signature and
+certificate as one config record (which is left out of what is signed). The ServerApp keeps only
+replies whose signature verifies for an attested member, and logs every other with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fedattest.flower.signing import UpdateRejectedError, UpdateSigner, UpdateVerifier
+
+SIGNATURE_RECORD = "fedattest.signature"
+log = logging.getLogger("fedattest.flower")
+
+
+def _signed_object_id(content: Any) -> bytes:
+    from flwr.app import RecordDict  # noqa: PLC0415 - Flower only here
+
+    unsigned = RecordDict({k: v for k, v in content.items() if k != SIGNATURE_RECORD})
+    return bytes.fromhex(unsigned.object_id)
+
+
+def signing_mod(signer: UpdateSigner) -> Callable[[Any, Any, Callable[[Any, Any], Any]], Any]:
+    """A ClientApp mod ``(message, context, call_next) -> reply`` that signs every successful reply."""
+    from flwr.app import ConfigRecord  # noqa: PLC0415
+
+    def mod(message: Any, context: Any, call_next: Callable[[Any, Any], Any]) -> Any:
+        reply = call_next(message, context)
+        if reply.has_error():
+            return reply
+        digest = _signed_object_id(reply.content)
+        signature = signer.sign(int(reply.metadata.run_id), str(reply.metadata.reply_to_message_id), digest)
+        reply.content[SIGNATURE_RECORD] = ConfigRecord({"signature": signature, "certificate": signer.certificate_pem.decode()})
+        return reply
+
+    return mod
+
+
+def verify_reply(reply: Any, verifier: UpdateVerifier) -> str:
+    """The member who signed ``reply``, or :class:`UpdateRejectedError`."""
+    if reply.has_error():
+        raise UpdateRejectedError("the reply is an error")
+    record = reply.content.get(SIGNATURE_RECORD) if SIGNATURE_RECORD in reply.content else None
+    if record is None:
+        raise UpdateRejectedError("the reply is not signed (no attested member sent it)")
+    signature, certificate = record.get("signature"), record.get("certificate")
+    if not isinstance(signature, bytes) or not isinstance(certificate, str):
+        raise UpdateRejectedError("the reply's signature record is malformed")
+    digest = _signed_object_id(reply.content)
+    return verifier.verify(
+        certificate.encode(), signature, int(reply.metadata.run_id), str(reply.metadata.reply_to_message_id), digest
+    )
+
+
+def keep_attested(replies: Iterable[Any], verifier: UpdateVerifier) -> list[Any]:
+    """The replies signed by attested members; every other is dropped and logged with the reason."""
+    kept = []
+    for reply in replies:
+        try:
+            member = verify_reply(reply, verifier)
+        except UpdateRejectedError as exc:
+            log.warning("dropped an update from node %s: %s", reply.metadata.src_node_id, exc)
+            continue
+        log.info("accepted the update of %s (node %s)", member, reply.metadata.src_node_id)
+        kept.append(reply)
+    return kept
