@@ -519,3 +519,38 @@ def test_only_the_aggregator_may_report_rounds(tmp_path: Path) -> None:
             coordinator.report_round(body["certificate"], body["signature"], body["report"])
     finally:
         coordinator.close()
+
+
+def test_attested_node_keys_are_published_for_the_aggregator(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    running = start(tmp_path, platform)
+    try:
+        node_key = ident.new_key()
+        activate(
+            running.url,
+            running.root_pem,
+            "hospital-a",
+            tee(running, COLLAB),
+            tmp_path / "a",
+            extra_keys={"node": node_key.public_key()},
+        )
+        with running.http() as http:
+            published = http.get(f"{running.url}/api/v1/public-keys/node", params={"role": "collaborator"}).json()
+            assert [p["member"] for p in published] == ["hospital-a"]
+            pem = (
+                node_key.public_key()
+                .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+                .decode()
+            )
+            assert published[0]["public_key"] == pem and published[0]["expires"] > time.time()
+            assert http.get(f"{running.url}/api/v1/public-keys/other").json() == []
+            # A key sent but not bound in the quoted claims, and a key that is not P-256, are refused.
+            body = build(running, "aggregator", AGG)
+            body["public_keys"] = {"node": pem}
+            refused = http.post(f"{running.url}/api/v1/activate", json=body)
+            assert refused.status_code == 400 and "do not bind the public key 'node'" in refused.json()["error"]
+            body = build(running, "aggregator", AGG)
+            body["public_keys"] = {"tls": pem}
+            assert http.post(f"{running.url}/api/v1/activate", json=body).status_code == 400
+    finally:
+        stop(running)

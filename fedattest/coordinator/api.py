@@ -52,6 +52,7 @@ class ActivationRequest(BaseModel):
     quote: str | None = Field(default=None, max_length=128 * 1024)
     csr: str = Field(max_length=16 * 1024)
     claims: Claims
+    public_keys: dict[str, str] = Field(default_factory=dict, max_length=8)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -119,7 +120,7 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         # CPU-bound under the GIL, and many threads would only contend for it and for the store.
         claims = body.claims.model_dump()
         result: dict[str, Any] = await anyio.to_thread.run_sync(
-            lambda: coordinator.activate(body.member, body.quote, body.csr, claims), limiter=activation_threads
+            lambda: coordinator.activate(body.member, body.quote, body.csr, claims, body.public_keys), limiter=activation_threads
         )
         return result
 
@@ -130,6 +131,10 @@ def create_app(coordinator: Coordinator) -> FastAPI:
             limiter=activation_threads,
         )
         return result
+
+    @app.get("/api/v1/public-keys/{name}")
+    async def public_keys(name: str, role: str | None = None) -> list[dict[str, Any]]:
+        return coordinator.public_keys(name, role)
 
     @app.get("/api/v1/members")
     async def members() -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -105,6 +106,31 @@ def load_or_create_state(state_dir: Path, tee: TEE, federation: str) -> SealedSt
 
     atomic_write(path, seal(key, STATE_PURPOSE, state.to_bytes()))
     return state
+
+
+_KEY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+def _bound_public_keys(public_keys: dict[str, str], claimed: dict[str, Any]) -> dict[str, str]:
+    """Extra public keys sent with an activation (e.g. ``node``, the Flower node key): each must be a P-256
+    key whose SPKI hash the (quoted) claims list under the same name. Returns name -> hash."""
+    if len(public_keys) > 8:
+        raise ActivationError("at most 8 extra public keys", 400)
+    hashes: dict[str, str] = {}
+    for name, pem in public_keys.items():
+        if name == "tls" or not _KEY_NAME.match(name):
+            raise ActivationError(f"public key name {name!r} is not allowed (lower-case, not 'tls')", 400)
+        try:
+            key = serialization.load_pem_public_key(pem.encode())
+        except ValueError:
+            raise ActivationError(f"public key {name!r} is not a PEM public key", 400) from None
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            raise ActivationError(f"public key {name!r} must be an EC P-256 key", 400)
+        digest = ident.spki_sha256(key)
+        if claimed.get(name) != digest:
+            raise ActivationError(f"claims do not bind the public key {name!r}", 400)
+        hashes[name] = digest
+    return hashes
 
 
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
@@ -242,16 +268,25 @@ class Coordinator:
         if created < self.clock() - NONCE_TTL_SECONDS:
             raise ActivationError("this nonce has expired: get a fresh one", 409)
 
-    def activate(self, member_name: str, quote_b64: str | None, csr_pem: str, claims: dict[str, Any]) -> dict[str, Any]:
+    def activate(
+        self,
+        member_name: str,
+        quote_b64: str | None,
+        csr_pem: str,
+        claims: dict[str, Any],
+        public_keys: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
         try:
-            result = self._activate(member_name, quote_b64, csr_pem, claims)
+            result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {})
         except ActivationError:
             self.metrics["activations_refused"] += 1
             raise
         self.metrics["activations_accepted"] += 1
         return result
 
-    def _activate(self, member_name: str, quote_b64: str | None, csr_pem: str, claims: dict[str, Any]) -> dict[str, Any]:
+    def _activate(
+        self, member_name: str, quote_b64: str | None, csr_pem: str, claims: dict[str, Any], public_keys: dict[str, str]
+    ) -> dict[str, Any]:
         policy = self.policy
         member = policy.member(member_name)
         if member is None:
@@ -269,6 +304,7 @@ class Coordinator:
             raise ActivationError("claims name another member", 400)
         if claims["policy_hash"] != policy.policy_hash().hex():
             raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
+        extra_hashes = _bound_public_keys(public_keys, claims["keys"])
         if claims["keys"].get("tls") != key_hash:
             raise ActivationError(
                 "claims do not bind the CSR's key (keys.tls must be the SHA-256 of its SubjectPublicKeyInfo)", 400
@@ -333,6 +369,7 @@ class Coordinator:
             "exp": int(now + self.cert_lifetime.total_seconds()),
             "jti": secrets.token_hex(16),
         }
+        verdict["public_keys"] = extra_hashes
         token = jwt.encode(payload, self.state.token_key, algorithm="ES256", headers={"kid": self.jwk["kid"]})
         member_secret = HKDF(hashes.SHA256(), 32, salt=b"fedattest-member-secret-v1", info=member.name.encode()).derive(
             self.state.master_secret
@@ -344,7 +381,10 @@ class Coordinator:
             with self.store.transaction() as tx:
                 if tx.activation_count(member.name) >= member.max_activations:
                     raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
-                tx.add_activation(ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, verdict, self._now()))
+                record_verdict = {**verdict, "public_key_pems": public_keys}
+                tx.add_activation(
+                    ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, record_verdict, self._now())
+                )
                 tx.append_audit(
                     self._now(), "activation", {"member": member.name, "role": member.role, "cert_sha256": fingerprint, **verdict}
                 )
@@ -390,6 +430,26 @@ class Coordinator:
         with self.store.transaction() as tx:
             entry = tx.append_audit(now, "round", {"reported_by": member, **report})
         return {"seq": entry.seq}
+
+    def public_keys(self, name: str, role: str | None = None) -> list[dict[str, Any]]:
+        """Each member's latest attested public key called ``name`` (e.g. the Flower node key), while its
+        certificate is valid: what the aggregator registers with Flower so only attested nodes join."""
+        now = self.clock()
+        out = []
+        for member in self.policy.members:
+            if role is not None and member.role != role:
+                continue
+            records = self.store.activations(member.name)
+            if not records or name not in records[-1].verdict.get("public_key_pems", {}):
+                continue
+            cert = x509.load_pem_x509_certificate(records[-1].certificate.encode())
+            expires = cert.not_valid_after_utc.timestamp()
+            if expires <= now:
+                continue
+            out.append(
+                {"member": member.name, "public_key": records[-1].verdict["public_key_pems"][name], "expires": int(expires)}
+            )
+        return out
 
     def members(self) -> list[dict[str, Any]]:
         out = []

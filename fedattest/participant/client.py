@@ -27,6 +27,7 @@ import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.sealing import seal, sealing_key, unseal
@@ -133,9 +134,19 @@ class Activation:
     provisioned: dict[str, Any]
 
 
-def activate(url: str, root_ca_pem: str, member: str, tee: TEE, out_dir: Path, *, timeout: float = 30.0) -> Activation:
+def activate(
+    url: str,
+    root_ca_pem: str,
+    member: str,
+    tee: TEE,
+    out_dir: Path,
+    *,
+    extra_keys: dict[str, ec.EllipticCurvePublicKey] | None = None,
+    timeout: float = 30.0,
+) -> Activation:
     """Inside the TEE: new key, claims bound into a quote, activation; writes key.pem, chain.pem, token.jwt
-    and provisioned.json into ``out_dir`` (0700, files 0600)."""
+    and provisioned.json into ``out_dir`` (0700, files 0600). ``extra_keys`` (e.g. ``{"node": ...}``, the
+    Flower node key) are bound in the quoted claims too, and the coordinator publishes them."""
     _host_port(url)
     context = _pinned_context(root_ca_pem, leaf_pin=False)
     key = ident.new_key()
@@ -143,18 +154,18 @@ def activate(url: str, root_ca_pem: str, member: str, tee: TEE, out_dir: Path, *
         with httpx.Client(verify=context, timeout=timeout) as http:
             policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
             nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
-            claims = {
-                "member": member,
-                "nonce": nonce,
-                "policy_hash": policy_hash,
-                "keys": {"tls": ident.spki_sha256(key.public_key())},
-            }
+            extra = extra_keys or {}
+            keys = {"tls": ident.spki_sha256(key.public_key()), **{n: ident.spki_sha256(k) for n, k in extra.items()}}
+            claims = {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": keys}
             quote = tee.quote(ident.claims_report_data(claims))
+            spki = serialization.PublicFormat.SubjectPublicKeyInfo
+            pems = {n: k.public_bytes(serialization.Encoding.PEM, spki).decode() for n, k in extra.items()}
             request = {
                 "member": member,
                 "quote": base64.b64encode(quote).decode(),
                 "csr": ident.make_csr(key, member),
                 "claims": claims,
+                "public_keys": pems,
             }
             result = _json(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
     except httpx.HTTPError as exc:
