@@ -8,7 +8,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 echo "== ruff"
-.venv/bin/ruff check fedattest tests benchmarks
+.venv/bin/ruff check fedattest tests benchmarks examples
 echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== pytest"

@@ -23,6 +23,7 @@ from fedattest.cli.coordinator import app as coordinator_app
 from fedattest.cli.coordinator import participant_app
 from fedattest.cli.data import app as data_app
 from fedattest.cli.demo import demo_command
+from fedattest.cli.flower import app as flower_app
 from fedattest.cli.policy import app as policy_app
 from fedattest.cli.quote import app as quote_app
 from fedattest.cli.sigstruct import app as sigstruct_app
@@ -162,6 +163,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(participant_app, name="participant")
+app.add_typer(flower_app, name="flower")
 app.command("demo")(demo_command)
 
 

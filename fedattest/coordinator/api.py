@@ -33,7 +33,7 @@ class PolicyUpdate(BaseModel):
 
 class RoundReport(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    run_id: int = Field(ge=0, lt=1 << 63)
+    run_id: int = Field(ge=0, lt=1 << 64)  # Flower run ids are uint64
     round: int = Field(ge=0, lt=1 << 31)
     participants: list[str] = Field(max_length=10_000)
     params_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -400,6 +400,8 @@ class Coordinator:
                 "policy_hash": policy.policy_hash().hex(),
                 "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
                 "dp": policy.dp.model_dump(),
+                "rounds": policy.training.rounds,
+                "attestation": verdict["attestation"],
                 "allowed_app_hashes": [h.hex() for h in policy.apps.allowed_hashes],
                 "member_secret": member_secret.hex(),
             },

@@ -25,6 +25,8 @@ class Provisioned:
     data_commitment: str | None
     dp: DpSettings
     allowed_app_hashes: tuple[str, ...]
+    rounds: int = 1
+    attestation: str = "verified"  # "off" when the policy turned attestation off for this role
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Provisioned:
@@ -37,6 +39,8 @@ class Provisioned:
                 data_commitment=doc.get("data_commitment"),
                 dp=DpSettings.model_validate(doc["dp"]),
                 allowed_app_hashes=tuple(doc["allowed_app_hashes"]),
+                rounds=int(doc.get("rounds", 1)),
+                attestation=str(doc.get("attestation", "verified")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ProvisioningError(f"provisioned parameters are malformed: {exc}") from None

@@ -4,7 +4,6 @@ to the coordinator, which appends it to the audit log."""
 from __future__ import annotations
 
 import base64
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 from fedattest.coordinator.identity import canonical_claims
 from fedattest.errors import FedattestError
 from fedattest.flower.signing import UpdateSigner
+from fedattest.participant.client import coordinator_context
 
 
 def signed_round_report(
@@ -30,7 +30,7 @@ def report_round(  # noqa: PLR0917 - the fields of a round report
     signer = UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
     body = signed_round_report(signer, run_id, round_number, participants, params_sha256)
     try:
-        with httpx.Client(verify=ssl.create_default_context(cadata=root_ca_pem), timeout=30) as http:
+        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=30) as http:
             response = http.post(f"{url}/api/v1/rounds", json=body)
     except httpx.HTTPError as exc:
         raise FedattestError(f"{url}: {exc}") from None

@@ -64,6 +64,11 @@ def _pinned_context(cadata: str, *, leaf_pin: bool) -> ssl.SSLContext:
     return context
 
 
+def coordinator_context(root_ca_pem: str) -> ssl.SSLContext:
+    """TLS to the coordinator (or any member it certified) trusting only its pinned root CA."""
+    return _pinned_context(root_ca_pem, leaf_pin=False)
+
+
 def _json(response: httpx.Response, what: str) -> Any:
     if response.status_code != 200:
         try:

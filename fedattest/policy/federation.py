@@ -126,6 +126,13 @@ class DpSettings(_Strict):
     target_delta: float = Field(gt=0, lt=1)
 
 
+class Training(_Strict):
+    """Run settings that bound what the federation releases, so they come from the approved policy and never
+    from a run's configuration (``flwr run -c`` can override that)."""
+
+    rounds: int = Field(ge=1, le=100_000)
+
+
 class Approver(_Strict):
     name: str
     public_key: str  # PEM of an Ed25519 public key (see fedattest.policy.approval)
@@ -156,6 +163,7 @@ class FederationPolicy(_Strict):
     roles: dict[Literal["aggregator", "collaborator"], RolePolicy]
     members: tuple[Member, ...] = Field(min_length=1)
     dp: DpSettings
+    training: Training = Training(rounds=1)
     apps: Apps
     approvals: Approvals
 

@@ -1,0 +1,1 @@
+"""Federated multinomial logistic regression on the digits data (numpy only)."""

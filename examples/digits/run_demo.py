@@ -1,0 +1,369 @@
+"""The attested federation, end to end, on one machine with the simulated TEE.
+
+    python examples/digits/run_demo.py [--out DIR] [--summary FILE]
+
+Steps: a simulated SGX platform; three hospitals commit to their data; the policy (measurements, data
+commitments, DP, rounds, the approved app's hash) is approved; the coordinator starts and is verified;
+the aggregator (SuperLink) and three collaborators (SuperNodes) activate and start as separate processes
+over TLS on 127.0.0.1; the approved app trains for the policy's rounds. Then the attacks the design exists
+for, each refused: data changed after commit, a node that is not attested, outsiders calling the
+SuperLink's Control and Runtime APIs, and an app that is not in the policy. Last, the audit bundle is
+exported and verified offline. Every process logs to OUT/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+FEDATTEST = [sys.executable, "-m", "fedattest"]
+HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+ROUNDS = 3
+# Flower's deployment engine polls (SuperNode idle sleep 3 s, fixed; executor poll 1 s): the executor polls faster here.
+FAST_FLOWER = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Processes:
+    """Background processes, each in its own process group with its log in ``logs/``; all stopped on exit."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs, self.env, self.procs = logs, env, {}  # type: dict[str, subprocess.Popen[bytes]]
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process is reaped
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **env}, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+
+
+def run(
+    argv: list[str], env: dict[str, str], *, check: bool = True, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
+    if check and done.returncode != 0:
+        raise SystemExit(f"error: {' '.join(map(str, argv))} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return done
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def last_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if re.search(r"error|denied|refus|unauth|fail", ln, re.IGNORECASE)]
+    return lines[-1][-160:] if lines else ""
+
+
+def wait_for(what: str, predicate: Any, timeout: float = 60, procs: Processes | None = None, name: str | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if procs is not None and name is not None and procs.procs[name].poll() is not None:
+            raise SystemExit(f"error: {name} exited while waiting for {what}:\n{procs.log(name)[-3000:]}")
+        time.sleep(0.1)
+    raise SystemExit(f"error: timed out waiting for {what}")
+
+
+def build_fab(src: Path, dest: Path, env: dict[str, str], marker: str | None = None) -> tuple[Path, str]:
+    """Copy the app to ``dest`` (optionally changed) and build its FAB; returns (app dir, SHA-256)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(
+        src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.fab", "run_demo.py", "prepare_data.py", "README.md")
+    )
+    if marker:
+        with open(dest / "digits_fl" / "server_app.py", "a") as f:
+            f.write(f"\n# {marker}\n")
+    run([str(BIN / "flwr"), "build"], env, cwd=dest)
+    (fab,) = dest.glob("*.fab")
+    return dest, hashlib.sha256(fab.read_bytes()).hexdigest()
+
+
+def write_policy(path: Path, roots: dict[str, str], app_hash: str, approver_pub: str) -> None:
+    from fedattest.cli.coordinator import DEFAULT_SIM_MRENCLAVE
+    from fedattest.cli.flower import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE
+
+    members = "\n".join(
+        f'[[members]]\nname = "{h}"\nrole = "collaborator"\ndata_commitment = "{roots[h]}"\nmax_activations = 5\n'
+        for h in HOSPITALS
+    )
+    path.write_text(f"""\
+version = 1
+name = "digits-demo"
+
+[coordinator]
+mrenclave = ["{DEFAULT_SIM_MRENCLAVE}"]
+allow_simulation = true
+
+[roles.aggregator]
+mrenclave = ["{SIM_SUPERLINK_MRENCLAVE}"]
+allow_simulation = true
+
+[roles.collaborator]
+mrenclave = ["{SIM_SUPERNODE_MRENCLAVE}"]
+allow_simulation = true
+
+[[members]]
+name = "aggregator"
+role = "aggregator"
+dns_names = ["localhost"]
+max_activations = 5
+
+{members}
+[dp]
+noise_multiplier = 0.01
+clipping_norm = 50.0
+sampled_clients = {len(HOSPITALS)}
+target_delta = 1e-5
+
+[training]
+rounds = {ROUNDS}
+
+[apps]
+allowed_hashes = ["{app_hash}"]
+
+[approvals]
+required = 1
+
+[[approvals.approvers]]
+name = "alice"
+public_key = \"\"\"
+{approver_pub.strip()}
+\"\"\"
+""")
+
+
+def flwr_config(home: Path, control: str, root_ca: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "attested"\n\n[superlink.attested]\naddress = "{control}"\nroot-certificates = "{root_ca}"\n'
+    )
+
+
+def post_protobuf(url: str, root_ca: Path, body: bytes = b"") -> tuple[int, str]:
+    """What an outsider gets from the SuperLink: status and body text."""
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(root_ca))
+    try:
+        response = httpx.post(url, content=body, headers={"content-type": "application/protobuf"}, verify=ctx, timeout=10)
+    except httpx.HTTPError as exc:
+        return 0, str(exc)
+    return response.status_code, response.text
+
+
+@contextlib.contextmanager
+def federation(out: Path) -> Iterator[dict[str, Any]]:
+    env = {**os.environ, **FAST_FLOWER, "PYTHONUNBUFFERED": "1", "FLWR_HOME": str(out / "flwr-cli")}
+    procs = Processes(out / "logs", env)
+    try:
+        yield {"env": env, "procs": procs}
+    finally:
+        procs.stop_all()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("demo-output/federation"))
+    parser.add_argument("--summary", type=Path, help="Also write the results as JSON here (for tests).")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    started = time.monotonic()
+    summary: dict[str, Any] = {"attacks": {}}
+
+    with federation(out) as fed:
+        env, procs = fed["env"], fed["procs"]
+        say("== 1. simulated SGX platform, data commitments, the approved app")
+        run([*FEDATTEST, "sim", "init", str(out / "platform")], env)
+        run([sys.executable, str(HERE / "prepare_data.py"), str(out / "data")], env)
+        roots = {}
+        for h in HOSPITALS:
+            doc = json.loads(run([*FEDATTEST, "data", "commit", str(out / "data" / h), "--json"], env).stdout)
+            roots[h] = doc["root"]
+            say(f"   {h}: data commitment {doc['root'][:16]}... ({doc['files']} files, {doc['bytes']} bytes)")
+        app_dir, app_hash = build_fab(HERE, out / "app", env)
+        rogue_dir, rogue_hash = build_fab(HERE, out / "app-unapproved", env, marker="an unreviewed change")
+        say(f"   approved app {app_hash[:16]}...; an unapproved variant {rogue_hash[:16]}...")
+
+        say("== 2. the policy, approved; the coordinator, verified")
+        run([*FEDATTEST, "policy", "keygen", "alice", "--dir", str(out)], env)
+        policy = out / "policy.toml"
+        write_policy(policy, roots, app_hash, (out / "alice.pub.pem").read_text())
+        run([*FEDATTEST, "policy", "approve", str(policy), "--name", "alice", "--key", str(out / "alice.key"),
+             "-o", str(out / "alice.approval.json")], env)  # fmt: skip
+        coord_state = out / "coordinator"
+        procs.start("coordinator", [*FEDATTEST, "coordinator", "serve", "--state", str(coord_state), "--platform",
+                                    str(out / "platform"), "--policy", str(policy), "--approval",
+                                    str(out / "alice.approval.json"), "--listen", "127.0.0.1:0"])  # fmt: skip
+        url = wait_for("the coordinator", lambda: (coord_state / "url").exists() and (coord_state / "url").read_text().strip(),
+                       procs=procs, name="coordinator")  # fmt: skip
+        root_ca = out / "root_ca.pem"
+        verified = run([*FEDATTEST, "coordinator", "verify", url, "--policy", str(policy), "--platform", str(out / "platform"),
+                        "-o", str(root_ca)], env)  # fmt: skip
+        say(f"   coordinator at {url}: {verified.stdout.strip().splitlines()[0] if verified.stdout.strip() else 'verified'}")
+
+        say("== 3. the aggregator and three collaborators activate and start (separate processes, TLS)")
+        common = ["--coordinator", url, "--root-ca", str(root_ca), "--platform", str(out / "platform")]
+        sl_state = out / "superlink"
+        procs.start("superlink", [*FEDATTEST, "flower", "superlink", *common, "--member", "aggregator", "--state", str(sl_state),
+                                  "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0", "--refresh", "0.5"])  # fmt: skip
+        addresses = wait_for("the SuperLink", lambda: (sl_state / "superlink.json").exists()
+                             and json.loads((sl_state / "superlink.json").read_text()),
+                             procs=procs, name="superlink")  # fmt: skip
+        fleet, control = addresses["fleet"], addresses["control"]
+        say(f"   SuperLink: Fleet API on {fleet} (public), Control/Runtime on {control} (internal)")
+        for h in HOSPITALS:
+            procs.start(h, [*FEDATTEST, "flower", "supernode", *common, "--member", h, "--superlink", fleet,
+                            "--data", str(out / "data" / h), "--state", str(out / h)])  # fmt: skip
+        flwr_config(out / "flwr-cli", control, root_ca)
+        for h in HOSPITALS:
+            wait_for(f"{h} to activate", lambda h=h: "ACTIVATED" in procs.log(h), procs=procs, name=h)
+
+        say(f"== 4. federated training: {ROUNDS} rounds (from the policy), DP on the aggregator")
+        t0 = time.monotonic()
+        done = run([str(BIN / "flwr"), "run", str(app_dir), "attested", "--stream"], env, timeout=300)
+        train_seconds = time.monotonic() - t0
+        accuracy = [
+            float(m)
+            for m in re.findall(r"fedattest-example: round \d+: accuracy ([0-9.]+)", done.stdout + procs.log("superlink"))
+        ]
+        for i, acc in enumerate(accuracy, 1):
+            say(f"   round {i}: accuracy {acc:.3f}")
+        if len(accuracy) != ROUNDS:
+            say(done.stdout[-4000:])
+            raise SystemExit(f"error: expected {ROUNDS} rounds of results, got {len(accuracy)} (logs in {out / 'logs'})")
+        summary["accuracy"] = accuracy
+        summary["train_seconds"] = train_seconds
+        members = httpx.get(f"{url}/api/v1/members", verify=str(root_ca), timeout=10).json()
+        summary["members"] = members
+        say("\n   member        role          attestation  measurement       TCB        data commitment   simulated")
+        audit = json.loads(httpx.get(f"{url}/api/v1/audit", verify=str(root_ca), timeout=10).text)
+        activations = {e["data"]["member"]: e["data"] for e in audit.get("entries", []) if e.get("kind") == "activation"}
+        for m in members:
+            a = activations.get(m["name"], {})
+            commit = roots.get(m["name"], "-")
+            say(f"   {m['name']:<13} {m['role']:<13} {a.get('attestation')!s:<12} {str(a.get('mrenclave'))[:16]:<17}"
+                f" {a.get('tcb_status')!s:<10} {commit[:16]:<17} {a.get('simulated')}")  # fmt: skip
+        rounds = [e["data"] for e in audit.get("entries", []) if e.get("kind") == "round"]
+        summary["rounds_recorded"] = len(rounds)
+        say(f"   rounds recorded in the coordinator's audit log: {len(rounds)}")
+
+        say("\n== 5. attacks")
+        # a) outsiders on the SuperLink's public address: the Control and Runtime APIs are not there.
+        status, text = post_protobuf(f"https://{fleet}/v1/control/register-node", root_ca)
+        summary["attacks"]["register_node_public"] = status
+        say(f"   outsider registers its own node key at the public address: HTTP {status} {text[:90]}")
+        status, text = post_protobuf(f"https://{fleet}/v1/runtime/acquire-task", root_ca)
+        summary["attacks"]["acquire_task_public"] = status
+        say(f"   outsider takes the ServerApp's task token at the public address: HTTP {status} {text[:60]}")
+        status, text = post_protobuf(f"https://{control}/v1/control/register-node", root_ca)
+        summary["attacks"]["register_node_internal"] = status
+        say(f"   node registration on the internal address: HTTP {status} {text[:70]}")
+        # b) a SuperNode that is not attested: its key was never registered, Flower refuses it.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        rogue_key = out / "rogue-node.key"
+        rogue_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))  # fmt: skip
+        rogue_key.chmod(0o600)
+        rogue = run([str(BIN / "flower-supernode"), "--superlink", fleet, "--root-certificates", str(root_ca),
+                     "--auth-supernode-private-key", str(rogue_key), "--max-retries", "0", "--port", str(free_port())],
+                    env, check=False, timeout=60)  # fmt: skip
+        (out / "logs" / "unattested-supernode.log").write_text(rogue.stdout + rogue.stderr)
+        refused = rogue.returncode != 0
+        summary["attacks"]["unattested_node_refused"] = refused
+        reason = last_error_line(rogue.stdout + rogue.stderr)
+        say(f"   a SuperNode with a key that is not attested: {'refused' if refused else 'ACCEPTED'} ({reason[:100]})")
+        # c) an app that is not in the policy.
+        bad = run([str(BIN / "flwr"), "run", str(rogue_dir), "attested"], env, check=False, timeout=120)
+        text = " ".join((bad.stdout + bad.stderr).replace("│", " ").split())
+        (out / "logs" / "unapproved-run.log").write_text(bad.stdout + bad.stderr)
+        refused = bad.returncode != 0 and "not in the policy" in text
+        summary["attacks"]["unapproved_app_refused"] = refused
+        why = re.search(r"Flower app [0-9a-f]{64} is not in the policy's allowed apps: refusing to install or run it", text)
+        say(
+            f"   an app that is not in the policy: {'refused' if refused else 'NOT REFUSED'}:"
+            f" {why.group(0) if why else text[-150:]}"
+        )
+        # d) data changed after commit: hospital-c swaps a byte of its training data; the next read fails.
+        tampered = out / "data" / "hospital-c" / "train.npz"
+        blob = bytearray(tampered.read_bytes())
+        blob[len(blob) // 2] ^= 0x01
+        tampered.write_bytes(bytes(blob))
+        second = subprocess.Popen([str(BIN / "flwr"), "run", str(app_dir), "attested", "--stream"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        try:
+            line = wait_for("hospital-c to detect the changed data",
+                            lambda: next((ln for ln in procs.log("hospital-c").splitlines() if "data integrity:" in ln), None),
+                            timeout=90)  # fmt: skip
+        finally:
+            second.kill()
+            second.communicate()
+        summary["attacks"]["changed_data_detected"] = True
+        say(f"   hospital-c changed its data after commit: detected on read: {line[line.index('data integrity:') :][:110]}...")
+
+        say("\n== 6. the audit bundle, verified offline")
+        bundle = out / "audit-bundle.tar"
+        run([*FEDATTEST, "audit", "export", "--coordinator", url, "--root-ca", str(root_ca), "-o", str(bundle)], env)
+        verdict = run([*FEDATTEST, "audit", "verify", str(bundle)], env, check=False)
+        summary["audit_verify_exit"] = verdict.returncode
+        say("   " + "\n   ".join(verdict.stdout.strip().splitlines()[-6:]))
+        say(f"   audit bundle: {bundle}")
+    summary["seconds"] = time.monotonic() - started
+    say(f"\ndone in {summary['seconds']:.0f} s; logs in {out / 'logs'}")
+    if args.summary:
+        args.summary.write_text(json.dumps(summary, indent=2))
+    return 0 if summary["audit_verify_exit"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""``fedattest flower superlink|supernode``: Flower participants that activate with the coordinator first."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, read_input
+from fedattest.cli.coordinator import _tee
+from fedattest.coordinator.server import parse_listen
+from fedattest.errors import FedattestError
+
+app = typer.Typer(
+    name="flower",
+    help=(
+        "Run an attested Flower participant: activate with the coordinator inside the TEE, then start Flower.\n\n"
+        "Example (aggregator, then each collaborator):\n\n"
+        "  fedattest flower superlink --coordinator https://coord:8443 --root-ca root.pem --member aggregator --state sl/\n\n"
+        "  fedattest flower supernode --coordinator https://coord:8443 --root-ca root.pem --member hospital-a \\\n"
+        "      --superlink aggregator.example.org:9093 --data /data --state sn/\n\n"
+        "Submit runs with 'flwr run APP attested' against the SuperLink's internal Control address (written to\n"
+        "STATE/superlink.json); only apps whose hash is in the policy run."
+    ),
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Simulated identities of the launchers when they are not started under 'fedattest workload run'.
+SIM_SUPERLINK_MRENCLAVE = hashlib.sha256(b"fedattest flower superlink (simulated)").hexdigest()
+SIM_SUPERNODE_MRENCLAVE = hashlib.sha256(b"fedattest flower supernode (simulated)").hexdigest()
+
+CoordinatorOpt = Annotated[str, typer.Option("--coordinator", metavar="URL", help="The coordinator, https://HOST:PORT.")]
+RootCaOpt = Annotated[Path, typer.Option("--root-ca", metavar="PEM", help="Root CA pinned by 'fedattest coordinator verify'.")]
+MemberOpt = Annotated[str, typer.Option("--member", metavar="NAME", help="Your member name in the policy.")]
+StateOpt = Annotated[
+    Path, typer.Option("--state", metavar="DIR", help="Enclave-private state: identity, Flower home, link state.")
+]
+TeeOpt = Annotated[str, typer.Option("--tee", metavar="sim|gramine", help="Where this participant runs.")]
+PlatformOpt = Annotated[Path | None, typer.Option("--platform", metavar="DIR", help="Simulated platform (--tee sim).")]
+
+
+def _logging() -> None:
+    from fedattest.flower.gated import quiet_flower  # noqa: PLC0415
+
+    quiet_flower()
+    # Our own logger only: Flower configures its own, and httpx's request lines are noise here.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s fedattest: %(message)s"))
+    ours = logging.getLogger("fedattest")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
+
+
+@app.command(
+    "superlink",
+    help=(
+        "Activate as the aggregator, then serve Flower's SuperLink: the Fleet API only on --listen (TLS with the"
+        " coordinator-issued certificate, SuperNode authentication on), Control and Runtime on --internal (loopback)."
+        " Node keys are registered from the coordinator's attested collaborators only; runs of apps not in the"
+        " policy are refused."
+    ),
+)
+def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
+    coordinator: CoordinatorOpt,
+    root_ca: RootCaOpt,
+    member: MemberOpt,
+    state: StateOpt,
+    listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="Public Fleet API address.")] = "0.0.0.0:9093",
+    internal: Annotated[
+        str, typer.Option("--internal", metavar="HOST:PORT", help="Control and Runtime APIs (loopback only).")
+    ] = "127.0.0.1:9091",
+    tee: TeeOpt = "sim",
+    platform: PlatformOpt = None,
+    mrenclave: Annotated[str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity.")] = SIM_SUPERLINK_MRENCLAVE,
+    refresh: Annotated[
+        float, typer.Option("--refresh", metavar="SECONDS", help="How often to re-read the attested node keys.", min=0.2)
+    ] = 2.0,
+) -> None:
+    from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower's server stack
+    from fedattest.flower.superlink import SuperLinkPaths, serve_superlink  # noqa: PLC0415
+
+    _logging()
+    try:
+        listen_at, internal_at = parse_listen(listen), parse_listen(internal)
+        if internal_at[0] not in {"127.0.0.1", "::1", "localhost"}:
+            raise CliUsageError("--internal must be a loopback address: Control and Runtime are not for the network")
+        root_pem = read_input(str(root_ca), "root CA").decode()
+        paths = SuperLinkPaths(state)
+        enclave = _tee(tee, platform, mrenclave)
+        who = activate_participant(
+            coordinator, root_pem, member, enclave, paths.identity, node_key=False, expected_role="aggregator"
+        )
+        sys.stderr.write(f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as aggregator ({who.provisioned.attestation})\n")
+        serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
+                        refresh_seconds=refresh)  # fmt: skip
+    except FedattestError as exc:
+        raise CliError(str(exc), EXIT_REJECTED) from None
+
+
+@app.command(
+    "supernode",
+    help=(
+        "Activate as a collaborator with a node key bound in the quote, then run Flower's SuperNode trusting only the"
+        " coordinator's root CA, with the app gate in every process and the data commitment passed to the ClientApp."
+        " Extra Flower options go after '--' (e.g. -- --max-retries 5); the security-relevant ones are fixed."
+    ),
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": False},
+)
+def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
+    ctx: typer.Context,
+    coordinator: CoordinatorOpt,
+    root_ca: RootCaOpt,
+    member: MemberOpt,
+    superlink: Annotated[str, typer.Option("--superlink", metavar="HOST:PORT", help="The SuperLink's Fleet API.")],
+    data: Annotated[Path, typer.Option("--data", metavar="DIR", help="Your committed dataset.")],
+    state: StateOpt,
+    tee: TeeOpt = "sim",
+    platform: PlatformOpt = None,
+    mrenclave: Annotated[str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity.")] = SIM_SUPERNODE_MRENCLAVE,
+) -> None:
+    from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower's server stack
+    from fedattest.flower.supernode import SuperNodePaths, run_supernode  # noqa: PLC0415
+
+    _logging()
+    if not data.is_dir():
+        raise CliUsageError(f"--data {data}: not a directory")
+    try:
+        root_pem = read_input(str(root_ca), "root CA").decode()
+        paths = SuperNodePaths(state)
+        enclave = _tee(tee, platform, mrenclave)
+        who = activate_participant(
+            coordinator, root_pem, member, enclave, paths.identity, node_key=True, expected_role="collaborator"
+        )
+        if who.provisioned.data_commitment is None:
+            raise FedattestError(f"no data commitment was provisioned for {member!r}: refusing to start")
+        sys.stderr.write(
+            f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as collaborator ({who.provisioned.attestation});"
+            f" data commitment {who.provisioned.data_commitment[:16]}...\n"
+        )
+        code = run_supernode(paths, superlink, data.resolve(), list(ctx.args))
+    except ValueError as exc:
+        raise CliUsageError(str(exc)) from None
+    except FedattestError as exc:
+        raise CliError(str(exc), EXIT_REJECTED) from None
+    raise typer.Exit(code)

@@ -1,0 +1,77 @@
+"""Flower's own child processes (``flwr-serverapp``, ``flwr-clientapp``, ``flower-superexec``) with the app
+gate installed before they can install or import an app.
+
+Flower starts those children by command name (``subprocess.Popen(["flwr-clientapp", ...])``), so the
+launchers put a directory of same-named wrappers first on ``PATH``. Each wrapper installs the gate from
+the participant's provisioned allow-list (``$FEDATTEST_IDENTITY_DIR/provisioned.json``) and then runs
+Flower's real console-script entry point in the same process. A wrapper that finds no allow-list refuses
+to start: it never falls back to an ungated Flower.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from fedattest.errors import FedattestError
+from fedattest.flower.apps import AppGate
+from fedattest.flower.context import IDENTITY_ENV
+from fedattest.flower.gate import install_app_gate
+from fedattest.flower.provisioned import load_provisioned
+
+GATED_COMMANDS = ("flwr-serverapp", "flwr-clientapp", "flower-superexec")
+
+
+def write_gated_bin(directory: Path, commands: Sequence[str] = GATED_COMMANDS) -> Path:
+    """Write the wrappers into ``directory`` (created 0700) and return it, to put first on ``PATH``."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in commands:
+        path = directory / name
+        path.write_text(
+            f"#!{sys.executable}\n"
+            "# Written by fedattest: Flower's command with the app allow-list installed first.\n"
+            "import sys\n"
+            "from fedattest.flower.gated import run_gated\n"
+            f"sys.exit(run_gated({name!r}))\n"
+        )
+        path.chmod(stat.S_IRWXU)
+    return directory
+
+
+def install_gate_from_environment() -> AppGate:
+    """Install the gate for the allow-list provisioned to this participant; raises if there is none."""
+    where = os.environ.get(IDENTITY_ENV)
+    if not where:
+        raise FedattestError(f"${IDENTITY_ENV} is not set: refusing to run Flower without the app allow-list")
+    gate = AppGate(load_provisioned(Path(where)).allowed_app_hashes)
+    install_app_gate(gate)
+    return gate
+
+
+def run_gated(command: str) -> int:
+    """Entry of a wrapper: install the gate, then run Flower's ``command`` with the same arguments."""
+    try:
+        install_gate_from_environment()
+    except FedattestError as exc:
+        sys.stderr.write(f"error: {command}: {exc}\n")
+        return 2
+    scripts = list(entry_points(group="console_scripts", name=command))
+    if not scripts:
+        sys.stderr.write(f"error: {command}: Flower's console script is not installed\n")
+        return 2
+    sys.argv[0] = command
+    result = scripts[0].load()()
+    return int(result) if isinstance(result, int) else 0
+
+
+# Nothing leaves an enclave that the federation did not agree to: Flower's usage telemetry and its update
+# check are off in every participant process (and in the children, which inherit the environment).
+QUIET_FLOWER = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+
+
+def quiet_flower() -> None:
+    os.environ.update(QUIET_FLOWER)

@@ -1,0 +1,81 @@
+"""Activation of a Flower participant (SuperLink or SuperNode) inside its TEE, shared by both launchers.
+
+The identity directory then holds what the coordinator issued (key, chain, token, provisioned
+parameters) plus what the apps need to reach the coordinator: its URL and pinned root CA. A SuperNode
+also gets a node authentication key, whose public key is bound in the quoted claims, so the coordinator
+publishes it as attested and the aggregator registers it with Flower.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fedattest.errors import FedattestError
+from fedattest.files import atomic_write
+from fedattest.flower.provisioned import Provisioned, load_provisioned
+from fedattest.participant.client import activate, resume
+from fedattest.tee.base import TEE
+
+log = logging.getLogger("fedattest.flower")
+
+NODE_KEY = "node-key.ssh"  # OpenSSH format: what flower-supernode --auth-supernode-private-key reads
+COORDINATOR_FILE = "coordinator.json"
+ROOT_CA_FILE = "root_ca.pem"
+
+
+@dataclass(frozen=True)
+class ActivatedParticipant:
+    identity_dir: Path
+    provisioned: Provisioned
+    resumed: bool
+
+    @property
+    def node_key_path(self) -> Path:
+        return self.identity_dir / NODE_KEY
+
+
+def _load_node_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
+    if not path.exists():
+        return None
+    key = serialization.load_ssh_private_key(path.read_bytes(), None)
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def activate_participant(
+    url: str, root_ca_pem: str, member: str, tee: TEE, identity_dir: Path, *, node_key: bool, expected_role: str
+) -> ActivatedParticipant:
+    """Resume this enclave's sealed identity if still valid (and, for a SuperNode, its node key is there);
+    otherwise activate anew. Refuses if the coordinator provisioned another role than ``expected_role``."""
+    existing = _load_node_key(identity_dir / NODE_KEY) if node_key else None
+    resumed = resume(identity_dir, tee) if (existing is not None or not node_key) else None
+    if resumed is None:
+        key = ec.generate_private_key(ec.SECP256R1()) if node_key else None
+        activate(url, root_ca_pem, member, tee, identity_dir, extra_keys={"node": key.public_key()} if key else None)
+        if key is not None:
+            fmt = serialization.PrivateFormat.OpenSSH
+            atomic_write(
+                identity_dir / NODE_KEY, key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+            )
+    atomic_write(identity_dir / ROOT_CA_FILE, root_ca_pem.encode(), mode=0o644)
+    atomic_write(identity_dir / COORDINATOR_FILE, json.dumps({"url": url, "member": member}).encode())
+    provisioned = load_provisioned(identity_dir)
+    if provisioned.role != expected_role:
+        raise FedattestError(f"member {member!r} is a {provisioned.role} in the policy, not a {expected_role}")
+    if provisioned.attestation == "off":
+        log.warning("ATTESTATION OFF: the policy does not require attestation for role %r", provisioned.role)
+    return ActivatedParticipant(identity_dir, provisioned, resumed is not None)
+
+
+def coordinator_of(identity_dir: Path) -> tuple[str, str, str]:
+    """(coordinator URL, pinned root CA PEM, own member name) recorded at activation."""
+    try:
+        doc = json.loads((identity_dir / COORDINATOR_FILE).read_text())
+        return str(doc["url"]), (identity_dir / ROOT_CA_FILE).read_text(), str(doc["member"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise FedattestError(f"{identity_dir}: no coordinator recorded ({exc}): activate with the coordinator first") from None

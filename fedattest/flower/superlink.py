@@ -1,0 +1,349 @@
+"""The attested SuperLink: Flower's SuperLink, hardened, inside the aggregator's enclave.
+
+Stock Flower 1.42 serves the Fleet, Control and Runtime APIs on one HTTP port and authenticates no
+Control or Runtime caller, so anyone who can reach the port can register a node key of their own or
+take the ServerApp's task token. Here the same Flower application is served on two listeners:
+
+* the **public** listener (``--listen``) answers only ``/v1/fleet/*``, with SuperNode authentication
+  on: the SuperNodes' API, nothing else;
+* the **internal** listener (loopback) carries Control and Runtime for the SuperLink's own processes.
+  Node registration is refused there too: node keys are registered from the coordinator's list of
+  attested collaborators only (:class:`AttestedNodeRegistry`, in this process). The task token can be
+  acquired only with the SuperExec secret (``--isolation process`` + the secret, which only this process
+  and the SuperExec it starts hold), and runs are created only for apps in the policy's allow-list.
+
+Both listeners serve TLS with the certificate the coordinator issued to the aggregator, so SuperNodes,
+which trust only the coordinator's root CA, know they talk to the attested aggregator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from fedattest.errors import FedattestError
+from fedattest.files import PRIVATE_DIR, atomic_write
+from fedattest.flower.apps import AppGate, AppNotAllowedError
+from fedattest.flower.context import IDENTITY_ENV
+from fedattest.flower.gate import install_app_gate
+from fedattest.flower.gated import write_gated_bin
+from fedattest.flower.provisioned import load_provisioned
+from fedattest.participant.client import coordinator_context
+
+log = logging.getLogger("fedattest.flower.superlink")
+
+FLEET_PREFIX = "/v1/fleet/"
+NODE_REGISTRATION = frozenset({"/v1/control/register-node", "/v1/control/unregister-node"})
+ONLY_FLEET = "fedattest: only the Fleet API is served on this address (Control and Runtime are internal to the aggregator)"
+NO_REGISTRATION = "fedattest: SuperNodes are registered from the coordinator's list of attested collaborators only"
+
+Refusal = Callable[[str], str | None]
+
+
+def public_refusal(path: str) -> str | None:
+    """Why a request to ``path`` on the public listener is refused, or None to serve it."""
+    return None if path.startswith(FLEET_PREFIX) else ONLY_FLEET
+
+
+def internal_refusal(path: str) -> str | None:
+    """Why a request to ``path`` on the internal listener is refused, or None to serve it."""
+    return NO_REGISTRATION if path.rstrip("/") in NODE_REGISTRATION else None
+
+
+class PathFilter:
+    """ASGI middleware answering 403 with a JSON reason for every request ``refusal`` names."""
+
+    def __init__(self, app: Any, refusal: Refusal, listener: str) -> None:
+        self.app, self.refusal, self.listener = app, refusal, listener
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in {"http", "websocket"}:
+            reason = self.refusal(str(scope.get("path", "")))
+            if reason is not None:
+                client = scope.get("client") or ("?", 0)
+                log.warning("refused %s from %s:%s on the %s listener: %s", scope.get("path"), *client, self.listener, reason)
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = json.dumps({"error": reason}).encode()
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 403, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class AttestedNodeRegistry:
+    """Keeps the node keys Flower accepts equal to the coordinator's attested collaborator keys: adds new
+    ones, and removes a key when its member's identity expires, is replaced or leaves the policy."""
+
+    state_factory: Any
+    fetch: Callable[[], list[dict[str, Any]]]
+    clock: Callable[[], float] = time.time
+    registered: dict[str, tuple[int, bytes, float]] = field(default_factory=dict)  # member -> (node id, PEM, expires)
+
+    def sync(self) -> None:
+        """One reconciliation. If the coordinator cannot be reached, keys still drop out when they expire."""
+        from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, NOOP_ACCOUNT_NAME, NOOP_FLWR_AID  # noqa: PLC0415
+
+        now = self.clock()
+        try:
+            listed: dict[str, tuple[bytes, float]] | None = {
+                str(e["member"]): (str(e["public_key"]).encode(), float(e["expires"])) for e in self.fetch()
+            }
+        except (FedattestError, httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            log.warning("could not refresh the attested node keys from the coordinator: %s", exc)
+            listed = None
+        state = self.state_factory.state()
+        for member, (node_id, pem, expires) in list(self.registered.items()):
+            gone = listed is not None and (listed.get(member) or (b"",))[0] != pem
+            if gone or expires <= now:
+                with contextlib.suppress(ValueError):
+                    state.delete_node(owner_aid=NOOP_FLWR_AID, node_id=node_id)
+                del self.registered[member]
+                why = "its identity expired" if expires <= now else "it is no longer attested with this key"
+                log.warning("removed the node key of %s (node %s): %s", member, node_id, why)
+        for member, (pem, expires) in (listed or {}).items():
+            if member in self.registered or expires <= now:
+                continue
+            try:
+                node_id = state.create_node(
+                    owner_aid=NOOP_FLWR_AID, owner_name=NOOP_ACCOUNT_NAME, public_key=pem,
+                    heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL, name=member,
+                )  # fmt: skip
+            except ValueError as exc:
+                log.error("could not register the node key of %s: %s", member, exc)
+                continue
+            self.registered[member] = (node_id, pem, expires)
+            log.info("registered the attested node key of %s as node %s", member, node_id)
+
+
+def coordinator_node_keys(url: str, root_ca_pem: str, timeout: float = 10.0) -> Callable[[], list[dict[str, Any]]]:
+    """A fetcher of the coordinator's attested collaborator node keys (TLS verified against its root)."""
+
+    def fetch() -> list[dict[str, Any]]:
+        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout) as http:
+            response = http.get(f"{url}/api/v1/public-keys/node", params={"role": "collaborator"})
+        if response.status_code != 200:
+            raise FedattestError(f"GET /api/v1/public-keys/node: HTTP {response.status_code}")
+        body = response.json()
+        if not isinstance(body, list):
+            raise FedattestError("GET /api/v1/public-keys/node: not a list")
+        return body
+
+    return fetch
+
+
+def gate_run_creation(gate: AppGate) -> Callable[[], None]:
+    """Refuse ``flwr run`` (Control API StartRun) for any app not in the allow-list, with the reason, before
+    the SuperLink stores the app or creates the run. Returns a function that undoes it."""
+    from flwr.supercore.error import ApiErrorCode, FlowerError  # noqa: PLC0415 - Flower only here
+    from flwr.superlink.servicer.control import control_handlers  # noqa: PLC0415
+
+    original = control_handlers.start_run
+
+    def gated_start_run(request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if request.fab.content:
+                gate.check(request.fab.content)
+            elif request.fab.hash_str:
+                gate.check_hash(request.fab.hash_str)
+            else:
+                raise AppNotAllowedError("(an app from the Flower Hub, unknown until fetched)")
+        except AppNotAllowedError as exc:
+            log.error("refused a run: %s", exc)
+            raise FlowerError(ApiErrorCode.NO_PERMISSIONS, str(exc), public_details=str(exc)) from None
+        return original(request, *args, **kwargs)
+
+    control_handlers.start_run = gated_start_run
+
+    def undo() -> None:
+        control_handlers.start_run = original
+
+    return undo
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`serve_superlink` (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise FedattestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(512)
+    return sock
+
+
+@dataclass(frozen=True)
+class SuperLinkPaths:
+    """Where the attested SuperLink keeps things (all under its enclave-private state directory)."""
+
+    state: Path
+
+    @property
+    def identity(self) -> Path:
+        return self.state / "identity"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.state / "flwr-home"
+
+    @property
+    def gated_bin(self) -> Path:
+        return self.state / "bin"
+
+    @property
+    def addresses(self) -> Path:
+        return self.state / "superlink.json"
+
+
+def _lifespan_config(paths: SuperLinkPaths, host: str, port: int, secret: bytes) -> Any:
+    from flwr.common.constant import CONTROL_API_DEFAULT_SERVER_ADDRESS, TRANSPORT_TYPE_GRPC_RERE  # noqa: PLC0415
+    from flwr.superlink.config_loader import SuperLinkLifespanConfig, load_control_authn_plugin  # noqa: PLC0415
+
+    ident = paths.identity
+    root, chain, key = ident / "root_ca.pem", ident / "chain.pem", ident / "key.pem"
+    return SuperLinkLifespanConfig(
+        control_address=CONTROL_API_DEFAULT_SERVER_ADDRESS, health_server_address=None, host=host, port=port,
+        insecure=False, certificates=(root.read_bytes(), chain.read_bytes(), key.read_bytes()),
+        superexec_auth_secret=secret, authn_plugin=load_control_authn_plugin(), event_log_plugin=None,
+        fleet_event_log_plugin=None, enable_event_log=False, artifact_provider=None, enable_supernode_auth=True,
+        fleet_api_type=TRANSPORT_TYPE_GRPC_RERE, fleet_api_address=None, simulation=False,
+        ssl_ca_certfile=str(root), ssl_certfile=str(chain), ssl_keyfile=str(key),
+        database=str(paths.state / "linkstate.db"), isolation="process", runtime_dependency_install=False,
+    )  # fmt: skip
+
+
+def child_environment(paths: SuperLinkPaths) -> dict[str, str]:
+    """The environment of Flower's child processes: gated commands first on PATH, enclave-private FLWR_HOME,
+    the identity directory for the apps, and no runtime dependency installation."""
+    env = dict(os.environ)
+    env["PATH"] = f"{paths.gated_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["FLWR_HOME"] = str(paths.flwr_home)
+    env[IDENTITY_ENV] = str(paths.identity)
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    return env
+
+
+def serve_superlink(
+    paths: SuperLinkPaths,
+    *,
+    listen: tuple[str, int],
+    internal: tuple[str, int],
+    coordinator_url: str,
+    root_ca_pem: str,
+    refresh_seconds: float = 2.0,
+) -> None:
+    """Serve until SIGINT/SIGTERM. The identity must already be activated into ``paths.identity``."""
+    from flwr.superlink.cli.flower_superlink import SuperLinkLifespan  # noqa: PLC0415 - Flower only here
+    from flwr.superlink.main import create_app  # noqa: PLC0415
+
+    provisioned = load_provisioned(paths.identity)
+    gate = AppGate(provisioned.allowed_app_hashes)
+    install_app_gate(gate)
+    gate_run_creation(gate)
+    for name in ("FLWR_INTERNAL_GRPC_CONTROL_API", "FLWR_INTERNAL_GRPC_FLEET_API"):
+        os.environ.pop(name, None)  # no legacy gRPC listeners beside the two filtered ones
+    env = child_environment(paths)
+    os.environ.update({k: env[k] for k in ("FLWR_HOME", IDENTITY_ENV, "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION")})
+    paths.flwr_home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    write_gated_bin(paths.gated_bin)
+
+    public_sock, internal_sock = _bind(*listen), _bind(*internal)
+    public_port, internal_port = public_sock.getsockname()[1], internal_sock.getsockname()[1]
+    secret = secrets.token_bytes(32)
+    secret_file = paths.state / "superexec.secret"
+    atomic_write(secret_file, secret)
+
+    config = _lifespan_config(paths, internal[0], internal_port, secret)
+    app = create_app(config, SuperLinkLifespan)
+    tls = {"ssl_certfile": config.ssl_certfile, "ssl_keyfile": config.ssl_keyfile, "log_level": "warning"}
+    public = _Server(uvicorn.Config(PathFilter(app, public_refusal, "public"), lifespan="on", **tls))
+    inner = _Server(uvicorn.Config(PathFilter(app, internal_refusal, "internal"), lifespan="off", **tls))
+    registry = AttestedNodeRegistry(app.state.linkstate_factory, coordinator_node_keys(coordinator_url, root_ca_pem))
+    stop = threading.Event()
+
+    def keep_registry() -> None:
+        while not stop.is_set():
+            registry.sync()
+            stop.wait(refresh_seconds)
+
+    superexec: subprocess.Popen[bytes] | None = None
+
+    async def main() -> None:
+        nonlocal superexec
+        loop = asyncio.get_running_loop()
+
+        def shut_down() -> None:
+            public.should_exit = inner.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, shut_down)
+        tasks = [asyncio.create_task(public.serve([public_sock])), asyncio.create_task(inner.serve([internal_sock]))]
+        while not (public.started and inner.started):
+            if any(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.05)
+        if public.started and inner.started:
+            registry.sync()
+            threading.Thread(target=keep_registry, name="fedattest-node-registry", daemon=True).start()
+            superexec = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [
+                    str(paths.gated_bin / "flower-superexec"), "--runtime-api-address", f"localhost:{internal_port}",
+                    "--root-certificates", str(paths.identity / "root_ca.pem"),
+                    "--superexec-auth-secret-file", str(secret_file), "--parent-pid", str(os.getpid()),
+                ],
+                env=env,
+            )  # fmt: skip
+            atomic_write(
+                paths.addresses,
+                json.dumps(
+                    {"fleet": f"localhost:{public_port}", "control": f"localhost:{internal_port}", "pid": os.getpid()}
+                ).encode(),
+                mode=0o644,
+            )
+            sys.stderr.write(
+                f"fedattest SuperLink: Fleet API on {listen[0]}:{public_port} (public);"
+                f" Control and Runtime on {internal[0]}:{internal_port} (internal)\n"
+            )
+            sys.stderr.flush()
+        else:
+            public.should_exit = inner.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        if superexec is not None:
+            superexec.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                superexec.wait(timeout=5)
+        paths.addresses.unlink(missing_ok=True)

@@ -1,0 +1,94 @@
+"""The attested SuperNode: Flower's SuperNode, started inside the collaborator's enclave after activation.
+
+It authenticates to the SuperLink with the node key bound in its quote (the aggregator registered it
+from the coordinator's attested list), trusts only the coordinator's root CA for TLS (so it only talks
+to the aggregator the coordinator attested), installs the app gate in itself and in every
+``flwr-clientapp`` it starts, and passes the identity and data directories to the ClientApp through
+``--node-config``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedattest.files import PRIVATE_DIR
+from fedattest.flower.apps import AppGate
+from fedattest.flower.context import DATA_KEY, IDENTITY_ENV, IDENTITY_KEY
+from fedattest.flower.gate import install_app_gate
+from fedattest.flower.gated import write_gated_bin
+from fedattest.flower.participant import NODE_KEY, ROOT_CA_FILE
+from fedattest.flower.provisioned import load_provisioned
+
+
+@dataclass(frozen=True)
+class SuperNodePaths:
+    state: Path
+
+    @property
+    def identity(self) -> Path:
+        return self.state / "identity"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.state / "flwr-home"
+
+    @property
+    def gated_bin(self) -> Path:
+        return self.state / "bin"
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def supernode_argv(paths: SuperNodePaths, superlink: str, data_dir: Path, runtime_port: int, extra: Sequence[str]) -> list[str]:
+    """The flower-supernode command line (the security-relevant flags are not overridable by ``extra``)."""
+    node_config = f"{IDENTITY_KEY}={_toml_string(str(paths.identity))} {DATA_KEY}={_toml_string(str(data_dir))}"
+    return [
+        "flower-supernode", *extra,
+        "--superlink", superlink,
+        "--root-certificates", str(paths.identity / ROOT_CA_FILE),
+        "--auth-supernode-private-key", str(paths.identity / NODE_KEY),
+        "--node-config", node_config,
+        "--isolation", "subprocess",
+        "--host", "127.0.0.1", "--port", str(runtime_port),
+    ]  # fmt: skip
+
+
+FIXED_FLAGS = frozenset({
+    "--superlink", "--root-certificates", "--auth-supernode-private-key", "--auth-supernode-public-key", "--node-config",
+    "--isolation", "--insecure", "--trusted-entities", "--allow-runtime-dependency-installation", "--host", "--port",
+})  # fmt: skip
+
+
+def run_supernode(paths: SuperNodePaths, superlink: str, data_dir: Path, extra: Sequence[str] = ()) -> int:
+    """Run Flower's SuperNode in this process until it exits; returns its exit code."""
+    from flwr.supernode.cli.flower_supernode import flower_supernode  # noqa: PLC0415 - Flower only here
+
+    clash = sorted({a.split("=")[0] for a in extra} & FIXED_FLAGS)
+    if clash:
+        raise ValueError(f"{', '.join(clash)}: set by fedattest (security-relevant), not overridable")
+    install_app_gate(AppGate(load_provisioned(paths.identity).allowed_app_hashes))
+    paths.flwr_home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    write_gated_bin(paths.gated_bin)
+    os.environ["PATH"] = f"{paths.gated_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["FLWR_HOME"] = str(paths.flwr_home)
+    os.environ[IDENTITY_ENV] = str(paths.identity)
+    os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    sys.argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)
+    try:
+        flower_supernode()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
