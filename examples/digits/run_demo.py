@@ -94,9 +94,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def last_error_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if re.search(r"error|denied|refus|unauth|fail", ln, re.IGNORECASE)]
-    return lines[-1][-160:] if lines else ""
+def refusal_line(text: str) -> str | None:
+    pattern = r"Failed to activate SuperNode|unauthenticated|permission denied"
+    lines = [ln.strip() for ln in text.splitlines() if re.search(pattern, ln, re.IGNORECASE)]
+    return lines[-1] if lines else None
 
 
 def wait_for(what: str, predicate: Any, timeout: float = 60, procs: Processes | None = None, name: str | None = None) -> Any:
@@ -111,12 +112,13 @@ def wait_for(what: str, predicate: Any, timeout: float = 60, procs: Processes | 
     raise SystemExit(f"error: timed out waiting for {what}")
 
 
-def build_fab(src: Path, dest: Path, env: dict[str, str], marker: str | None = None) -> tuple[Path, str]:
-    """Copy the app to ``dest`` (optionally changed) and build its FAB; returns (app dir, SHA-256)."""
+def build_fab(src: Path, holdout: Path, dest: Path, env: dict[str, str], marker: str | None = None) -> tuple[Path, str]:
+    """Copy the app to ``dest`` with the benchmark set (optionally changed) and build its FAB; returns (dir, SHA-256)."""
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(
         src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.fab", "run_demo.py", "prepare_data.py", "README.md")
     )
+    shutil.copyfile(holdout, dest / "digits_fl" / "holdout.json")
     if marker:
         with open(dest / "digits_fl" / "server_app.py", "a") as f:
             f.write(f"\n# {marker}\n")
@@ -200,7 +202,8 @@ def post_protobuf(url: str, root_ca: Path, body: bytes = b"") -> tuple[int, str]
 
 @contextlib.contextmanager
 def federation(out: Path) -> Iterator[dict[str, Any]]:
-    env = {**os.environ, **FAST_FLOWER, "PYTHONUNBUFFERED": "1", "FLWR_HOME": str(out / "flwr-cli")}
+    env = {**os.environ, **FAST_FLOWER, "PYTHONUNBUFFERED": "1", "FLWR_HOME": str(out / "flwr-cli"),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FLWR_TELEMETRY_ENABLED": "0"}  # fmt: skip
     procs = Processes(out / "logs", env)
     try:
         yield {"env": env, "procs": procs}
@@ -223,14 +226,15 @@ def main() -> int:
         env, procs = fed["env"], fed["procs"]
         say("== 1. simulated SGX platform, data commitments, the approved app")
         run([*FEDATTEST, "sim", "init", str(out / "platform")], env)
-        run([sys.executable, str(HERE / "prepare_data.py"), str(out / "data")], env)
+        holdout = out / "holdout.json"
+        run([sys.executable, str(HERE / "prepare_data.py"), str(out / "data"), "--holdout", str(holdout)], env)
         roots = {}
         for h in HOSPITALS:
             doc = json.loads(run([*FEDATTEST, "data", "commit", str(out / "data" / h), "--json"], env).stdout)
             roots[h] = doc["root"]
             say(f"   {h}: data commitment {doc['root'][:16]}... ({doc['files']} files, {doc['bytes']} bytes)")
-        app_dir, app_hash = build_fab(HERE, out / "app", env)
-        rogue_dir, rogue_hash = build_fab(HERE, out / "app-unapproved", env, marker="an unreviewed change")
+        app_dir, app_hash = build_fab(HERE, holdout, out / "app", env)
+        rogue_dir, rogue_hash = build_fab(HERE, holdout, out / "app-unapproved", env, marker="an unreviewed change")
         say(f"   approved app {app_hash[:16]}...; an unapproved variant {rogue_hash[:16]}...")
 
         say("== 2. the policy, approved; the coordinator, verified")
@@ -315,14 +319,14 @@ def main() -> int:
         rogue_key.write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))  # fmt: skip
         rogue_key.chmod(0o600)
-        rogue = run([str(BIN / "flower-supernode"), "--superlink", fleet, "--root-certificates", str(root_ca),
-                     "--auth-supernode-private-key", str(rogue_key), "--max-retries", "0", "--port", str(free_port())],
-                    env, check=False, timeout=60)  # fmt: skip
-        (out / "logs" / "unattested-supernode.log").write_text(rogue.stdout + rogue.stderr)
-        refused = rogue.returncode != 0
-        summary["attacks"]["unattested_node_refused"] = refused
-        reason = last_error_line(rogue.stdout + rogue.stderr)
-        say(f"   a SuperNode with a key that is not attested: {'refused' if refused else 'ACCEPTED'} ({reason[:100]})")
+        procs.start("unattested-supernode", [str(BIN / "flower-supernode"), "--superlink", fleet, "--root-certificates",
+                    str(root_ca), "--auth-supernode-private-key", str(rogue_key), "--port", str(free_port())])  # fmt: skip
+        line = wait_for("the SuperLink to refuse the unattested node", lambda: refusal_line(procs.log("unattested-supernode")),
+                        timeout=60)  # fmt: skip
+        procs.stop("unattested-supernode")
+        summary["attacks"]["unattested_node_refused"] = True
+        why = re.findall(r"activate-node\].*exception: (.*)", procs.log("superlink"))
+        say(f"   a SuperNode whose key is not attested: refused: {line[:60]} (SuperLink: {why[-1] if why else '?'})")
         # c) an app that is not in the policy.
         bad = run([str(BIN / "flwr"), "run", str(rogue_dir), "attested"], env, check=False, timeout=120)
         text = " ".join((bad.stdout + bad.stderr).replace("│", " ").split())
@@ -354,9 +358,12 @@ def main() -> int:
         say("\n== 6. the audit bundle, verified offline")
         bundle = out / "audit-bundle.tar"
         run([*FEDATTEST, "audit", "export", "--coordinator", url, "--root-ca", str(root_ca), "-o", str(bundle)], env)
-        verdict = run([*FEDATTEST, "audit", "verify", str(bundle)], env, check=False)
+        verdict = run([*FEDATTEST, "audit", "verify", str(bundle), "--key", str(coord_state / "audit-key.pub.pem"),
+                       "--platform", str(out / "platform")], env, check=False)  # fmt: skip
         summary["audit_verify_exit"] = verdict.returncode
-        say("   " + "\n   ".join(verdict.stdout.strip().splitlines()[-6:]))
+        say("   " + "\n   ".join(verdict.stdout.strip().splitlines()[-4:]))
+        if verdict.returncode != 0:
+            say(verdict.stdout + verdict.stderr)
         say(f"   audit bundle: {bundle}")
     summary["seconds"] = time.monotonic() - started
     say(f"\ndone in {summary['seconds']:.0f} s; logs in {out / 'logs'}")

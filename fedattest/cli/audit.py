@@ -1,4 +1,4 @@
-"""``fedattest audit verify``: check an exported audit log offline."""
+"""``fedattest audit export|verify``: fetch a coordinator's audit bundle, and check a bundle or a log offline."""
 
 from __future__ import annotations
 
@@ -9,10 +9,18 @@ import typer
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, read_input
 from fedattest.coordinator.audit import AuditError, import_log, public_key_from_pem, verify_log
+from fedattest.coordinator.bundle import BundleError, build_bundle, verify_bundle
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
+from fedattest.files import atomic_write
 
 app = typer.Typer(
     name="audit",
-    help="Check a coordinator's audit log offline.\n\nExample: fedattest audit verify audit.json --key coordinator.pub.pem",
+    help=(
+        "Export a coordinator's audit bundle and check it (or a bare audit log) offline.\n\n"
+        "Example: fedattest audit export --coordinator https://coord:8443 --root-ca root.pem -o bundle.tar\n\n"
+        "         fedattest audit verify bundle.tar --key audit-key.pub.pem"
+    ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -29,12 +37,20 @@ app = typer.Typer(
     ),
 )
 def verify(
-    log: Annotated[Path, typer.Argument(metavar="LOG", help="Exported audit log (JSON).", show_default=False)],
+    log: Annotated[Path, typer.Argument(metavar="BUNDLE|LOG", help="Audit bundle (.tar) or log (JSON).", show_default=False)],
     key: Annotated[Path | None, typer.Option("--key", metavar="PEM", help="The coordinator's audit public key.")] = None,
+    platform: Annotated[
+        Path | None,
+        typer.Option("--platform", metavar="DIR", help="Accept simulated evidence from this simulated platform's root."),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
+    data = read_input(str(log), "audit bundle or log")
+    if data[257:262] == b"ustar":
+        _verify_bundle(log, data, key, platform, json_out)
+        return
     try:
-        entries, head, embedded = import_log(read_input(str(log), "audit log"))
+        entries, head, embedded = import_log(data)
         pinned = public_key_from_pem(read_input(str(key), "key file")) if key is not None else None
     except AuditError as exc:
         raise CliUsageError(f"{log}: {exc}") from None
@@ -50,3 +66,76 @@ def verify(
     print(f"OK: {count} entries chain to the signed head {head.hash.hex()}")
     if pinned is None:
         print("note: verified with the key inside the log; pass --key to check it is the coordinator's")
+
+
+def _verify_bundle(path: Path, data: bytes, key: Path | None, platform: Path | None, json_out: bool) -> None:
+    from fedattest.tee.simulated import SimulatedPlatform  # noqa: PLC0415
+
+    try:
+        pinned = public_key_from_pem(read_input(str(key), "key file")) if key is not None else None
+        sim_root = SimulatedPlatform.load(platform).root_ca if platform is not None else None
+    except FedattestError as exc:
+        raise CliUsageError(str(exc)) from None
+
+    def verifier_for(simulated: bool) -> QuoteVerifier:
+        if not simulated:
+            return QuoteVerifier()  # Intel's SGX root
+        if sim_root is None:
+            raise FedattestError("simulated evidence: give --platform DIR to check it against that simulated root")
+        return QuoteVerifier(sim_root)
+
+    try:
+        report = verify_bundle(data, verifier_for=verifier_for, audit_key=pinned)
+    except BundleError as exc:
+        raise CliUsageError(f"{path}: {exc}") from None
+    if json_out:
+        print_json({
+            "ok": report.ok, "key_pinned": pinned is not None,
+            "checks": [{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in report.checks],
+            "activations": report.activations, "rounds": report.rounds,
+        })  # fmt: skip
+    else:
+        for c in report.checks:
+            print(f"{'ok  ' if c.ok else 'FAIL'} {c.subject}: {c.detail}")
+        failed = sum(not c.ok for c in report.checks)
+        print(f"{'OK' if report.ok else 'REJECTED'}: {len(report.checks) - failed} of {len(report.checks)} checks pass;"
+              f" {len(report.activations)} activations, {len(report.rounds)} rounds")  # fmt: skip
+        if pinned is None:
+            print("note: verified with the key inside the log; pass --key to check it is the coordinator's")
+    if not report.ok:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+@app.command(
+    "export",
+    help=(
+        "Fetch the coordinator's audit bundle (log, policies and approvals, every activation's certificate, token,"
+        " quote, claims and collateral, the round reports) into one tar file, for 'audit verify'.\n\n"
+        "Example: fedattest audit export --coordinator https://coord:8443 --root-ca root.pem -o bundle.tar"
+    ),
+)
+def export(
+    coordinator: Annotated[str, typer.Option("--coordinator", metavar="URL", help="https://HOST:PORT")],
+    root_ca: Annotated[Path, typer.Option("--root-ca", metavar="PEM", help="Root CA pinned by 'coordinator verify'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="Where to write the bundle (.tar).")],
+) -> None:
+    import httpx  # noqa: PLC0415
+
+    from fedattest.participant.client import coordinator_context  # noqa: PLC0415
+
+    try:
+        context = coordinator_context(read_input(str(root_ca), "root CA").decode())
+    except (ValueError, OSError) as exc:
+        raise CliUsageError(f"{root_ca}: not a PEM certificate ({exc})") from None
+    try:
+        with httpx.Client(verify=context, timeout=60) as http:
+            log_response = http.get(f"{coordinator}/api/v1/audit")
+            evidence_response = http.get(f"{coordinator}/api/v1/audit/evidence")
+    except httpx.HTTPError as exc:
+        raise CliError(f"{coordinator}: {exc}", EXIT_REJECTED) from None
+    for response in (log_response, evidence_response):
+        if response.status_code != 200:
+            raise CliError(f"{response.request.url}: HTTP {response.status_code}", EXIT_REJECTED)
+    bundle = build_bundle(log_response.content, evidence_response.json())
+    atomic_write(output, bundle, mode=0o644)
+    print(f"wrote {output} ({len(bundle)} bytes)")

@@ -144,6 +144,10 @@ def create_app(coordinator: Coordinator) -> FastAPI:
     async def audit() -> Response:
         return Response(coordinator.audit_export(), media_type="application/json")
 
+    @app.get("/api/v1/audit/evidence")
+    async def audit_evidence() -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(coordinator.evidence)
+
     @app.get("/api/v1/jwks")
     async def jwks() -> dict[str, Any]:
         return {"keys": [coordinator.jwk]}

@@ -162,6 +162,7 @@ class Coordinator:
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
         self._nonces: dict[str, float] = {}
         self._nonce_lock = threading.Lock()
+        self._collateral_docs: dict[int, tuple[Collateral, str, str]] = {}
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
         self.jwk = {**jwk, "use": "sig", "alg": "ES256", "kid": jwk_thumbprint(jwk)}
 
@@ -214,6 +215,24 @@ class Coordinator:
             )
         self.policy = new
         return {"version": version, "policy_hash": new.policy_hash().hex()}
+
+    def _collateral_document(self, collateral: Collateral) -> tuple[str, str]:
+        """(SHA-256, JSON) of a collateral bundle; memoised because the same bundle serves many activations."""
+        cached = self._collateral_docs.get(id(collateral))
+        if cached is None or cached[0] is not collateral:
+            document = collateral.to_json()
+            cached = (collateral, hashlib.sha256(document.encode()).hexdigest(), document)
+            self._collateral_docs = {id(collateral): cached}  # one entry: bundles change rarely
+        return cached[1], cached[2]
+
+    def evidence(self) -> dict[str, Any]:
+        """Everything an offline auditor needs besides the log itself (see :mod:`fedattest.coordinator.bundle`)."""
+        return {
+            "policies": [vars(v) for v in self.store.policy_versions()],
+            "activations": [vars(r) for r in self.store.activations()],
+            "collateral": self.store.collateral_documents(),
+            "root_ca": self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
+        }
 
     def _now(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
@@ -323,7 +342,8 @@ class Coordinator:
             started = time.perf_counter()
             try:
                 quote = Quote.parse(raw)
-                verified = self.verifier.verify(quote, self.collateral_for(quote))
+                collateral = self.collateral_for(quote)
+                verified = self.verifier.verify(quote, collateral)
             except FedattestError as exc:
                 raise ActivationError(f"quote rejected: {exc}") from None
             if verified.report_data != ident.claims_report_data(claims):
@@ -342,6 +362,7 @@ class Coordinator:
                 "simulated": verified.simulated,
                 "notes": list(outcome.notes),
                 "quote_sha256": hashlib.sha256(raw).hexdigest(),
+                "collateral_sha256": self._collateral_document(collateral)[0],
             }
             token_claims = {
                 k: verdict[k] for k in ("attestation", "mrenclave", "mrsigner", "tcb_status", "advisory_ids", "simulated")
@@ -381,7 +402,10 @@ class Coordinator:
             with self.store.transaction() as tx:
                 if tx.activation_count(member.name) >= member.max_activations:
                     raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
-                record_verdict = {**verdict, "public_key_pems": public_keys}
+                # Kept for the offline audit bundle: the quote, what it binds, and the collateral it was verified with.
+                record_verdict = {**verdict, "public_key_pems": public_keys, "claims": claims, "quote_b64": quote_b64 or None}
+                if "collateral_sha256" in verdict:
+                    tx.add_collateral(*self._collateral_document(collateral))
                 tx.add_activation(
                     ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, record_verdict, self._now())
                 )
@@ -430,7 +454,11 @@ class Coordinator:
             raise ActivationError(f"round report names members not in the policy: {unknown}", 400)
         now = self._now()
         with self.store.transaction() as tx:
-            entry = tx.append_audit(now, "round", {"reported_by": member, **report})
+            cert_sha256 = hashlib.sha256(x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(
+                serialization.Encoding.DER)).hexdigest()  # fmt: skip
+            entry = tx.append_audit(
+                now, "round", {"reported_by": member, **report, "certificate_sha256": cert_sha256, "signature": signature_b64}
+            )
         return {"seq": entry.seq}
 
     def public_keys(self, name: str, role: str | None = None) -> list[dict[str, Any]]:

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS activations (
 );
 CREATE INDEX IF NOT EXISTS activations_member ON activations(member);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS collateral (sha256 TEXT PRIMARY KEY, document TEXT NOT NULL);
 """
 
 
@@ -47,6 +48,15 @@ class ActivationRecord:
     created: str
 
 
+@dataclass(frozen=True)
+class PolicyVersion:
+    version: int
+    policy_hash: str
+    document: str
+    approvals: list[str]
+    created: str
+
+
 class Store(Protocol):
     """What the coordinator needs from its store (SQLite today; a replicated store can implement the same)."""
 
@@ -54,6 +64,8 @@ class Store(Protocol):
     def latest_policy(self) -> tuple[int, str, list[str]] | None: ...
     def activations(self, member: str | None = None) -> list[ActivationRecord]: ...
     def audit_entries(self) -> list[AuditEntry]: ...
+    def policy_versions(self) -> list[PolicyVersion]: ...
+    def collateral_documents(self) -> dict[str, str]: ...
     def close(self) -> None: ...
 
 
@@ -111,6 +123,17 @@ class SqliteStore:
             rows = self._db.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
         return [AuditEntry.from_json(json.loads(r[0])) for r in rows]
 
+    def policy_versions(self) -> list[PolicyVersion]:
+        with self._lock:
+            rows = self._db.execute("SELECT version, hash, document, approvals, created FROM policy_versions ORDER BY version").fetchall()
+        return [PolicyVersion(int(r[0]), str(r[1]), str(r[2]), list(json.loads(r[3])), str(r[4])) for r in rows]
+
+    def collateral_documents(self) -> dict[str, str]:
+        """The collateral every recorded verification used, by the SHA-256 of its JSON document."""
+        with self._lock:
+            rows = self._db.execute("SELECT sha256, document FROM collateral ORDER BY sha256").fetchall()
+        return {str(r[0]): str(r[1]) for r in rows}
+
 
 class Transaction:
     def __init__(self, db: sqlite3.Connection, last: AuditEntry | None) -> None:
@@ -136,6 +159,9 @@ class Transaction:
         values = (r.member, r.role, r.certificate, r.fingerprint, r.token, json.dumps(r.verdict), r.created)
         columns = "member, role, certificate, fingerprint, token, verdict, created"
         self._db.execute(f"INSERT INTO activations ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)", values)  # noqa: S608 - constant
+
+    def add_collateral(self, sha256: str, document: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO collateral VALUES (?, ?)", (sha256, document))
 
     def append_audit(self, time: str, kind: str, data: dict[str, Any]) -> AuditEntry:
         entry = next_entry(self.last, time, kind, data)

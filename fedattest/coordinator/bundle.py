@@ -1,0 +1,311 @@
+"""The audit bundle: one tar file with which anyone can check a federation's run offline.
+
+Layout (deterministic: sorted names, zero mtimes, so the same state gives the same bytes)::
+
+    MANIFEST.json                    SHA-256 of every other member
+    audit-log.json                   the hash-chained log with the coordinator's signed head
+    root_ca.pem                      the coordinator's root CA (certificates chain to it)
+    policies/v<N>.toml               every policy version, as approved
+    policies/v<N>.approvals.json     the approvals it was accepted with
+    activations/<NNN>-<member>.json  certificate, token, verdict, quote, claims of each activation
+    collateral/<sha256>.json         the collateral each quote was verified with
+
+:func:`verify_bundle` re-does every decision the coordinator logged: the log chains to its signed head;
+each policy version hashes to what the log says and has enough approvals; each activation's certificate
+chains to the root, its token is signed by the log key and names that certificate, and its quote verifies
+(at the activation time, with the recorded collateral, against the trust anchor the auditor chooses),
+binds the claims, which bind the certificate's key, and matches the role's reference values in the policy
+then in force; each round is signed by an activated aggregator and names only activated collaborators.
+Pure functions: the caller reads and writes files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from fedattest.coordinator import identity as ident
+from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
+from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
+from fedattest.policy.appraisal import appraise
+from fedattest.policy.approval import Approval, check_approvals
+from fedattest.policy.federation import FederationPolicy, parse_policy
+
+FORMAT = "fedattest-audit-bundle"
+MAX_MEMBER_BYTES = 64 << 20
+
+
+class BundleError(FedattestError):
+    """The bundle is not readable as an audit bundle (as opposed to a check that fails)."""
+
+
+def build_bundle(log_json: bytes, evidence: dict[str, Any]) -> bytes:
+    """The tar bytes from ``GET /api/v1/audit`` and ``GET /api/v1/audit/evidence``."""
+    members: dict[str, bytes] = {"audit-log.json": log_json, "root_ca.pem": str(evidence["root_ca"]).encode()}
+    for p in evidence["policies"]:
+        members[f"policies/v{int(p['version'])}.toml"] = str(p["document"]).encode()
+        members[f"policies/v{int(p['version'])}.approvals.json"] = _dump(list(p["approvals"]))
+    for i, a in enumerate(evidence["activations"], 1):
+        members[f"activations/{i:03d}-{a['member']}.json"] = _dump(a)
+    for sha, document in evidence["collateral"].items():
+        members[f"collateral/{sha}.json"] = str(document).encode()
+    manifest = {"format": FORMAT, "version": 1, "files": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(members.items())}}
+    members["MANIFEST.json"] = _dump(manifest)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(members):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(members[name]), 0o644, 0
+            tar.addfile(info, io.BytesIO(members[name]))
+    return out.getvalue()
+
+
+def _dump(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
+
+
+def read_bundle(data: bytes) -> dict[str, bytes]:
+    """Members of the tar, checked against MANIFEST.json: only regular files, no missing or extra ones."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            files: dict[str, bytes] = {}
+            for info in tar:
+                if not info.isfile() or info.name.startswith("/") or ".." in info.name.split("/"):
+                    raise BundleError(f"unexpected tar member {info.name!r} (only plain relative files)")
+                if info.size > MAX_MEMBER_BYTES or info.name in files:
+                    raise BundleError(f"tar member {info.name!r} is too large or repeated")
+                handle = tar.extractfile(info)
+                assert handle is not None
+                files[info.name] = handle.read()
+    except tarfile.TarError as exc:
+        raise BundleError(f"not a tar file: {exc}") from None
+    try:
+        manifest = json.loads(files.pop("MANIFEST.json"))
+        listed = dict(manifest["files"])
+        if manifest.get("format") != FORMAT:
+            raise ValueError("format")
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BundleError(f"MANIFEST.json missing or malformed ({exc})") from None
+    if set(listed) != set(files):
+        raise BundleError(f"members differ from the manifest: {sorted(set(listed) ^ set(files))}")
+    for name, digest in listed.items():
+        if hashlib.sha256(files[name]).hexdigest() != digest:
+            raise BundleError(f"{name}: content does not match the manifest")
+    return files
+
+
+@dataclass
+class Check:
+    subject: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class BundleReport:
+    checks: list[Check] = field(default_factory=list)
+    activations: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def add(self, subject: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(subject, ok, detail))
+        return ok
+
+
+def _when(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def verify_bundle(
+    data: bytes,
+    *,
+    verifier_for: Callable[[bool], QuoteVerifier],
+    audit_key: ec.EllipticCurvePublicKey | None = None,
+) -> BundleReport:
+    """Check everything in the bundle (see the module docstring). ``verifier_for(simulated)`` gives the quote
+    verifier for real or simulated evidence: the auditor picks the trust anchor, never the bundle.
+    ``audit_key`` pins the coordinator's log key; without it the key inside the log is used."""
+    report = BundleReport()
+    files = read_bundle(data)
+    try:
+        entries, head, embedded = import_log(files["audit-log.json"])
+        root = x509.load_pem_x509_certificate(files["root_ca.pem"])
+    except (KeyError, ValueError, AuditError) as exc:
+        raise BundleError(f"audit-log.json or root_ca.pem missing or malformed: {exc}") from None
+    key = audit_key or embedded
+    try:
+        count = verify_log(entries, head, key)
+        report.add("audit log", True, f"{count} entries chain to the signed head" + ("" if audit_key else " (key from the log)"))
+    except AuditError as exc:
+        report.add("audit log", False, str(exc))
+        return report
+
+    policies = _check_policies(report, files, entries)
+    records = {}
+    for name, blob in files.items():
+        if name.startswith("activations/"):
+            record = json.loads(blob)
+            records[str(record["fingerprint"])] = record
+    collateral = {n.removeprefix("collateral/").removesuffix(".json"): b for n, b in files.items() if n.startswith("collateral/")}
+    in_force: FederationPolicy | None = None
+    activated: dict[str, tuple[str, str]] = {}  # member -> (role, certificate sha256)
+    for entry in entries:
+        if entry.kind == "policy":
+            in_force = policies.get(str(entry.data.get("policy_hash")))
+        elif entry.kind == "activation":
+            ok = _check_activation(report, entry, records, collateral, in_force, root, key, verifier_for)
+            if ok:
+                activated[str(entry.data["member"])] = (str(entry.data["role"]), str(entry.data["cert_sha256"]))
+        elif entry.kind == "round":
+            _check_round(report, entry, activated, records, root, in_force)
+    return report
+
+
+def _check_policies(report: BundleReport, files: dict[str, bytes], entries: list[AuditEntry]) -> dict[str, FederationPolicy]:
+    found: dict[str, FederationPolicy] = {}
+    for entry in (e for e in entries if e.kind == "policy"):
+        version, digest = int(entry.data["version"]), str(entry.data["policy_hash"])
+        subject = f"policy v{version}"
+        try:
+            policy = parse_policy(files[f"policies/v{version}.toml"].decode())
+            approvals = [Approval.from_json(a) for a in json.loads(files[f"policies/v{version}.approvals.json"])]
+        except (KeyError, ValueError, FedattestError) as exc:
+            report.add(subject, False, f"missing or unreadable: {exc}")
+            continue
+        if policy.policy_hash().hex() != digest:
+            report.add(subject, False, "the document does not hash to the logged policy hash")
+            continue
+        check = check_approvals(policy, approvals)
+        if report.add(subject, check.enough, f"hash {digest[:16]}..., approved by {', '.join(check.valid) or 'nobody'}"):
+            found[digest] = policy
+    return found
+
+
+def _check_activation(  # noqa: PLR0917 - the pieces an activation is checked against
+    report: BundleReport,
+    entry: AuditEntry,
+    records: dict[str, dict[str, Any]],
+    collateral: dict[str, bytes],
+    policy: FederationPolicy | None,
+    root: x509.Certificate,
+    key: ec.EllipticCurvePublicKey,
+    verifier_for: Callable[[bool], QuoteVerifier],
+) -> bool:
+    d = entry.data
+    subject = f"activation #{entry.seq} {d.get('member')} ({d.get('role')})"
+    record = records.get(str(d.get("cert_sha256")))
+    if record is None:
+        return report.add(subject, False, "no activation record for its certificate in the bundle")
+    if policy is None:
+        return report.add(subject, False, "no approved policy was in force")
+    try:
+        cert = x509.load_pem_x509_certificate(str(record["certificate"]).encode())
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        return report.add(subject, False, "its certificate was not issued by the coordinator's root")
+    if hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() != d["cert_sha256"]:
+        return report.add(subject, False, "the certificate is not the one the log names")
+    try:
+        token = jwt.decode(str(record["token"]), key, algorithms=["ES256"], options={"verify_exp": False})
+    except jwt.PyJWTError as exc:
+        return report.add(subject, False, f"its token does not verify with the log key: {exc}")
+    if token.get("cert_sha256") != d["cert_sha256"] or token.get("sub") != d["member"] or token.get("role") != d["role"]:
+        return report.add(subject, False, "its token names another certificate, member or role")
+    role = policy.roles.get(d["role"])
+    member = policy.member(str(d["member"]))
+    if role is None or member is None or member.role != d["role"]:
+        return report.add(subject, False, "the member or role is not in the policy then in force")
+    summary = {"member": d["member"], "role": d["role"], "attestation": d.get("attestation"), "time": entry.time}
+    if d.get("attestation") == "off":
+        ok = not role.attestation_required
+        report.activations.append(summary)
+        return report.add(
+            subject, ok, "attestation off, as the policy allows" if ok else "attestation off, but the policy requires it"
+        )
+    verdict = record["verdict"]
+    try:
+        raw = base64.b64decode(str(verdict["quote_b64"]), validate=True)
+        claims = dict(verdict["claims"])
+        bundle_collateral = Collateral.from_json(collateral[str(d["collateral_sha256"])])
+    except (KeyError, ValueError, TypeError, FedattestError) as exc:
+        return report.add(subject, False, f"quote, claims or collateral missing from the bundle ({exc})")
+    if hashlib.sha256(raw).hexdigest() != d.get("quote_sha256"):
+        return report.add(subject, False, "the quote is not the one the log names")
+    try:
+        verified = verifier_for(bool(d.get("simulated"))).verify(raw, bundle_collateral, at=_when(entry.time))
+    except FedattestError as exc:
+        return report.add(subject, False, f"the quote does not verify: {exc}")
+    if verified.report_data != ident.claims_report_data(claims):
+        return report.add(subject, False, "the quote does not bind the recorded claims")
+    spki = ident.spki_sha256(cert.public_key())  # type: ignore[arg-type]
+    if claims.get("member") != d["member"] or dict(claims.get("keys", {})).get("tls") != spki:
+        return report.add(subject, False, "the claims do not bind this member and its certificate key")
+    if claims.get("policy_hash") != policy.policy_hash().hex():
+        return report.add(subject, False, "the claims name another policy version")
+    assert role.reference is not None
+    outcome = appraise(verified, role.reference)
+    summary.update({"mrenclave": d.get("mrenclave"), "tcb_status": verified.tcb_status.value, "simulated": verified.simulated,
+                    "data_commitment": member.data_commitment.hex() if member.data_commitment else None})  # fmt: skip
+    report.activations.append(summary)
+    detail = (f"quote verifies ({verified.tcb_status.value}{', simulated' if verified.simulated else ''}), binds the"
+              f" certificate key, matches the role" if outcome.accepted else "; ".join(outcome.reasons))  # fmt: skip
+    return report.add(subject, outcome.accepted, detail)
+
+
+def _check_round(
+    report: BundleReport,
+    entry: AuditEntry,
+    activated: dict[str, tuple[str, str]],
+    records: dict[str, dict[str, Any]],
+    root: x509.Certificate,
+    policy: FederationPolicy | None,
+) -> None:
+    from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier  # noqa: PLC0415 - avoid an import cycle
+
+    d = entry.data
+    subject = f"round #{entry.seq} run {d.get('run_id')} round {d.get('round')}"
+    by = str(d.get("reported_by"))
+    if activated.get(by, ("", ""))[0] != "aggregator":
+        report.add(subject, False, f"reported by {by!r}, which is not an activated aggregator")
+        return
+    record = records.get(str(d.get("certificate_sha256")))
+    if record is None or policy is None:
+        report.add(subject, False, "the reporter's certificate is not in the bundle")
+        return
+    body = {k: d[k] for k in ("run_id", "round", "participants", "params_sha256")}
+    try:
+        member = UpdateVerifier(root, policy.name).verify(
+            str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
+            f"round-{int(d['round'])}", ident.canonical_claims(body), at=_when(entry.time),
+        )  # fmt: skip
+    except (UpdateRejectedError, KeyError, ValueError) as exc:
+        report.add(subject, False, f"the report's signature does not verify: {exc}")
+        return
+    strangers = [m for m in d["participants"] if activated.get(m, ("", ""))[0] != "collaborator"]
+    report.rounds.append(body)
+    report.add(
+        subject,
+        member == by and not strangers,
+        f"signed by {member}; {len(d['participants'])} attested participants; model {str(d['params_sha256'])[:16]}..."
+        if not strangers
+        else f"names members that were not activated collaborators: {strangers}",
+    )
