@@ -467,9 +467,15 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
         entries, head, key = import_log(http.get(f"{server.url}/api/v1/audit").content)
         verify_log(entries, head, key)
         entry = next(e for e in entries if e.seq == seq)
+        cert_sha256 = hashlib.sha256(
+            x509.load_pem_x509_certificate((agg / "chain.pem").read_bytes()).public_bytes(serialization.Encoding.DER)
+        ).hexdigest()
+        signature = entry.data["signature"]
         assert entry.kind == "round" and entry.data == {
             "reported_by": "aggregator", "run_id": 42, "round": 1, "participants": ["hospital-a"], "params_sha256": params,
+            "certificate_sha256": cert_sha256, "signature": signature,  # so the log alone proves who reported it
         }  # fmt: skip
+        assert base64.b64decode(signature)
         signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())
         body = signed_round_report(signer, 42, 2, ["hospital-a"], params)
         body["report"]["params_sha256"] = "00" * 32  # changed after signing

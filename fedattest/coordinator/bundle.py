@@ -147,12 +147,13 @@ def verify_bundle(
     report = BundleReport()
     files = read_bundle(data)
     try:
-        entries, head, embedded = import_log(files["audit-log.json"])
+        log_bytes = files["audit-log.json"]
         root = x509.load_pem_x509_certificate(files["root_ca.pem"])
-    except (KeyError, ValueError, AuditError) as exc:
+    except (KeyError, ValueError) as exc:
         raise BundleError(f"audit-log.json or root_ca.pem missing or malformed: {exc}") from None
-    key = audit_key or embedded
     try:
+        entries, head, embedded = import_log(log_bytes)
+        key = audit_key or embedded
         count = verify_log(entries, head, key)
         report.add("audit log", True, f"{count} entries chain to the signed head" + ("" if audit_key else " (key from the log)"))
     except AuditError as exc:
@@ -166,17 +167,18 @@ def verify_bundle(
             record = json.loads(blob)
             records[str(record["fingerprint"])] = record
     collateral = {n.removeprefix("collateral/").removesuffix(".json"): b for n, b in files.items() if n.startswith("collateral/")}
+    evidence = _Evidence(records, collateral, root, key, verifier_for)
     in_force: FederationPolicy | None = None
     activated: dict[str, tuple[str, str]] = {}  # member -> (role, certificate sha256)
     for entry in entries:
         if entry.kind == "policy":
             in_force = policies.get(str(entry.data.get("policy_hash")))
         elif entry.kind == "activation":
-            ok = _check_activation(report, entry, records, collateral, in_force, root, key, verifier_for)
+            ok = _check_activation(report, entry, in_force, evidence)
             if ok:
                 activated[str(entry.data["member"])] = (str(entry.data["role"]), str(entry.data["cert_sha256"]))
         elif entry.kind == "round":
-            _check_round(report, entry, activated, records, root, in_force)
+            _check_round(report, entry, in_force, evidence, activated)
     return report
 
 
@@ -200,16 +202,19 @@ def _check_policies(report: BundleReport, files: dict[str, bytes], entries: list
     return found
 
 
-def _check_activation(  # noqa: PLR0917 - the pieces an activation is checked against
-    report: BundleReport,
-    entry: AuditEntry,
-    records: dict[str, dict[str, Any]],
-    collateral: dict[str, bytes],
-    policy: FederationPolicy | None,
-    root: x509.Certificate,
-    key: ec.EllipticCurvePublicKey,
-    verifier_for: Callable[[bool], QuoteVerifier],
-) -> bool:
+@dataclass(frozen=True)
+class _Evidence:
+    """What the log entries are checked against."""
+
+    records: dict[str, dict[str, Any]]  # activation records by certificate SHA-256
+    collateral: dict[str, bytes]  # collateral documents by their SHA-256
+    root: x509.Certificate
+    key: ec.EllipticCurvePublicKey
+    verifier_for: Callable[[bool], QuoteVerifier]
+
+
+def _check_activation(report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence) -> bool:
+    records, collateral, root, key, verifier_for = ev.records, ev.collateral, ev.root, ev.key, ev.verifier_for
     d = entry.data
     subject = f"activation #{entry.seq} {d.get('member')} ({d.get('role')})"
     record = records.get(str(d.get("cert_sha256")))
@@ -272,20 +277,16 @@ def _check_activation(  # noqa: PLR0917 - the pieces an activation is checked ag
 
 
 def _check_round(
-    report: BundleReport,
-    entry: AuditEntry,
-    activated: dict[str, tuple[str, str]],
-    records: dict[str, dict[str, Any]],
-    root: x509.Certificate,
-    policy: FederationPolicy | None,
+    report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence, activated: dict[str, tuple[str, str]]
 ) -> None:
+    records, root = ev.records, ev.root
     from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier  # noqa: PLC0415 - avoid an import cycle
 
     d = entry.data
     subject = f"round #{entry.seq} run {d.get('run_id')} round {d.get('round')}"
     by = str(d.get("reported_by"))
     if activated.get(by, ("", ""))[0] != "aggregator":
-        report.add(subject, False, f"reported by {by!r}, which is not an activated aggregator")
+        report.add(subject, False, f"reported by {by!r}, which is not an aggregator with a verified activation")
         return
     record = records.get(str(d.get("certificate_sha256")))
     if record is None or policy is None:

@@ -125,7 +125,8 @@ class SqliteStore:
 
     def policy_versions(self) -> list[PolicyVersion]:
         with self._lock:
-            rows = self._db.execute("SELECT version, hash, document, approvals, created FROM policy_versions ORDER BY version").fetchall()
+            query = "SELECT version, hash, document, approvals, created FROM policy_versions ORDER BY version"
+            rows = self._db.execute(query).fetchall()
         return [PolicyVersion(int(r[0]), str(r[1]), str(r[2]), list(json.loads(r[3])), str(r[4])) for r in rows]
 
     def collateral_documents(self) -> dict[str, str]:

@@ -1,0 +1,225 @@
+"""The audit bundle: exported from a real coordinator over TLS, verified offline, and a negative test for
+every check the offline verifier makes (each one on a bundle re-packed with a consistent manifest, as a
+dishonest exporter would)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fedattest.coordinator.bundle import BundleError, read_bundle, verify_bundle
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.flower.rounds import report_round
+from fedattest.participant import activate
+from fedattest.tee import SimulatedPlatform
+from tests.test_coordinator import AGG, COLLAB, Running, start, stop, tee
+
+
+@dataclass
+class Exported:
+    running: Running
+    tmp: Path
+    bundle: bytes
+
+    def verifier_for(self, _simulated: bool) -> QuoteVerifier:
+        return QuoteVerifier(self.running.platform.root_ca)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedattest", *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
+    tmp = tmp_path_factory.mktemp("bundle")
+    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
+    try:
+        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg")
+        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a")
+        report_round(running.url, running.root_pem, tmp / "agg", 7, 1, ["hospital-a"], "cd" * 32)
+        report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32)
+        done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
+                   "-o", str(tmp / "bundle.tar"))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        yield Exported(running, tmp, (tmp / "bundle.tar").read_bytes())
+    finally:
+        stop(running)
+
+
+def test_export_and_offline_verify(exported: Exported) -> None:
+    key = str(exported.running.state / "audit-key.pub.pem")
+    platform = str(exported.running.platform.directory)
+    done = cli("audit", "verify", str(exported.tmp / "bundle.tar"), "--key", key, "--platform", platform, "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["ok"] and doc["key_pinned"]
+    assert [(a["member"], a["role"], a["attestation"], a["simulated"]) for a in doc["activations"]] == [
+        ("aggregator", "aggregator", "verified", True),
+        ("hospital-a", "collaborator", "verified", True),
+    ]
+    assert doc["activations"][0]["mrenclave"] == AGG.hex() and doc["activations"][1]["data_commitment"] == "ab" * 32
+    assert [(r["run_id"], r["round"], r["participants"]) for r in doc["rounds"]] == [(7, 1, ["hospital-a"]), (7, 2, ["hospital-a"])]
+    text = cli("audit", "verify", str(exported.tmp / "bundle.tar"), "--key", key, "--platform", platform)
+    assert text.returncode == 0 and "OK: 6 of 6 checks pass; 2 activations, 2 rounds" in text.stdout
+
+
+def test_the_auditor_chooses_the_trust_anchor(exported: Exported) -> None:
+    # Without --platform, simulated evidence is not accepted (the bundle cannot vouch for its own root).
+    done = cli("audit", "verify", str(exported.tmp / "bundle.tar"))
+    assert done.returncode == 1
+    assert "FAIL activation #1 aggregator (aggregator): the quote does not verify: simulated evidence" in done.stdout
+    assert "note: verified with the key inside the log" in done.stdout
+    # Another simulated platform's root does not verify these quotes either.
+    other = SimulatedPlatform.create(exported.tmp / "other-platform")
+    report = verify_bundle(exported.bundle, verifier_for=lambda _s: QuoteVerifier(other.root_ca))
+    assert not report.ok and all("does not verify" in c.detail for c in report.checks if c.subject.startswith("activation"))
+
+
+def test_a_pinned_key_that_is_not_the_coordinators(exported: Exported) -> None:
+    from fedattest.coordinator import identity as ident
+
+    report = verify_bundle(exported.bundle, verifier_for=exported.verifier_for, audit_key=ident.new_key().public_key())
+    assert not report.ok and report.checks[0].subject == "audit log" and not report.checks[0].ok
+
+
+def repack(files: dict[str, bytes]) -> bytes:
+    """A bundle with a manifest that matches its (changed) members: what a dishonest exporter produces."""
+    manifest = {"format": "fedattest-audit-bundle", "version": 1,
+                "files": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(files.items())}}  # fmt: skip
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in sorted({**files, "MANIFEST.json": json.dumps(manifest).encode()}.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def records(files: dict[str, bytes]) -> dict[str, str]:
+    """Activation record member name by member: {"aggregator": "activations/001-aggregator.json", ...}."""
+    return {json.loads(files[n])["member"]: n for n in files if n.startswith("activations/")}
+
+
+def edit_record(files: dict[str, bytes], member: str, change: Callable[[dict[str, object]], None]) -> None:
+    name = records(files)[member]
+    record = json.loads(files[name])
+    change(record)
+    files[name] = json.dumps(record).encode()
+
+
+def _flip_quote(record: dict[str, object]) -> None:
+    verdict = record["verdict"]
+    assert isinstance(verdict, dict)
+    raw = bytearray(base64.b64decode(verdict["quote_b64"]))
+    raw[100] ^= 1
+    verdict["quote_b64"] = base64.b64encode(bytes(raw)).decode()
+
+
+def _claims_member(record: dict[str, object]) -> None:
+    verdict = record["verdict"]
+    assert isinstance(verdict, dict)
+    verdict["claims"]["member"] = "hospital-b"
+
+
+def _tamper(case: str, files: dict[str, bytes]) -> None:  # noqa: PLR0912 - one branch per case
+    name = records(files)
+    if case == "log entry changed":
+        files["audit-log.json"] = files["audit-log.json"].replace(b'"round": 2', b'"round": 3')
+    elif case == "policy document changed":
+        # A comment would not matter (the hash is over the canonical policy); a setting does.
+        files["policies/v1.toml"] = files["policies/v1.toml"].replace(b"noise_multiplier = 1.0", b"noise_multiplier = 0.1")
+    elif case == "approvals removed":
+        files["policies/v1.approvals.json"] = b"[]"
+    elif case == "certificate swapped":
+        agg, hosp = json.loads(files[name["aggregator"]]), json.loads(files[name["hospital-a"]])
+        agg["certificate"] = hosp["certificate"]
+        files[name["aggregator"]] = json.dumps(agg).encode()
+    elif case == "token of another member":
+        agg, hosp = json.loads(files[name["aggregator"]]), json.loads(files[name["hospital-a"]])
+        agg["token"] = hosp["token"]
+        files[name["aggregator"]] = json.dumps(agg).encode()
+    elif case == "quote changed":
+        edit_record(files, "aggregator", _flip_quote)
+    elif case == "claims changed":
+        edit_record(files, "aggregator", _claims_member)
+    elif case == "collateral missing":
+        for n in [n for n in files if n.startswith("collateral/")]:
+            del files[n]
+    elif case == "activation record missing":
+        del files[name["aggregator"]]
+    elif case == "root CA replaced":
+        from cryptography.hazmat.primitives import serialization
+
+        from fedattest.coordinator import identity as ident
+
+        other = ident.make_root_ca(ident.new_key(), "hospitals", ident.utcnow())
+        files["root_ca.pem"] = other.public_bytes(serialization.Encoding.PEM)
+
+
+CASES = {
+    "log entry changed": ("audit log", "entry 4: stated hash does not match its content"),
+    "policy document changed": ("policy v1", "does not hash to the logged policy hash"),
+    "approvals removed": ("policy v1", "approved by nobody"),
+    "certificate swapped": ("activation #1 aggregator (aggregator)", "not the one the log names"),
+    "token of another member": ("activation #1 aggregator (aggregator)", "token names another certificate"),
+    "quote changed": ("activation #1 aggregator (aggregator)", "quote is not the one the log names"),
+    "claims changed": ("activation #1 aggregator (aggregator)", "does not bind the recorded claims"),
+    "collateral missing": ("activation #2 hospital-a (collaborator)", "missing from the bundle"),
+    "activation record missing": ("round #3 run 7 round 1", "not an aggregator with a verified activation"),
+    "root CA replaced": ("activation #1 aggregator (aggregator)", "not issued by the coordinator's root"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_check_refuses_a_tampered_bundle(exported: Exported, case: str) -> None:
+    files = read_bundle(exported.bundle)
+    assert verify_bundle(repack(dict(files)), verifier_for=exported.verifier_for).ok  # the re-packing alone is fine
+    _tamper(case, files)
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for)
+    subject, reason = CASES[case]
+    failed = {c.subject: c.detail for c in report.checks if not c.ok}
+    assert not report.ok
+    assert subject in failed, failed
+    assert reason in failed[subject], failed[subject]
+
+
+def test_unreadable_bundles_are_refused_with_the_reason(exported: Exported) -> None:
+    files = read_bundle(exported.bundle)
+    changed = bytearray(exported.bundle)
+    start_of = exported.bundle.index(b'"format": "fedattest-audit-log"')
+    changed[start_of + 2] ^= 0x20
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        read_bundle(bytes(changed))
+    with pytest.raises(BundleError, match="differ from the manifest"):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=io.BytesIO(exported.bundle)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+            for info in src:
+                handle = src.extractfile(info)
+                assert handle is not None
+                dst.addfile(info, handle)
+            extra = tarfile.TarInfo("extra.txt")
+            extra.size = 1
+            dst.addfile(extra, io.BytesIO(b"x"))
+        read_bundle(out.getvalue())
+    with pytest.raises(BundleError, match="only plain relative files"):
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as dst:
+            info = tarfile.TarInfo("../escape")
+            info.size = 1
+            dst.addfile(info, io.BytesIO(b"x"))
+        read_bundle(out.getvalue())
+    with pytest.raises(BundleError, match="not a tar file"):
+        read_bundle(b"not a tar")
+    assert set(files) >= {"audit-log.json", "root_ca.pem", "policies/v1.toml", "policies/v1.approvals.json"}
+    done = cli("audit", "verify", str(exported.tmp / "bundle.tar"), "--platform", str(exported.tmp / "missing"))
+    assert done.returncode == 2 and done.stderr.startswith("error:")
