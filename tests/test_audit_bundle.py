@@ -68,7 +68,10 @@ def test_export_and_offline_verify(exported: Exported) -> None:
         ("hospital-a", "collaborator", "verified", True),
     ]
     assert doc["activations"][0]["mrenclave"] == AGG.hex() and doc["activations"][1]["data_commitment"] == "ab" * 32
-    assert [(r["run_id"], r["round"], r["participants"]) for r in doc["rounds"]] == [(7, 1, ["hospital-a"]), (7, 2, ["hospital-a"])]
+    assert [(r["run_id"], r["round"], r["participants"]) for r in doc["rounds"]] == [
+        (7, 1, ["hospital-a"]),
+        (7, 2, ["hospital-a"]),
+    ]
     text = cli("audit", "verify", str(exported.tmp / "bundle.tar"), "--key", key, "--platform", platform)
     assert text.returncode == 0 and "OK: 6 of 6 checks pass; 2 activations, 2 rounds" in text.stdout
 
@@ -131,7 +134,7 @@ def _claims_member(record: dict[str, object]) -> None:
     verdict["claims"]["member"] = "hospital-b"
 
 
-def _tamper(case: str, files: dict[str, bytes]) -> None:  # noqa: PLR0912 - one branch per case
+def _tamper(case: str, files: dict[str, bytes]) -> None:
     name = records(files)
     if case == "log entry changed":
         files["audit-log.json"] = files["audit-log.json"].replace(b'"round": 2', b'"round": 3')

@@ -275,6 +275,7 @@ def main() -> int:
         t0 = time.monotonic()
         done = run([str(BIN / "flwr"), "run", str(app_dir), "attested", "--stream"], env, timeout=300)
         train_seconds = time.monotonic() - t0
+        (out / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)  # the ServerApp's output, streamed
         accuracy = [
             float(m)
             for m in re.findall(r"fedattest-example: round \d+: accuracy ([0-9.]+)", done.stdout + procs.log("superlink"))
@@ -311,6 +312,9 @@ def main() -> int:
         status, text = post_protobuf(f"https://{control}/v1/control/register-node", root_ca)
         summary["attacks"]["register_node_internal"] = status
         say(f"   node registration on the internal address: HTTP {status} {text[:70]}")
+        status, text = post_protobuf(f"https://{control}/v1/runtime/acquire-task", root_ca)
+        summary["attacks"]["acquire_task_internal"] = status
+        say(f"   the task token on the internal address, without the SuperExec secret: HTTP {status} {text[:60]}")
         # b) a SuperNode that is not attested: its key was never registered, Flower refuses it.
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec

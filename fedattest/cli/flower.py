@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -45,16 +44,10 @@ PlatformOpt = Annotated[Path | None, typer.Option("--platform", metavar="DIR", h
 
 
 def _logging() -> None:
-    from fedattest.flower.gated import quiet_flower  # noqa: PLC0415
+    from fedattest.flower.gated import configure_logging, quiet_flower  # noqa: PLC0415
 
     quiet_flower()
-    # Our own logger only: Flower configures its own, and httpx's request lines are noise here.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s fedattest: %(message)s"))
-    ours = logging.getLogger("fedattest")
-    ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False
+    configure_logging()
 
 
 @app.command(

@@ -10,6 +10,7 @@ to start: it never falls back to an ungated Flower.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import sys
@@ -54,6 +55,7 @@ def install_gate_from_environment() -> AppGate:
 
 def run_gated(command: str) -> int:
     """Entry of a wrapper: install the gate, then run Flower's ``command`` with the same arguments."""
+    configure_logging()
     try:
         install_gate_from_environment()
     except FedattestError as exc:
@@ -75,3 +77,15 @@ QUIET_FLOWER = {"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"}
 
 def quiet_flower() -> None:
     os.environ.update(QUIET_FLOWER)
+
+
+def configure_logging() -> None:
+    """Our log lines (accepted and dropped updates, registered node keys, refusals) on stderr, in every
+    participant process; Flower configures its own logger, and httpx's request lines are noise here."""
+    ours = logging.getLogger("fedattest")
+    if not ours.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s fedattest: %(message)s"))
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False

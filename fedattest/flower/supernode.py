@@ -49,7 +49,10 @@ def free_loopback_port() -> int:
 
 
 def _toml_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # A TOML literal string: Flower's --node-config parser splits on quotes and does not understand escapes.
+    if "'" in value or "\n" in value:
+        raise ValueError(f"{value!r}: a path with a single quote or newline cannot be passed through Flower's --node-config")
+    return f"'{value}'"
 
 
 def supernode_argv(paths: SuperNodePaths, superlink: str, data_dir: Path, runtime_port: int, extra: Sequence[str]) -> list[str]:
@@ -79,6 +82,7 @@ def run_supernode(paths: SuperNodePaths, superlink: str, data_dir: Path, extra: 
     clash = sorted({a.split("=")[0] for a in extra} & FIXED_FLAGS)
     if clash:
         raise ValueError(f"{', '.join(clash)}: set by fedattest (security-relevant), not overridable")
+    argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)  # refuses bad input before any change
     install_app_gate(AppGate(load_provisioned(paths.identity).allowed_app_hashes))
     paths.flwr_home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     write_gated_bin(paths.gated_bin)
@@ -86,7 +90,7 @@ def run_supernode(paths: SuperNodePaths, superlink: str, data_dir: Path, extra: 
     os.environ["FLWR_HOME"] = str(paths.flwr_home)
     os.environ[IDENTITY_ENV] = str(paths.identity)
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    sys.argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)
+    sys.argv = argv
     try:
         flower_supernode()
     except SystemExit as exc:

@@ -1,0 +1,278 @@
+"""The attested Flower federation, with real processes: the demo driver runs a simulated platform, the
+coordinator, the aggregator's SuperLink and three SuperNodes over TLS on 127.0.0.1, trains, runs the
+attacks and exports the audit bundle; these tests check what it reports and what the processes logged.
+Then the SuperLink's hardening pieces, each against Flower's own application and link state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from fedattest.coordinator import identity as ident
+from fedattest.errors import FedattestError
+from fedattest.flower import AppGate, fab_hash
+from fedattest.flower.gated import write_gated_bin
+from fedattest.flower.superlink import (
+    NO_REGISTRATION,
+    ONLY_FLEET,
+    AttestedNodeRegistry,
+    PathFilter,
+    gate_run_creation,
+    internal_refusal,
+    public_refusal,
+)
+from fedattest.flower.supernode import SuperNodePaths, run_supernode, supernode_argv
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "digits" / "run_demo.py"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    pytest.importorskip("sklearn", reason="the example's data comes from scikit-learn (pip install -e .[dev])")
+    out = tmp_path_factory.mktemp("federation")
+    summary = out / "summary.json"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, str(DEMO), "--out", str(out / "run"), "--summary", str(summary)],
+                          capture_output=True, text=True, timeout=400, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert time.monotonic() - started < 120  # the demo's budget is a minute; CI machines are slower
+    return json.loads(summary.read_text()), done.stdout, out / "run"
+
+
+def test_training_runs_the_policy_rounds_with_attested_members(demo: tuple[dict[str, Any], str, Path]) -> None:
+    summary, stdout, out = demo
+    assert len(summary["accuracy"]) == 3  # rounds come from the policy, not the app's run config
+    assert summary["accuracy"][-1] > 0.5  # ten classes: chance is 0.1
+    assert summary["rounds_recorded"] == 3
+    assert {(m["name"], m["role"], m["attestation"]) for m in summary["members"]} == {
+        ("aggregator", "aggregator", "verified"),
+        *{(h, "collaborator", "verified") for h in ("hospital-a", "hospital-b", "hospital-c")},
+    }
+    serverapp_log = (out / "logs" / "flwr-run.log").read_text()
+    for rnd in (1, 2, 3):
+        assert f"round {rnd}: 3 attested updates (hospital-a, hospital-b, hospital-c)" in serverapp_log
+    superlink_log = (out / "logs" / "superlink.log").read_text()
+    assert "registered the attested node key of hospital-a" in superlink_log
+    table = stdout[stdout.index("   member        role") :].splitlines()[1:5]
+    assert all("verified" in row and "UpToDate" in row and row.rstrip().endswith("True") for row in table), table
+    # The server-side DP the policy provisioned was applied.
+    assert "central DP noise with" in serverapp_log
+
+
+def test_outsiders_cannot_use_control_or_runtime(demo: tuple[dict[str, Any], str, Path]) -> None:
+    attacks = demo[0]["attacks"]
+    assert attacks["register_node_public"] == 403  # stock Flower: 200, and the outsider's node joins
+    assert attacks["acquire_task_public"] == 403  # stock Flower: the outsider gets the ServerApp's task token
+    assert attacks["register_node_internal"] == 403
+    assert attacks["acquire_task_internal"] == 401  # Flower's SuperExec authentication, with a secret only we hold
+    assert ONLY_FLEET[:40] in demo[1] and NO_REGISTRATION[:40] in demo[1]
+
+
+def test_unattested_node_unapproved_app_and_changed_data_are_refused(demo: tuple[dict[str, Any], str, Path]) -> None:
+    summary, stdout, out = demo
+    assert summary["attacks"]["unattested_node_refused"]
+    assert "No SuperNode found with the given public key" in stdout
+    assert summary["attacks"]["unapproved_app_refused"]
+    assert "is not in the policy's allowed apps: refusing to install or run it" in stdout
+    assert summary["attacks"]["changed_data_detected"]
+    assert "data integrity: 'train.npz' chunk 0" in (out / "logs" / "hospital-c.log").read_text()
+
+
+def test_the_audit_bundle_verifies_offline(demo: tuple[dict[str, Any], str, Path]) -> None:
+    summary, _, out = demo
+    assert summary["audit_verify_exit"] == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "fedattest", "audit", "verify", str(out / "audit-bundle.tar"), "--platform",
+         str(out / "platform"), "--key", str(out / "coordinator" / "audit-key.pub.pem"), "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    doc = json.loads(done.stdout)
+    assert doc["ok"] and len(doc["activations"]) == 4
+    first_run = [r for r in doc["rounds"] if r["run_id"] == doc["rounds"][0]["run_id"]]
+    assert [r["round"] for r in first_run] == [1, 2, 3]
+    assert all(r["participants"] == ["hospital-a", "hospital-b", "hospital-c"] for r in first_run)
+
+
+# -- the hardening pieces, against Flower's own application ----------------------------------------------
+
+
+def _flower_app() -> Any:
+    from flwr.superlink.main import create_app
+
+    return create_app()  # in-memory link state; no listeners (the ASGI app only)
+
+
+async def _post(app: Any, path: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://superlink") as client:
+        return await client.post(path, content=b"", headers={"content-type": "application/protobuf"})
+
+
+@pytest.mark.parametrize(
+    ("listener", "path", "ours"),
+    [
+        ("public", "/v1/control/register-node", True),
+        ("public", "/v1/control/start-run", True),
+        ("public", "/v1/runtime/acquire-task", True),
+        ("public", "/v1/runtime/pull-task-input", True),
+        ("public", "/docs", True),
+        ("public", "//v1/fleet/create-node", True),
+        ("public", "/v1/fleet/create-node", False),
+        ("public", "/v1/fleet/activate-node", False),
+        ("internal", "/v1/control/register-node", True),
+        ("internal", "/v1/control/register-node/", True),
+        ("internal", "/v1/control/unregister-node", True),
+        ("internal", "/v1/control/list-nodes", False),
+        ("internal", "/v1/runtime/acquire-task", False),
+    ],
+)
+def test_each_listener_serves_only_its_apis(listener: str, path: str, ours: bool) -> None:
+    refusal = public_refusal if listener == "public" else internal_refusal
+    response = asyncio.run(_post(PathFilter(_flower_app(), refusal, listener), path))
+    refused_by_us = (
+        response.status_code == 403
+        and response.headers.get("content-type") == "application/json"
+        and (response.json().get("error", "").startswith("fedattest:"))
+    )
+    assert refused_by_us == ours, (response.status_code, response.text[:200])
+
+
+def _linkstate() -> Any:
+    from flwr.superlink.config_loader import get_federation_manager, get_objectstore_linkstate_factories
+
+    _, factory = get_objectstore_linkstate_factories(":flwr-in-memory:", get_federation_manager(is_simulation=False))
+    return factory
+
+
+def _pem() -> bytes:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return ident.new_key().public_key().public_bytes(serialization.Encoding.PEM, spki)
+
+
+def test_the_registry_follows_the_coordinators_attested_keys() -> None:
+    factory = _linkstate()
+    now = [1000.0]
+    keys = {"hospital-a": _pem(), "hospital-b": _pem()}
+    listed: list[dict[str, Any]] = [{"member": m, "public_key": k.decode(), "expires": 2000} for m, k in keys.items()]
+    failing = [False]
+
+    def fetch() -> list[dict[str, Any]]:
+        if failing[0]:
+            raise FedattestError("coordinator unreachable")
+        return listed
+
+    registry = AttestedNodeRegistry(factory, fetch, clock=lambda: now[0])
+    state = factory.state()
+    registry.sync()
+    assert {m: state.get_node_id_by_public_key(k) for m, k in keys.items()} == {m: v[0] for m, v in registry.registered.items()}
+    # A re-activated member with a new key: the old key stops working, the new one is registered.
+    new_b = _pem()
+    listed[1] = {"member": "hospital-b", "public_key": new_b.decode(), "expires": 2000}
+    registry.sync()
+    assert state.get_node_id_by_public_key(keys["hospital-b"]) is None
+    assert state.get_node_id_by_public_key(new_b) == registry.registered["hospital-b"][0]
+    # A member removed from the policy (the coordinator stops listing it) is removed.
+    del listed[0]
+    registry.sync()
+    assert state.get_node_id_by_public_key(keys["hospital-a"]) is None and "hospital-a" not in registry.registered
+    # The coordinator unreachable: keys stay until their identity expires, then go.
+    failing[0] = True
+    registry.sync()
+    assert state.get_node_id_by_public_key(new_b) is not None
+    now[0] = 2000.0
+    registry.sync()
+    assert state.get_node_id_by_public_key(new_b) is None and registry.registered == {}
+    # Expired entries are never registered.
+    failing[0] = False
+    registry.sync()
+    assert registry.registered == {}
+
+
+def test_runs_of_unapproved_apps_are_refused_before_flower_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.supercore.error import ApiErrorCode, FlowerError
+    from flwr.superlink.servicer.control import control_handlers
+
+    reached: list[Any] = []
+    monkeypatch.setattr(control_handlers, "start_run", lambda request, *a, **k: reached.append(request) or "started")
+    undo = gate_run_creation(AppGate([fab_hash(b"approved fab")]))
+    try:
+        approved = StartRunRequest()
+        approved.fab.content = b"approved fab"
+        assert control_handlers.start_run(approved, None, None, None) == "started"
+        stored = StartRunRequest()
+        stored.fab.hash_str = fab_hash(b"approved fab").upper()
+        assert control_handlers.start_run(stored, None, None, None) == "started"
+        for request in (StartRunRequest(), StartRunRequest()):
+            request.fab.content = b"another fab"
+            with pytest.raises(FlowerError) as refused:
+                control_handlers.start_run(request, None, None, None)
+            assert refused.value.code == ApiErrorCode.NO_PERMISSIONS
+            assert fab_hash(b"another fab") in str(refused.value.public_details)
+        hub = StartRunRequest()  # an app from the Flower Hub: unknown bytes, refused
+        with pytest.raises(FlowerError, match="Flower Hub"):
+            control_handlers.start_run(hub, None, None, None)
+        assert len(reached) == 2
+    finally:
+        undo()
+
+
+def test_the_supernode_command_line_is_fixed_where_it_matters(tmp_path: Path) -> None:
+    from flwr.common.config import parse_config_args
+
+    paths = SuperNodePaths(tmp_path / 'state "with" double quotes')
+    argv = supernode_argv(paths, "aggregator.example.org:9093", tmp_path / "data dir", 9999, ["--max-retries", "3"])
+    node_config = argv[argv.index("--node-config") + 1]
+    assert parse_config_args([node_config]) == {
+        "fedattest-identity-dir": str(paths.identity),
+        "data-dir": str(tmp_path / "data dir"),
+    }
+    assert argv[argv.index("--root-certificates") + 1] == str(paths.identity / "root_ca.pem")
+    assert "--insecure" not in argv and argv[1:3] == ["--max-retries", "3"]
+    with pytest.raises(ValueError, match="single quote"):
+        supernode_argv(SuperNodePaths(tmp_path / "it's"), "x:1", tmp_path, 1, [])
+    for flag in ("--insecure", "--root-certificates=x", "--node-config", "--allow-runtime-dependency-installation"):
+        with pytest.raises(ValueError, match="not overridable"):
+            run_supernode(paths, "x:1", tmp_path, [flag])
+    assert not paths.state.exists()  # refused before anything was written
+
+
+def test_flowers_child_processes_refuse_to_start_without_the_allow_list(tmp_path: Path) -> None:
+    bin_dir = write_gated_bin(tmp_path / "bin")
+    env = {k: v for k, v in os.environ.items() if k != "FEDATTEST_IDENTITY_DIR"}
+    done = subprocess.run([str(bin_dir / "flwr-clientapp"), "--help"], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    assert done.returncode == 2 and "refusing to run Flower without the app allow-list" in done.stderr
+    identity = tmp_path / "identity"
+    identity.mkdir()
+    provisioned = {"federation": "f", "role": "collaborator", "policy_hash": "00" * 32, "data_commitment": None,
+                   "dp": {"noise_multiplier": 1.0, "clipping_norm": 1.0, "sampled_clients": 1, "target_delta": 1e-5},
+                   "allowed_app_hashes": ["ab" * 32]}  # fmt: skip
+    (identity / "provisioned.json").write_text(json.dumps(provisioned))
+    done = subprocess.run([str(bin_dir / "flwr-clientapp"), "--help"], env={**env, "FEDATTEST_IDENTITY_DIR": str(identity)},
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0 and "usage: flwr-clientapp" in done.stdout
+
+
+def test_launcher_usage_errors() -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fedattest", "flower", *args], capture_output=True, text=True,
+                              timeout=60, check=False)  # fmt: skip
+
+    common = ["--coordinator", "https://127.0.0.1:1", "--root-ca", "/nonexistent.pem", "--member", "m", "--state", "/tmp/x"]
+    done = cli("superlink", *common, "--internal", "0.0.0.0:9091")
+    assert done.returncode == 2 and "--internal must be a loopback address" in done.stderr
+    done = cli("supernode", *common, "--superlink", "x:1", "--data", "/nonexistent-data")
+    assert done.returncode == 2 and "not a directory" in done.stderr
+    assert cli("--help").returncode == 0
