@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# README quickstart #1: the fedattest demo, on a fresh machine with only Python 3.11+.
+# The README's main command: an attested Flower federation, end to end, on one machine (simulated SGX).
 #
-#   bash scripts/demo.sh [--out DIR] [--vectors DIR]
+#   bash scripts/demo.sh [--out DIR] [--summary FILE]
 #
-# Creates .venv (python3 -m venv) if it is missing, installs fedattest into it (pip install -e .,
-# runtime dependencies only) unless this checkout is already installed there, then runs
-# `fedattest demo`: a simulated SGX platform quotes a workload that is verified and appraised (and
-# refused without --allow-simulation), then the real hardware quotes in ../shared/testvectors/dcap are
-# verified at their recorded times and shown in one verdict table. Files go to demo-output/ (gitignored).
+# Creates .venv (python3 -m venv) if it is missing and installs fedattest with the example's extra
+# (scikit-learn, for its bundled digits data: no downloads) unless that is there already. Then runs
+# examples/digits/run_demo.py: a simulated SGX platform, the coordinator, three hospitals' data
+# commitments, the aggregator and three collaborators as separate Flower processes over TLS, several
+# rounds of training with accuracy per round, an attestation table, the attacks (changed data, an
+# unattested node, outsiders on the SuperLink, an unapproved app) each refused, and the audit bundle
+# verified offline. Output goes to demo-output/federation (gitignored); logs in its logs/ directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,19 +31,19 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
-# Installed already? This checkout's package and its runtime dependencies import, and the console
-# script exists. Then skip pip (works offline and takes no time).
+# Installed already? This checkout's package, Flower and the example's extra import, and the console
+# scripts exist. Then skip pip (works offline and takes no time).
 installed() {
-    [ -x .venv/bin/fedattest ] && .venv/bin/python - <<'PY' >/dev/null 2>&1
+    [ -x .venv/bin/fedattest ] && [ -x .venv/bin/flwr ] && .venv/bin/python - <<'PY' >/dev/null 2>&1
 import pathlib, sys
-import cryptography, httpx, pydantic, rich, typer  # noqa: F401
+import cryptography, flwr, httpx, numpy, pydantic, sklearn, typer  # noqa: F401
 import fedattest
 sys.exit(pathlib.Path(fedattest.__file__).resolve().parent != pathlib.Path("fedattest").resolve())
 PY
 }
 if ! installed; then
-    echo "== installing fedattest into .venv (pip install -e .)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+    echo "== installing fedattest and the example's extra into .venv (pip install -e '.[examples]')"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[examples]'
 fi
 
-exec .venv/bin/fedattest demo "$@"
+exec .venv/bin/python examples/digits/run_demo.py "$@"

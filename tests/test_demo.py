@@ -1,4 +1,4 @@
-"""`bash scripts/demo.sh` end to end (README quickstart #1), and `fedattest demo`'s edge cases."""
+"""`bash scripts/demo-evidence.sh` end to end (the evidence demo), and `fedattest demo`'s edge cases."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_demo_script_end_to_end(tmp_path: Path) -> None:
     env.pop("FEDATTEST_TESTVECTORS", None)
     start = time.monotonic()
     proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "demo.sh"), "--out", str(out)],
+        ["bash", str(REPO / "scripts" / "demo-evidence.sh"), "--out", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     elapsed = time.monotonic() - start
@@ -93,7 +93,7 @@ def test_demo_script_end_to_end(tmp_path: Path) -> None:
 
     # Running it again reuses its own output directory.
     again = subprocess.run(
-        ["bash", str(REPO / "scripts" / "demo.sh"), "--out", str(out)],
+        ["bash", str(REPO / "scripts" / "demo-evidence.sh"), "--out", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def build_fab(src: Path, holdout: Path, dest: Path, env: dict[str, str], marker:
     return dest, hashlib.sha256(fab.read_bytes()).hexdigest()
 
 
-def write_policy(path: Path, roots: dict[str, str], app_hash: str, approver_pub: str) -> None:
+def write_policy(path: Path, roots: dict[str, str], app_hash: str, approver_pub: str, rounds: int = ROUNDS) -> None:
     from fedattest.cli.coordinator import DEFAULT_SIM_MRENCLAVE
     from fedattest.cli.flower import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE
 
@@ -165,7 +166,7 @@ sampled_clients = {len(HOSPITALS)}
 target_delta = 1e-5
 
 [training]
-rounds = {ROUNDS}
+rounds = {rounds}
 
 [apps]
 allowed_hashes = ["{app_hash}"]
@@ -211,65 +212,94 @@ def federation(out: Path) -> Iterator[dict[str, Any]]:
         procs.stop_all()
 
 
+@dataclass
+class Started:
+    """A running attested federation: where everything is."""
+
+    url: str
+    root_ca: Path
+    coord_state: Path
+    fleet: str
+    control: str
+    app_dir: Path
+    rogue_dir: Path
+    roots: dict[str, str]
+
+
+def start_attested(out: Path, procs: Processes, env: dict[str, str], rounds: int = ROUNDS) -> Started:
+    """Steps 1-3: platform, data and commitments, app, approved policy, coordinator (verified), SuperLink and
+    SuperNodes started and activated. Used by the demo and by benchmarks/flower_overhead.py."""
+    say("== 1. simulated SGX platform, data commitments, the approved app")
+    run([*FEDATTEST, "sim", "init", str(out / "platform")], env)
+    holdout = out / "holdout.json"
+    run([sys.executable, str(HERE / "prepare_data.py"), str(out / "data"), "--holdout", str(holdout)], env)
+    roots = {}
+    for h in HOSPITALS:
+        doc = json.loads(run([*FEDATTEST, "data", "commit", str(out / "data" / h), "--json"], env).stdout)
+        roots[h] = doc["root"]
+        say(f"   {h}: data commitment {doc['root'][:16]}... ({doc['files']} files, {doc['bytes']} bytes)")
+    app_dir, app_hash = build_fab(HERE, holdout, out / "app", env)
+    rogue_dir, rogue_hash = build_fab(HERE, holdout, out / "app-unapproved", env, marker="an unreviewed change")
+    say(f"   approved app {app_hash[:16]}...; an unapproved variant {rogue_hash[:16]}...")
+
+    say("== 2. the policy, approved; the coordinator, verified")
+    run([*FEDATTEST, "policy", "keygen", "alice", "--dir", str(out)], env)
+    policy = out / "policy.toml"
+    write_policy(policy, roots, app_hash, (out / "alice.pub.pem").read_text(), rounds)
+    run([*FEDATTEST, "policy", "approve", str(policy), "--name", "alice", "--key", str(out / "alice.key"),
+         "-o", str(out / "alice.approval.json")], env)  # fmt: skip
+    coord_state = out / "coordinator"
+    procs.start("coordinator", [*FEDATTEST, "coordinator", "serve", "--state", str(coord_state), "--platform",
+                                str(out / "platform"), "--policy", str(policy), "--approval",
+                                str(out / "alice.approval.json"), "--listen", "127.0.0.1:0"])  # fmt: skip
+    url = wait_for("the coordinator", lambda: (coord_state / "url").exists() and (coord_state / "url").read_text().strip(),
+                   procs=procs, name="coordinator")  # fmt: skip
+    root_ca = out / "root_ca.pem"
+    verified = run([*FEDATTEST, "coordinator", "verify", url, "--policy", str(policy), "--platform", str(out / "platform"),
+                    "-o", str(root_ca)], env)  # fmt: skip
+    say(f"   coordinator at {url}: {verified.stdout.strip().splitlines()[0] if verified.stdout.strip() else 'verified'}")
+
+    say("== 3. the aggregator and three collaborators activate and start (separate processes, TLS)")
+    common = ["--coordinator", url, "--root-ca", str(root_ca), "--platform", str(out / "platform")]
+    sl_state = out / "superlink"
+    procs.start("superlink", [*FEDATTEST, "flower", "superlink", *common, "--member", "aggregator", "--state", str(sl_state),
+                              "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0", "--refresh", "0.5"])  # fmt: skip
+    addresses = wait_for("the SuperLink", lambda: (sl_state / "superlink.json").exists()
+                         and json.loads((sl_state / "superlink.json").read_text()),
+                         procs=procs, name="superlink")  # fmt: skip
+    fleet, control = addresses["fleet"], addresses["control"]
+    say(f"   SuperLink: Fleet API on {fleet} (public), Control/Runtime on {control} (internal)")
+    for h in HOSPITALS:
+        procs.start(h, [*FEDATTEST, "flower", "supernode", *common, "--member", h, "--superlink", fleet,
+                        "--data", str(out / "data" / h), "--state", str(out / h)])  # fmt: skip
+    flwr_config(out / "flwr-cli", control, root_ca)
+    for h in HOSPITALS:
+        wait_for(f"{h} to activate", lambda h=h: "ACTIVATED" in procs.log(h), procs=procs, name=h)
+
+    return Started(url, root_ca, coord_state, fleet, control, app_dir, rogue_dir, roots)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-output/federation"))
     parser.add_argument("--summary", type=Path, help="Also write the results as JSON here (for tests).")
     args = parser.parse_args()
     out: Path = args.out.resolve()
-    shutil.rmtree(out, ignore_errors=True)
+    marker = out / ".fedattest-federation-demo"
+    if out.exists() and any(out.iterdir()) and not marker.exists():
+        sys.stderr.write(f"error: {out} is not empty and was not made by this demo: choose another --out\n")
+        return 2
+    shutil.rmtree(out, ignore_errors=True)  # our own earlier output only (the marker says so)
     out.mkdir(parents=True)
+    marker.touch()
     started = time.monotonic()
     summary: dict[str, Any] = {"attacks": {}}
 
     with federation(out) as fed:
         env, procs = fed["env"], fed["procs"]
-        say("== 1. simulated SGX platform, data commitments, the approved app")
-        run([*FEDATTEST, "sim", "init", str(out / "platform")], env)
-        holdout = out / "holdout.json"
-        run([sys.executable, str(HERE / "prepare_data.py"), str(out / "data"), "--holdout", str(holdout)], env)
-        roots = {}
-        for h in HOSPITALS:
-            doc = json.loads(run([*FEDATTEST, "data", "commit", str(out / "data" / h), "--json"], env).stdout)
-            roots[h] = doc["root"]
-            say(f"   {h}: data commitment {doc['root'][:16]}... ({doc['files']} files, {doc['bytes']} bytes)")
-        app_dir, app_hash = build_fab(HERE, holdout, out / "app", env)
-        rogue_dir, rogue_hash = build_fab(HERE, holdout, out / "app-unapproved", env, marker="an unreviewed change")
-        say(f"   approved app {app_hash[:16]}...; an unapproved variant {rogue_hash[:16]}...")
-
-        say("== 2. the policy, approved; the coordinator, verified")
-        run([*FEDATTEST, "policy", "keygen", "alice", "--dir", str(out)], env)
-        policy = out / "policy.toml"
-        write_policy(policy, roots, app_hash, (out / "alice.pub.pem").read_text())
-        run([*FEDATTEST, "policy", "approve", str(policy), "--name", "alice", "--key", str(out / "alice.key"),
-             "-o", str(out / "alice.approval.json")], env)  # fmt: skip
-        coord_state = out / "coordinator"
-        procs.start("coordinator", [*FEDATTEST, "coordinator", "serve", "--state", str(coord_state), "--platform",
-                                    str(out / "platform"), "--policy", str(policy), "--approval",
-                                    str(out / "alice.approval.json"), "--listen", "127.0.0.1:0"])  # fmt: skip
-        url = wait_for("the coordinator", lambda: (coord_state / "url").exists() and (coord_state / "url").read_text().strip(),
-                       procs=procs, name="coordinator")  # fmt: skip
-        root_ca = out / "root_ca.pem"
-        verified = run([*FEDATTEST, "coordinator", "verify", url, "--policy", str(policy), "--platform", str(out / "platform"),
-                        "-o", str(root_ca)], env)  # fmt: skip
-        say(f"   coordinator at {url}: {verified.stdout.strip().splitlines()[0] if verified.stdout.strip() else 'verified'}")
-
-        say("== 3. the aggregator and three collaborators activate and start (separate processes, TLS)")
-        common = ["--coordinator", url, "--root-ca", str(root_ca), "--platform", str(out / "platform")]
-        sl_state = out / "superlink"
-        procs.start("superlink", [*FEDATTEST, "flower", "superlink", *common, "--member", "aggregator", "--state", str(sl_state),
-                                  "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0", "--refresh", "0.5"])  # fmt: skip
-        addresses = wait_for("the SuperLink", lambda: (sl_state / "superlink.json").exists()
-                             and json.loads((sl_state / "superlink.json").read_text()),
-                             procs=procs, name="superlink")  # fmt: skip
-        fleet, control = addresses["fleet"], addresses["control"]
-        say(f"   SuperLink: Fleet API on {fleet} (public), Control/Runtime on {control} (internal)")
-        for h in HOSPITALS:
-            procs.start(h, [*FEDATTEST, "flower", "supernode", *common, "--member", h, "--superlink", fleet,
-                            "--data", str(out / "data" / h), "--state", str(out / h)])  # fmt: skip
-        flwr_config(out / "flwr-cli", control, root_ca)
-        for h in HOSPITALS:
-            wait_for(f"{h} to activate", lambda h=h: "ACTIVATED" in procs.log(h), procs=procs, name=h)
+        fed_ = start_attested(out, procs, env)
+        url, root_ca, coord_state, fleet, control = fed_.url, fed_.root_ca, fed_.coord_state, fed_.fleet, fed_.control
+        app_dir, rogue_dir, roots = fed_.app_dir, fed_.rogue_dir, fed_.roots
 
         say(f"== 4. federated training: {ROUNDS} rounds (from the policy), DP on the aggregator")
         t0 = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -74,6 +75,9 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
     refresh: Annotated[
         float, typer.Option("--refresh", metavar="SECONDS", help="How often to re-read the attested node keys.", min=0.2)
     ] = 2.0,
+    persist: Annotated[
+        bool, typer.Option("--persist", help="Keep Flower's link state in STATE/linkstate.db (default: in memory).")
+    ] = False,
 ) -> None:
     from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower's server stack
     from fedattest.flower.superlink import SuperLinkPaths, serve_superlink  # noqa: PLC0415
@@ -86,12 +90,16 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperLinkPaths(state)
         enclave = _tee(tee, platform, mrenclave)
+        began = time.perf_counter()
         who = activate_participant(
             coordinator, root_pem, member, enclave, paths.identity, node_key=False, expected_role="aggregator"
         )
-        sys.stderr.write(f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as aggregator ({who.provisioned.attestation})\n")
+        sys.stderr.write(
+            f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as aggregator ({who.provisioned.attestation})"
+            f" in {time.perf_counter() - began:.2f} s\n"
+        )
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
-                        refresh_seconds=refresh)  # fmt: skip
+                        refresh_seconds=refresh, persist=persist)  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
 
@@ -127,6 +135,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperNodePaths(state)
         enclave = _tee(tee, platform, mrenclave)
+        began = time.perf_counter()
         who = activate_participant(
             coordinator, root_pem, member, enclave, paths.identity, node_key=True, expected_role="collaborator"
         )
@@ -134,7 +143,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
             raise FedattestError(f"no data commitment was provisioned for {member!r}: refusing to start")
         sys.stderr.write(
             f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as collaborator ({who.provisioned.attestation});"
-            f" data commitment {who.provisioned.data_commitment[:16]}...\n"
+            f" in {time.perf_counter() - began:.2f} s; data commitment {who.provisioned.data_commitment[:16]}...\n"
         )
         code = run_supernode(paths, superlink, data.resolve(), list(ctx.args))
     except ValueError as exc:

@@ -224,7 +224,10 @@ class SuperLinkPaths:
         return self.state / "superlink.json"
 
 
-def _lifespan_config(paths: SuperLinkPaths, host: str, port: int, secret: bytes) -> Any:
+IN_MEMORY = ":flwr-in-memory:"  # Flower's own default: runs do not outlive the SuperLink process
+
+
+def _lifespan_config(paths: SuperLinkPaths, host: str, port: int, secret: bytes, database: str) -> Any:
     from flwr.common.constant import CONTROL_API_DEFAULT_SERVER_ADDRESS, TRANSPORT_TYPE_GRPC_RERE  # noqa: PLC0415
     from flwr.superlink.config_loader import SuperLinkLifespanConfig, load_control_authn_plugin  # noqa: PLC0415
 
@@ -237,7 +240,7 @@ def _lifespan_config(paths: SuperLinkPaths, host: str, port: int, secret: bytes)
         fleet_event_log_plugin=None, enable_event_log=False, artifact_provider=None, enable_supernode_auth=True,
         fleet_api_type=TRANSPORT_TYPE_GRPC_RERE, fleet_api_address=None, simulation=False,
         ssl_ca_certfile=str(root), ssl_certfile=str(chain), ssl_keyfile=str(key),
-        database=str(paths.state / "linkstate.db"), isolation="process", runtime_dependency_install=False,
+        database=database, isolation="process", runtime_dependency_install=False,
     )  # fmt: skip
 
 
@@ -260,8 +263,11 @@ def serve_superlink(
     coordinator_url: str,
     root_ca_pem: str,
     refresh_seconds: float = 2.0,
+    persist: bool = False,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. The identity must already be activated into ``paths.identity``."""
+    """Serve until SIGINT/SIGTERM. The identity must already be activated into ``paths.identity``. With
+    ``persist``, Flower's link state is an SQLite file in the state directory (runs survive a restart, at
+    the cost of a synchronous write per message); otherwise it is in memory, as in stock Flower."""
     from flwr.superlink.cli.flower_superlink import SuperLinkLifespan  # noqa: PLC0415 - Flower only here
     from flwr.superlink.main import create_app  # noqa: PLC0415
 
@@ -282,7 +288,8 @@ def serve_superlink(
     secret_file = paths.state / "superexec.secret"
     atomic_write(secret_file, secret)
 
-    config = _lifespan_config(paths, internal[0], internal_port, secret)
+    database = str(paths.state / "linkstate.db") if persist else IN_MEMORY
+    config = _lifespan_config(paths, internal[0], internal_port, secret, database)
     app = create_app(config, SuperLinkLifespan)
     tls = {"ssl_certfile": config.ssl_certfile, "ssl_keyfile": config.ssl_keyfile, "log_level": "warning"}
     public = _Server(uvicorn.Config(PathFilter(app, public_refusal, "public"), lifespan="on", **tls))

@@ -1,0 +1,250 @@
+"""What attestation costs a Flower federation: the same app logic, data and rounds in plain Flower with TLS
+(the baseline) and in the attested federation, back to back in one run.
+
+    .venv/bin/python benchmarks/flower_overhead.py [--rounds 6] [--out DIR] [--json]
+
+Both: a SuperLink and three SuperNodes on 127.0.0.1 over TLS, the digits example (logistic regression,
+FedAvg with the same server-side DP), the same executor poll interval. The attested run adds what
+fedattest adds: activation, the app gate in every process, Fleet-only listener, node registry, committed
+(verified) reads, signed replies and their checks, and a signed round report to the coordinator per round.
+
+Per-round time is the median interval between consecutive rounds, from the ServerApp's own wall-clock
+stamps (so process start-up and app installation are not in it). Also printed: the one-time activation
+cost per participant (an activation timed in this process, and each launcher's start-to-activated time).
+
+Flower's deployment engine polls on fixed 3-second clocks (the SuperNode's idle sleep and the ServerApp's
+wait for replies, both hard-coded), so a round lasts a whole number of those periods plus the work, and a
+few hundred milliseconds more work can cost a full period or nothing depending on phase. By default both
+runs shorten those two sleeps to 50 ms (the same patch, via a ``sitecustomize`` on PYTHONPATH of every
+process) so the ratio measures the work; ``--stock-polls`` measures the engine as shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import shutil
+import socket
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+
+import run_demo  # noqa: E402 - the example's federation driver
+
+from fedattest.cli.flower import SIM_SUPERNODE_MRENCLAVE  # noqa: E402
+from fedattest.coordinator import identity as ident  # noqa: E402
+from fedattest.participant import activate  # noqa: E402
+from fedattest.tee import SimulatedPlatform, WorkloadIdentity  # noqa: E402
+
+STAMP = re.compile(r"fedattest-example: round (\d+): accuracy ([0-9.]+) \(t=([0-9.]+)\)")
+
+PLAIN_CLIENT = '''"""Plain Flower ClientApp: the example's training, reading its files directly."""
+from pathlib import Path
+
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from digits_fl.task import load_split, train
+
+app = ClientApp()
+
+
+@app.train()
+def train_fn(msg: Message, context: Context) -> Message:
+    x, y = load_split((Path(str(context.node_config["data-dir"])) / "train.npz").read_bytes())
+    cfg = context.run_config
+    new, loss = train(msg.content["arrays"].to_numpy_ndarrays(), x, y, float(cfg["learning-rate"]), int(cfg["local-epochs"]))
+    content = RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord({"train_loss": loss, "num-examples": len(y)})})
+    return Message(content=content, reply_to=msg)
+'''
+
+PLAIN_SERVER = '''"""Plain Flower ServerApp: the example's FedAvg and server-side DP, with the rounds in the app."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+from digits_fl.task import evaluate, initial_weights
+
+HOLDOUT = Path(__file__).with_name("holdout.json")
+ROUNDS = {rounds}
+app = ServerApp()
+
+
+def score(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    doc = json.loads(HOLDOUT.read_text())
+    x, y = np.asarray(doc["x"], dtype=np.float64) / 16.0, np.asarray(doc["y"], dtype=np.int64)
+    loss, accuracy = evaluate(arrays.to_numpy_ndarrays(), x, y)
+    if server_round > 0:
+        print(f"fedattest-example: round {{server_round}}: accuracy {{accuracy:.3f}} (t={{time.time():.3f}})", flush=True)
+    return MetricRecord({{"accuracy": accuracy, "loss": loss}})
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=3, min_available_nodes=3)
+    strategy = DifferentialPrivacyServerSideFixedClipping(
+        fedavg, noise_multiplier=0.01, clipping_norm=50.0, num_sampled_clients=3
+    )
+    strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_weights()), num_rounds=ROUNDS,
+                   train_config=ConfigRecord({{}}), evaluate_fn=score)
+'''
+
+
+FAST_POLLS = """# Written by benchmarks/flower_overhead.py: Flower's fixed 3 s polls shortened, in every process.
+import time
+
+_sleep = time.sleep
+
+
+def _short_polls(seconds):
+    _sleep(0.05 if seconds == 3 else seconds)
+
+
+time.sleep = _short_polls
+"""
+
+
+def fast_polls(out: Path) -> dict[str, str]:
+    site = out / "fast-polls"
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "sitecustomize.py").write_text(FAST_POLLS)
+    return {"PYTHONPATH": str(site)}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def per_round(stdout: str, rounds: int) -> tuple[list[float], list[float]]:
+    stamps = {int(m[0]): (float(m[1]), float(m[2])) for m in STAMP.findall(stdout)}
+    if sorted(stamps) != list(range(1, rounds + 1)):
+        raise SystemExit(f"error: expected rounds 1..{rounds} in the ServerApp's output, got {sorted(stamps)}:\n{stdout[-3000:]}")
+    times = [stamps[r][1] for r in range(1, rounds + 1)]
+    return [b - a for a, b in itertools.pairwise(times)], [stamps[r][0] for r in range(1, rounds + 1)]
+
+
+def tls_files(out: Path) -> tuple[Path, Path, Path]:
+    """A CA and a localhost server certificate for the plain SuperLink (fedattest's helpers, no attestation)."""
+    key, leaf_key = ident.new_key(), ident.new_key()
+    ca = ident.make_root_ca(key, "plain-flower", ident.utcnow())
+    leaf = ident.issue_leaf(ca_key=key, ca=ca, public_key=leaf_key.public_key(), common_name="superlink", uris=[],
+                            dns_names=["localhost"], ips=["127.0.0.1"], now=ident.utcnow(),
+                            lifetime=timedelta(days=1))  # fmt: skip
+    pem = serialization.Encoding.PEM
+    paths = out / "ca.pem", out / "superlink.pem", out / "superlink.key"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    fmt = serialization.PrivateFormat.PKCS8
+    paths[2].write_bytes(leaf_key.private_bytes(pem, fmt, serialization.NoEncryption()))
+    return paths
+
+
+def plain_run(out: Path, rounds: int, extra_env: dict[str, str]) -> tuple[list[float], list[float]]:
+    out.mkdir(parents=True)
+    with run_demo.federation(out) as fed:
+        env, procs = {**fed["env"], **extra_env}, fed["procs"]
+        procs.env = env
+        run_demo.run([sys.executable, str(run_demo.HERE / "prepare_data.py"), str(out / "data"), "--holdout",
+                      str(out / "holdout.json")], env)  # fmt: skip
+        app = out / "plain-app"
+        skip = shutil.ignore_patterns("__pycache__", "*.fab", "run_demo.py", "prepare_data.py")
+        shutil.copytree(run_demo.HERE, app, ignore=skip)
+        shutil.copyfile(out / "holdout.json", app / "digits_fl" / "holdout.json")
+        (app / "digits_fl" / "client_app.py").write_text(PLAIN_CLIENT)
+        (app / "digits_fl" / "server_app.py").write_text(PLAIN_SERVER.format(rounds=rounds))
+        ca, cert, key = tls_files(out)
+        port = free_port()
+        procs.start("superlink", [str(run_demo.BIN / "flower-superlink"), "--ssl-ca-certfile", str(ca), "--ssl-certfile",
+                                  str(cert), "--ssl-keyfile", str(key), "--host", "127.0.0.1", "--port", str(port),
+                                  "--disable-runtime-dependency-installation"])  # fmt: skip
+        for h in run_demo.HOSPITALS:
+            procs.start(h, [str(run_demo.BIN / "flower-supernode"), "--superlink", f"localhost:{port}", "--root-certificates",
+                            str(ca), "--node-config", f"data-dir='{out / 'data' / h}'", "--port", str(free_port())])  # fmt: skip
+        run_demo.flwr_config(out / "flwr-cli", f"localhost:{port}", ca)
+        time.sleep(2)
+        done = run_demo.run([str(run_demo.BIN / "flwr"), "run", str(app), "attested", "--stream"], env, timeout=900)
+        (out / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
+        return per_round(done.stdout, rounds)
+
+
+def attested_run(out: Path, rounds: int, extra_env: dict[str, str]) -> tuple[list[float], list[float], dict[str, Any]]:
+    out.mkdir(parents=True)
+    with run_demo.federation(out) as fed:
+        env, procs = {**fed["env"], **extra_env}, fed["procs"]
+        procs.env = env
+        t0 = time.monotonic()
+        started = run_demo.start_attested(out, procs, env, rounds=rounds)
+        launch = time.monotonic() - t0
+        done = run_demo.run([str(run_demo.BIN / "flwr"), "run", str(started.app_dir), "attested", "--stream"], env, timeout=900)
+        (out / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
+        intervals, accuracy = per_round(done.stdout, rounds)
+        # One activation, timed in this process: new key, quote, claims, TLS to the coordinator, verification, issue.
+        platform = SimulatedPlatform.load(out / "platform")
+        tee = platform.tee(WorkloadIdentity(bytes.fromhex(SIM_SUPERNODE_MRENCLAVE), b"\x00" * 32))
+        timings = []
+        for i in range(3):
+            t = time.perf_counter()
+            activate(started.url, started.root_ca.read_text(), "hospital-a", tee, out / f"timed-activation-{i}")
+            timings.append(time.perf_counter() - t)
+        launchers = {name: float(m[-1]) for name in ("superlink", *run_demo.HOSPITALS)
+                     if (m := re.findall(r"ACTIVATED: .* in ([0-9.]+) s", procs.log(name)))}  # fmt: skip
+        return intervals, accuracy, {"activation_s": statistics.median(timings), "launcher_activation_s": launchers,
+                                     "setup_s": launch}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per run (at least 3; intervals = rounds - 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "demo-output" / "flower-overhead")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--stock-polls", action="store_true", help="keep Flower's fixed 3 s polls (see above)")
+    args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3")
+    shutil.rmtree(args.out, ignore_errors=True)
+    extra_env = {} if args.stock_polls else fast_polls(args.out)
+    plain, plain_acc = plain_run(args.out / "plain", args.rounds, extra_env)
+    attested, attested_acc, once = attested_run(args.out / "attested", args.rounds, extra_env)
+    p, a = statistics.median(plain), statistics.median(attested)
+    result = {
+        "rounds": args.rounds, "polls": "stock" if args.stock_polls else "50 ms",
+        "plain_round_s": p, "attested_round_s": a, "ratio": a / p,
+        "plain_intervals_s": plain, "attested_intervals_s": attested,
+        "plain_final_accuracy": plain_acc[-1], "attested_final_accuracy": attested_acc[-1], **once,
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    polls = "Flower's stock 3 s polls" if args.stock_polls else "Flower's 3 s polls shortened to 50 ms in both runs"
+    print(f"per-round time, median of {args.rounds - 1} intervals ({polls}):")
+    print(f"  plain Flower + TLS      {p:7.3f} s   (baseline)   intervals {', '.join(f'{x:.2f}' for x in plain)}")
+    print(f"  attested federation     {a:7.3f} s   {a / p:5.3f}x      intervals {', '.join(f'{x:.2f}' for x in attested)}")
+    print(f"  target <= 1.05x: {'met' if a / p <= 1.05 else 'MISSED'}")
+    print(f"final accuracy: plain {plain_acc[-1]:.3f}, attested {attested_acc[-1]:.3f}")
+    launchers = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in once["launcher_activation_s"].items())
+    print(f"one-time cost per participant: activation {once['activation_s'] * 1000:.0f} ms (timed here, median of 3);"
+          f" in the launchers: {launchers}")  # fmt: skip
+    print(f"(whole attested set-up: platform, data commitments, app builds, policy, coordinator, four activations:"
+          f" {once['setup_s']:.1f} s)")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
