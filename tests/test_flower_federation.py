@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from fedattest.coordinator import identity as ident
 from fedattest.errors import FedattestError
 from fedattest.flower import AppGate, fab_hash
-from fedattest.flower.gated import write_gated_bin
+from fedattest.flower.gated import FLOWER_ENTRY_POINTS, run_gated, write_gated_bin
 from fedattest.flower.superlink import (
     NO_REGISTRATION,
     ONLY_FLEET,
@@ -264,6 +264,16 @@ def test_flowers_child_processes_refuse_to_start_without_the_allow_list(tmp_path
     done = subprocess.run([str(bin_dir / "flwr-clientapp"), "--help"], env={**env, "FEDATTEST_IDENTITY_DIR": str(identity)},
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0 and "usage: flwr-clientapp" in done.stdout
+
+
+def test_the_gated_commands_run_flowers_own_entry_points(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import entry_points
+
+    for command, target in FLOWER_ENTRY_POINTS.items():
+        installed = list(entry_points(group="console_scripts", name=command))
+        assert [e.value for e in installed] == [target], command
+    assert run_gated("flwr-model") == 2  # not a gated command: refused, never run ungated
+    assert "not one of Flower's commands that fedattest gates" in capsys.readouterr().err
 
 
 def test_the_demo_refuses_a_foreign_output_directory(tmp_path: Path) -> None:

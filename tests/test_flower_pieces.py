@@ -19,9 +19,9 @@ from fedattest.flower import (
     AppNotAllowedError,
     UpdateSigner,
     UpdateVerifier,
-    committed_dataset,
     fab_hash,
     load_provisioned,
+    open_committed,
 )
 from fedattest.flower.provisioned import Provisioned, ProvisioningError
 from fedattest.flower.signing import UpdateRejectedError
@@ -105,17 +105,23 @@ def test_committed_dataset_from_provisioned_parameters(tmp_path: Path) -> None:
     (tmp_path / "id" / "provisioned.json").write_text(json.dumps(provisioned(root)))
     params = load_provisioned(tmp_path / "id")
     assert params.dp.sampled_clients == 2 and params.allowed_app_hashes == ("11" * 32,)
-    assert committed_dataset(params, data).read_bytes("x.bin") == b"training data" * 1000
+    assert open_committed(params, data).read_bytes("x.bin") == b"training data" * 1000
     (data / "x.bin").write_bytes(b"swapped data!" * 1000)
     with pytest.raises(DataIntegrityError):
-        committed_dataset(params, data).read_bytes("x.bin")
+        open_committed(params, data).read_bytes("x.bin")
     aggregator = Provisioned.from_json(json.dumps(provisioned(None)))
     with pytest.raises(ProvisioningError, match="refusing to train"):
-        committed_dataset(aggregator, data)
+        open_committed(aggregator, data)
     with pytest.raises(ProvisioningError, match="activate with the coordinator first"):
         load_provisioned(tmp_path / "nowhere")
     with pytest.raises(ProvisioningError, match="malformed"):
         Provisioned.from_json('{"federation": "x"}')
+    bad_dp = provisioned(None)
+    bad_dp["dp"] = {"noise_multiplier": -1.0, "clipping_norm": 1.0, "sampled_clients": 2, "target_delta": 1e-5}
+    with pytest.raises(ProvisioningError, match="DP settings are malformed"):
+        _ = Provisioned.from_json(json.dumps(bad_dp)).dp
+    with pytest.raises(ProvisioningError, match="malformed"):
+        Provisioned.from_json(json.dumps(provisioned(None) | {"dp": 3}))
 
 
 class FakeContext:
@@ -129,7 +135,7 @@ def test_apps_get_their_data_and_dp_from_the_provisioned_parameters(tmp_path: Pa
     from flwr.app import Context
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
-    from fedattest.flower import committed_dataset_for, dp_strategy
+    from fedattest.flower import committed_dataset, dp_strategy
 
     data = tmp_path / "data"
     data.mkdir()
@@ -145,9 +151,9 @@ def test_apps_get_their_data_and_dp_from_the_provisioned_parameters(tmp_path: Pa
         state=__import__("flwr").app.RecordDict(),
         run_config={},
     )
-    assert committed_dataset_for(client_context).files() == ["x.npy"]
+    assert committed_dataset(client_context).files() == ["x.npy"]
     with pytest.raises(ProvisioningError, match="no data directory"):
-        committed_dataset_for(FakeContext({"fedattest-identity-dir": str(identity)}))
+        committed_dataset(FakeContext({"fedattest-identity-dir": str(identity)}))
     monkeypatch.delenv("FEDATTEST_IDENTITY_DIR", raising=False)
     server_context = FakeContext({})  # a ServerApp's node_config is empty
     with pytest.raises(ProvisioningError, match="no attested identity"):
@@ -190,3 +196,32 @@ def test_the_signing_mod_and_the_serverapp_check(caplog: pytest.LogCaptureFixtur
     reasons = " | ".join(r.getMessage() for r in caplog.records)
     for needle in ("not signed", "signature does not verify", "not issued by the coordinator"):
         assert needle in reasons, reasons
+
+
+def test_a_role_with_attestation_off_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Staged roll-out: the policy turns attestation off for collaborators. The collaborator still activates,
+    and its provisioned parameters, its token and the launcher's log all say attestation is off."""
+    import jwt
+
+    from fedattest.flower.participant import activate_participant
+    from fedattest.policy.approval import approve
+    from fedattest.policy.federation import parse_policy
+    from fedattest.tee import SimulatedPlatform
+    from tests.test_coordinator import COLLAB, KEY, policy_text, start, stop, tee
+
+    on = "[roles.collaborator]\nattestation_required = true"
+    assert on in policy_text()
+    text = policy_text().replace(on, "[roles.collaborator]\nattestation_required = false")
+    (tmp_path / "policy.toml").write_text(text)
+    (tmp_path / "alice.json").write_text(approve(parse_policy(text), "alice", KEY).to_json())
+    running = start(tmp_path, SimulatedPlatform.create(tmp_path / "platform"))
+    try:
+        with caplog.at_level("WARNING", logger="fedattest"):
+            who = activate_participant(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp_path / "a",
+                                       node_key=True, expected_role="collaborator")  # fmt: skip
+    finally:
+        stop(running)
+    assert who.provisioned.attestation == "off"
+    assert "ATTESTATION OFF: the policy does not require attestation for role 'collaborator'" in caplog.text
+    claims = jwt.decode((tmp_path / "a" / "token.jwt").read_text(), options={"verify_signature": False})
+    assert claims["attestation"] == "off"

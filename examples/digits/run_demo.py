@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -34,6 +35,8 @@ import httpx
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 FEDATTEST = [sys.executable, "-m", "fedattest"]
+# What is in this directory but not part of the Flower app (the app bundle's hash covers only the app).
+NOT_IN_APP = ("__pycache__", "*.fab", "run_demo.py", "prepare_data.py", "README.md", "policy.template.toml")
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
 ROUNDS = 3
 # Flower's deployment engine polls (SuperNode idle sleep 3 s, fixed; executor poll 1 s): the executor polls faster here.
@@ -116,9 +119,7 @@ def wait_for(what: str, predicate: Any, timeout: float = 60, procs: Processes | 
 def build_fab(src: Path, holdout: Path, dest: Path, env: dict[str, str], marker: str | None = None) -> tuple[Path, str]:
     """Copy the app to ``dest`` with the benchmark set (optionally changed) and build its FAB; returns (dir, SHA-256)."""
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(
-        src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.fab", "run_demo.py", "prepare_data.py", "README.md")
-    )
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(*NOT_IN_APP))
     shutil.copyfile(holdout, dest / "digits_fl" / "holdout.json")
     if marker:
         with open(dest / "digits_fl" / "server_app.py", "a") as f:
@@ -129,57 +130,16 @@ def build_fab(src: Path, holdout: Path, dest: Path, env: dict[str, str], marker:
 
 
 def write_policy(path: Path, roots: dict[str, str], app_hash: str, approver_pub: str, rounds: int = ROUNDS) -> None:
+    """policy.template.toml with this run's measurements, commitments, app hash and approver key."""
     from fedattest.cli.coordinator import DEFAULT_SIM_MRENCLAVE
     from fedattest.cli.flower import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE
 
-    members = "\n".join(
-        f'[[members]]\nname = "{h}"\nrole = "collaborator"\ndata_commitment = "{roots[h]}"\nmax_activations = 5\n'
-        for h in HOSPITALS
-    )
-    path.write_text(f"""\
-version = 1
-name = "digits-demo"
-
-[coordinator]
-mrenclave = ["{DEFAULT_SIM_MRENCLAVE}"]
-allow_simulation = true
-
-[roles.aggregator]
-mrenclave = ["{SIM_SUPERLINK_MRENCLAVE}"]
-allow_simulation = true
-
-[roles.collaborator]
-mrenclave = ["{SIM_SUPERNODE_MRENCLAVE}"]
-allow_simulation = true
-
-[[members]]
-name = "aggregator"
-role = "aggregator"
-dns_names = ["localhost"]
-max_activations = 5
-
-{members}
-[dp]
-noise_multiplier = 0.01
-clipping_norm = 50.0
-sampled_clients = {len(HOSPITALS)}
-target_delta = 1e-5
-
-[training]
-rounds = {rounds}
-
-[apps]
-allowed_hashes = ["{app_hash}"]
-
-[approvals]
-required = 1
-
-[[approvals.approvers]]
-name = "alice"
-public_key = \"\"\"
-{approver_pub.strip()}
-\"\"\"
-""")
+    template = string.Template((HERE / "policy.template.toml").read_text())
+    path.write_text(template.substitute(
+        coordinator_mrenclave=DEFAULT_SIM_MRENCLAVE, aggregator_mrenclave=SIM_SUPERLINK_MRENCLAVE,
+        collaborator_mrenclave=SIM_SUPERNODE_MRENCLAVE, rounds=rounds, app_hash=app_hash,
+        alice_public_key=approver_pub.strip(), **{f"commitment_{h.replace('-', '_')}": roots[h] for h in HOSPITALS},
+    ))  # fmt: skip
 
 
 def flwr_config(home: Path, control: str, root_ca: Path) -> None:

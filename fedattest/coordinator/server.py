@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import socket
 import sys
 from datetime import timedelta
 
@@ -18,6 +17,7 @@ from fedattest.coordinator.api import create_app
 from fedattest.coordinator.core import Coordinator
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
+from fedattest.listen import listening_socket
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -29,13 +29,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def serve(coordinator: Coordinator, host: str, port: int, extra_names: list[str]) -> None:
     """Bind, write ``url`` and ``root_ca.pem`` into the state directory, and serve until stopped."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        raise FedattestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(512)
+    sock = listening_socket(host, port)
     port = sock.getsockname()[1]
     try:
         ips = [str(ipaddress.ip_address(host))]

@@ -1,27 +1,43 @@
 """Flower integration: only approved apps run, updates are signed by attested members, and the data and
-DP settings come from what the coordinator provisioned. The launchers are ``fedattest flower superlink|supernode``."""
+DP settings come from what the coordinator provisioned. The launchers are ``fedattest flower superlink|supernode``.
 
-from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
-from fedattest.flower.context import committed_dataset_for, dp_strategy, provisioned_for
-from fedattest.flower.gate import install_app_gate
-from fedattest.flower.provisioned import Provisioned, committed_dataset, load_provisioned
-from fedattest.flower.serverapp import attested_signing_mod, attested_strategy
-from fedattest.flower.signing import UpdateSigner, UpdateVerifier, update_digest
+Names are imported on first use: a ClientApp process (started for every message) then loads only the
+client side, not the server side's TLS, coordinator and SuperLink machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
+    from fedattest.flower.context import committed_dataset, dp_strategy, provisioned_for
+    from fedattest.flower.gate import install_app_gate
+    from fedattest.flower.mods import attested_signing_mod
+    from fedattest.flower.provisioned import Provisioned, load_provisioned, open_committed
+    from fedattest.flower.serverapp import attested_strategy
+    from fedattest.flower.signing import UpdateSigner, UpdateVerifier, update_digest
+
+_WHERE = {
+    "AppGate": "apps", "AppNotAllowedError": "apps", "fab_hash": "apps",
+    "committed_dataset": "context", "dp_strategy": "context", "provisioned_for": "context",
+    "install_app_gate": "gate", "attested_signing_mod": "mods",
+    "Provisioned": "provisioned", "load_provisioned": "provisioned", "open_committed": "provisioned",
+    "attested_strategy": "serverapp",
+    "UpdateSigner": "signing", "UpdateVerifier": "signing", "update_digest": "signing",
+}  # fmt: skip
 
 __all__ = [
-    "AppGate",
-    "AppNotAllowedError",
-    "Provisioned",
-    "UpdateSigner",
-    "UpdateVerifier",
-    "attested_signing_mod",
-    "attested_strategy",
-    "committed_dataset",
-    "committed_dataset_for",
-    "dp_strategy",
-    "fab_hash",
-    "install_app_gate",
-    "load_provisioned",
-    "provisioned_for",
-    "update_digest",
-]
+    "AppGate", "AppNotAllowedError", "Provisioned", "UpdateSigner", "UpdateVerifier", "attested_signing_mod",
+    "attested_strategy", "committed_dataset", "dp_strategy", "fab_hash", "install_app_gate", "load_provisioned",
+    "open_committed", "provisioned_for", "update_digest",
+]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fedattest.flower.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedattest.data.dataset import CommittedDataset
-from fedattest.flower.provisioned import Provisioned, ProvisioningError, committed_dataset, load_provisioned
+from fedattest.flower.provisioned import Provisioned, ProvisioningError, load_provisioned, open_committed
 
 IDENTITY_KEY = "fedattest-identity-dir"
 DATA_KEY = "data-dir"
@@ -26,23 +26,28 @@ def _node_config(context: Any) -> dict[str, Any]:
     return dict(config) if config else {}
 
 
-def provisioned_for(context: Any) -> Provisioned:
-    """The provisioned parameters of the participant this app runs in (node config, else environment)."""
+def identity_dir_for(context: Any) -> Path:
+    """The activated identity directory of the participant this app runs in (node config, else environment)."""
     where = _node_config(context).get(IDENTITY_KEY) or os.environ.get(IDENTITY_ENV)
     if not where:
         raise ProvisioningError(
             "no attested identity: run under 'fedattest flower supernode|superlink'"
             f" (node config {IDENTITY_KEY!r} or ${IDENTITY_ENV})"
         )
-    return load_provisioned(Path(str(where)))
+    return Path(str(where))
 
 
-def committed_dataset_for(context: Any) -> CommittedDataset:
+def provisioned_for(context: Any) -> Provisioned:
+    """The provisioned parameters of the participant this app runs in (node config, else environment)."""
+    return load_provisioned(identity_dir_for(context))
+
+
+def committed_dataset(context: Any) -> CommittedDataset:
     """Inside a ClientApp: the member's data, opened against its provisioned commitment (refuses without one)."""
     data_dir = _node_config(context).get(DATA_KEY)
     if not data_dir:
         raise ProvisioningError(f"no data directory: start the SuperNode with --data DIR (node config {DATA_KEY!r})")
-    return committed_dataset(provisioned_for(context), Path(str(data_dir)))
+    return open_committed(provisioned_for(context), Path(str(data_dir)))
 
 
 def dp_strategy(strategy: Any, context: Any) -> Any:

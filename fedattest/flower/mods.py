@@ -8,10 +8,13 @@ replies whose signature verifies for an attested member, and logs every other wi
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+from fedattest.flower.context import identity_dir_for
 from fedattest.flower.signing import UpdateRejectedError, UpdateSigner, UpdateVerifier
 
 SIGNATURE_RECORD = "fedattest.signature"
@@ -39,6 +42,16 @@ def signing_mod(signer: UpdateSigner) -> Callable[[Any, Any, Callable[[Any, Any]
         return reply
 
     return mod
+
+
+@functools.cache
+def _signer(identity_dir: Path) -> UpdateSigner:
+    return UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
+
+
+def attested_signing_mod(message: Any, context: Any, call_next: Callable[[Any, Any], Any]) -> Any:
+    """ClientApp mod: sign every reply with this collaborator's attested key (refuses to run without one)."""
+    return signing_mod(_signer(identity_dir_for(context)))(message, context, call_next)
 
 
 def verify_reply(reply: Any, verifier: UpdateVerifier) -> str:

@@ -1,6 +1,6 @@
-"""What a ServerApp and a ClientApp add to become attested: the reply-signing mod for the ClientApp, and
-for the ServerApp a strategy wrapper that keeps only updates signed by attested collaborators and reports
-every round to the coordinator's audit log.
+"""What a ServerApp adds to become attested: a strategy wrapper that keeps only updates signed by attested
+collaborators and reports every round to the coordinator's audit log (the ClientApp's side is
+:func:`fedattest.flower.mods.attested_signing_mod`).
 
 Typical use (see ``examples/digits``)::
 
@@ -17,44 +17,23 @@ signature covers the arrays as the collaborator sent them.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
 from fedattest.errors import FedattestError
-from fedattest.flower.context import IDENTITY_ENV, IDENTITY_KEY, _node_config
-from fedattest.flower.mods import signing_mod, verify_reply
+from fedattest.flower.context import identity_dir_for
+from fedattest.flower.mods import verify_reply
 from fedattest.flower.participant import coordinator_of
-from fedattest.flower.provisioned import ProvisioningError, load_provisioned
+from fedattest.flower.provisioned import load_provisioned
 from fedattest.flower.rounds import report_round
-from fedattest.flower.signing import UpdateRejectedError, UpdateSigner, UpdateVerifier
+from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.flower.superlink import coordinator_node_keys
 
 log = logging.getLogger("fedattest.flower")
-
-
-def _identity_dir(context: Any) -> Path:
-    import os  # noqa: PLC0415
-
-    where = _node_config(context).get(IDENTITY_KEY) or os.environ.get(IDENTITY_ENV)
-    if not where:
-        raise ProvisioningError(f"no attested identity: run under 'fedattest flower supernode|superlink' (${IDENTITY_ENV})")
-    return Path(str(where))
-
-
-@functools.cache
-def _signer(identity_dir: Path) -> UpdateSigner:
-    return UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
-
-
-def attested_signing_mod(message: Any, context: Any, call_next: Callable[[Any, Any], Any]) -> Any:
-    """ClientApp mod: sign every reply with this collaborator's attested key (refuses to run without one)."""
-    return signing_mod(_signer(_identity_dir(context)))(message, context, call_next)
 
 
 class AttestedStrategy:
@@ -120,7 +99,7 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
     round is reported. The result is a real ``flwr.serverapp.strategy.Strategy`` (``.start`` works)."""
     from flwr.serverapp.strategy import Strategy  # noqa: PLC0415 - Flower only here
 
-    identity = _identity_dir(context)
+    identity = identity_dir_for(context)
     provisioned = load_provisioned(identity)
     url, root_pem, _ = coordinator_of(identity)
     verifier = UpdateVerifier(x509.load_pem_x509_certificate(root_pem.encode()), provisioned.federation)

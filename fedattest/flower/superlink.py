@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ from fedattest.flower.context import IDENTITY_ENV
 from fedattest.flower.gate import install_app_gate
 from fedattest.flower.gated import write_gated_bin
 from fedattest.flower.provisioned import load_provisioned
+from fedattest.listen import listening_socket
 from fedattest.participant.client import coordinator_context
 
 log = logging.getLogger("fedattest.flower.superlink")
@@ -137,11 +137,15 @@ class AttestedNodeRegistry:
 
 
 def coordinator_node_keys(url: str, root_ca_pem: str, timeout: float = 10.0) -> Callable[[], list[dict[str, Any]]]:
-    """A fetcher of the coordinator's attested collaborator node keys (TLS verified against its root)."""
+    """A fetcher of the coordinator's attested collaborator node keys (TLS verified against its root).
+
+    It keeps one connection open across calls: a fresh TLS handshake on both sides every refresh would
+    take CPU from the training on a small machine. Calls must not overlap (the registry makes one at a time).
+    """
+    http = httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout)
 
     def fetch() -> list[dict[str, Any]]:
-        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout) as http:
-            response = http.get(f"{url}/api/v1/public-keys/node", params={"role": "collaborator"})
+        response = http.get(f"{url}/api/v1/public-keys/node", params={"role": "collaborator"})
         if response.status_code != 200:
             raise FedattestError(f"GET /api/v1/public-keys/node: HTTP {response.status_code}")
         body = response.json()
@@ -187,18 +191,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise FedattestError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(512)
-    return sock
 
 
 @dataclass(frozen=True)
@@ -282,7 +274,7 @@ def serve_superlink(
     paths.flwr_home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     write_gated_bin(paths.gated_bin)
 
-    public_sock, internal_sock = _bind(*listen), _bind(*internal)
+    public_sock, internal_sock = listening_socket(*listen), listening_socket(*internal)
     public_port, internal_port = public_sock.getsockname()[1], internal_sock.getsockname()[1]
     secret = secrets.token_bytes(32)
     secret_file = paths.state / "superexec.secret"

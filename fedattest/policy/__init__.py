@@ -1,8 +1,25 @@
-"""Federation policy and appraisal of verified evidence against reference values."""
+"""Federation policy and appraisal of verified evidence against reference values.
 
-from fedattest.policy.appraisal import DEFAULT_ACCEPTED_TCB, ReferenceValues, Verdict, appraise
-from fedattest.policy.approval import Approval, ApprovalCheck, approve, check_approvals
-from fedattest.policy.federation import FederationPolicy, Member, PolicyError, RolePolicy, parse_policy
+Names are imported on first use, so that ``fedattest.policy.dp`` (read inside every Flower app process)
+does not load the appraisal and DCAP modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedattest.policy.appraisal import DEFAULT_ACCEPTED_TCB, ReferenceValues, Verdict, appraise
+    from fedattest.policy.approval import Approval, ApprovalCheck, approve, check_approvals
+    from fedattest.policy.federation import FederationPolicy, Member, PolicyError, RolePolicy, parse_policy
+
+_WHERE = {
+    "DEFAULT_ACCEPTED_TCB": "appraisal", "ReferenceValues": "appraisal", "Verdict": "appraisal", "appraise": "appraisal",
+    "Approval": "approval", "ApprovalCheck": "approval", "approve": "approval", "check_approvals": "approval",
+    "FederationPolicy": "federation", "Member": "federation", "PolicyError": "federation", "RolePolicy": "federation",
+    "parse_policy": "federation",
+}  # fmt: skip
 
 __all__ = [
     "DEFAULT_ACCEPTED_TCB",
@@ -19,3 +36,11 @@ __all__ = [
     "check_approvals",
     "parse_policy",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -31,6 +31,7 @@ from pydantic import (
 
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import ReferenceValues
+from fedattest.policy.dp import DpSettings
 
 POLICY_HASH_LABEL = b"fedattest-policy-v1\n"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -117,13 +118,6 @@ class Member(_Strict):
         if self.role == "collaborator" and self.dns_names:
             raise ValueError(f"collaborator {self.name!r}: dns_names are for the aggregator")
         return self
-
-
-class DpSettings(_Strict):
-    noise_multiplier: float = Field(gt=0, le=100)
-    clipping_norm: float = Field(gt=0, le=1e6)
-    sampled_clients: int = Field(ge=1, le=1_000_000)
-    target_delta: float = Field(gt=0, lt=1)
 
 
 class Training(_Strict):

@@ -7,13 +7,13 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from digits_fl.task import evaluate, load_split, train
-from fedattest.flower import attested_signing_mod, committed_dataset_for
+from fedattest.flower import attested_signing_mod, committed_dataset
 
 app = ClientApp(mods=[attested_signing_mod])
 
 
 def _split(context: Context, name: str):
-    return load_split(committed_dataset_for(context).read_bytes(name))
+    return load_split(committed_dataset(context).read_bytes(name))
 
 
 @app.train()

@@ -1,0 +1,18 @@
+"""The federation's differential-privacy settings: a section of the policy, and what the coordinator
+provisions to the aggregator. Its own module so that a ClientApp or ServerApp process, which starts for
+every Flower run or message, can read provisioned settings without loading the appraisal machinery."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DpSettings(BaseModel):
+    """Server-side DP with fixed clipping (Flower's ``DifferentialPrivacyServerSideFixedClipping``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    noise_multiplier: float = Field(gt=0, le=100)
+    clipping_norm: float = Field(gt=0, le=1e6)
+    sampled_clients: int = Field(ge=1, le=1_000_000)
+    target_delta: float = Field(gt=0, lt=1)
