@@ -74,28 +74,18 @@ def train_fn(msg: Message, context: Context) -> Message:
 '''
 
 PLAIN_SERVER = '''"""Plain Flower ServerApp: the example's FedAvg and server-side DP, with the rounds in the app."""
-import json
-import time
-from pathlib import Path
-
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
-from digits_fl.task import evaluate, initial_weights
+from digits_fl.task import initial_weights, score_on_holdout
 
-HOLDOUT = Path(__file__).with_name("holdout.json")
 ROUNDS = {rounds}
 app = ServerApp()
 
 
 def score(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-    doc = json.loads(HOLDOUT.read_text())
-    x, y = np.asarray(doc["x"], dtype=np.float64) / 16.0, np.asarray(doc["y"], dtype=np.int64)
-    loss, accuracy = evaluate(arrays.to_numpy_ndarrays(), x, y)
-    if server_round > 0:
-        print(f"fedattest-example: round {{server_round}}: accuracy {{accuracy:.3f}} (t={{time.time():.3f}})", flush=True)
+    loss, accuracy = score_on_holdout(server_round, arrays.to_numpy_ndarrays())
     return MetricRecord({{"accuracy": accuracy, "loss": loss}})
 
 

@@ -11,37 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${PYTHON:-python3}"
-if ! command -v "$PYTHON" >/dev/null 2>&1; then
-    echo "error: $PYTHON not found: install Python 3.11 or newer" >&2
-    exit 2
-fi
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "error: fedattest needs Python 3.11 or newer, $PYTHON is $("$PYTHON" -c 'import platform; print(platform.python_version())')" >&2
-    exit 2
-fi
-
-if [ ! -x .venv/bin/python ]; then
-    echo "== creating .venv"
-    if ! "$PYTHON" -m venv .venv; then
-        echo "error: could not create .venv (on Debian/Ubuntu: apt install python3-venv)" >&2
-        exit 2
-    fi
-fi
-
-# Installed already? This checkout's package and its runtime dependencies import, and the console
-# script exists. Then skip pip (works offline and takes no time).
-installed() {
-    [ -x .venv/bin/fedattest ] && .venv/bin/python - <<'PY' >/dev/null 2>&1
-import pathlib, sys
-import cryptography, httpx, pydantic, rich, typer  # noqa: F401
-import fedattest
-sys.exit(pathlib.Path(fedattest.__file__).resolve().parent != pathlib.Path("fedattest").resolve())
-PY
-}
-if ! installed; then
-    echo "== installing fedattest into .venv (pip install -e .)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
-fi
+# shellcheck source=lib/venv.sh
+. scripts/lib/venv.sh
+ensure_venv . cryptography,httpx,pydantic,rich,typer fedattest
 
 exec .venv/bin/fedattest demo "$@"

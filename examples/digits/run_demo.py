@@ -293,18 +293,19 @@ def main() -> int:
 
         say("\n== 5. attacks")
         # a) outsiders on the SuperLink's public address: the Control and Runtime APIs are not there.
-        status, text = post_protobuf(f"https://{fleet}/v1/control/register-node", root_ca)
-        summary["attacks"]["register_node_public"] = status
-        say(f"   outsider registers its own node key at the public address: HTTP {status} {text[:90]}")
-        status, text = post_protobuf(f"https://{fleet}/v1/runtime/acquire-task", root_ca)
-        summary["attacks"]["acquire_task_public"] = status
-        say(f"   outsider takes the ServerApp's task token at the public address: HTTP {status} {text[:60]}")
-        status, text = post_protobuf(f"https://{control}/v1/control/register-node", root_ca)
-        summary["attacks"]["register_node_internal"] = status
-        say(f"   node registration on the internal address: HTTP {status} {text[:70]}")
-        status, text = post_protobuf(f"https://{control}/v1/runtime/acquire-task", root_ca)
-        summary["attacks"]["acquire_task_internal"] = status
-        say(f"   the task token on the internal address, without the SuperExec secret: HTTP {status} {text[:60]}")
+        outsider_calls = (
+            ("register_node_public", fleet, "/v1/control/register-node",
+             "outsider registers its own node key at the public address", 90),
+            ("acquire_task_public", fleet, "/v1/runtime/acquire-task",
+             "outsider takes the ServerApp's task token at the public address", 60),
+            ("register_node_internal", control, "/v1/control/register-node", "node registration on the internal address", 70),
+            ("acquire_task_internal", control, "/v1/runtime/acquire-task",
+             "the task token on the internal address, without the SuperExec secret", 60),
+        )  # fmt: skip
+        for key, address, path, label, shown in outsider_calls:
+            status, text = post_protobuf(f"https://{address}{path}", root_ca)
+            summary["attacks"][key] = status
+            say(f"   {label}: HTTP {status} {text[:shown]}")
         # b) a SuperNode that is not attested: its key was never registered, Flower refuses it.
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec

@@ -14,6 +14,7 @@ from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, read_i
 from fedattest.cli.coordinator import _tee
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
+from fedattest.tee import TEE
 
 app = typer.Typer(
     name="flower",
@@ -51,6 +52,23 @@ def _logging() -> None:
     configure_logging()
 
 
+def _activate(coordinator: str, root_pem: str, member: str, enclave: TEE, identity: Path, *, role: str) -> None:
+    """Activate (or resume) as ``role`` and say so on stderr: ``ACTIVATED: NAME as ROLE (verified|off) in N s``.
+    A collaborator gets a node key bound in its quote and must have a data commitment provisioned."""
+    from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower
+
+    collaborator = role == "collaborator"
+    began = time.perf_counter()
+    who = activate_participant(coordinator, root_pem, member, enclave, identity, node_key=collaborator, expected_role=role)
+    commitment = who.provisioned.data_commitment
+    if collaborator and commitment is None:
+        raise FedattestError(f"no data commitment was provisioned for {member!r}: refusing to start")
+    sys.stderr.write(
+        f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as {role} ({who.provisioned.attestation})"
+        f" in {time.perf_counter() - began:.2f} s{f'; data commitment {commitment[:16]}...' if commitment else ''}\n"
+    )
+
+
 @app.command(
     "superlink",
     help=(
@@ -79,7 +97,6 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
         bool, typer.Option("--persist", help="Keep Flower's link state in STATE/linkstate.db (default: in memory).")
     ] = False,
 ) -> None:
-    from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower's server stack
     from fedattest.flower.superlink import SuperLinkPaths, serve_superlink  # noqa: PLC0415
 
     _logging()
@@ -89,15 +106,7 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
             raise CliUsageError("--internal must be a loopback address: Control and Runtime are not for the network")
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperLinkPaths(state)
-        enclave = _tee(tee, platform, mrenclave)
-        began = time.perf_counter()
-        who = activate_participant(
-            coordinator, root_pem, member, enclave, paths.identity, node_key=False, expected_role="aggregator"
-        )
-        sys.stderr.write(
-            f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as aggregator ({who.provisioned.attestation})"
-            f" in {time.perf_counter() - began:.2f} s\n"
-        )
+        _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, role="aggregator")
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
                         refresh_seconds=refresh, persist=persist)  # fmt: skip
     except FedattestError as exc:
@@ -125,7 +134,6 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     platform: PlatformOpt = None,
     mrenclave: Annotated[str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity.")] = SIM_SUPERNODE_MRENCLAVE,
 ) -> None:
-    from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower's server stack
     from fedattest.flower.supernode import SuperNodePaths, run_supernode  # noqa: PLC0415
 
     _logging()
@@ -134,17 +142,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     try:
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperNodePaths(state)
-        enclave = _tee(tee, platform, mrenclave)
-        began = time.perf_counter()
-        who = activate_participant(
-            coordinator, root_pem, member, enclave, paths.identity, node_key=True, expected_role="collaborator"
-        )
-        if who.provisioned.data_commitment is None:
-            raise FedattestError(f"no data commitment was provisioned for {member!r}: refusing to start")
-        sys.stderr.write(
-            f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as collaborator ({who.provisioned.attestation});"
-            f" in {time.perf_counter() - began:.2f} s; data commitment {who.provisioned.data_commitment[:16]}...\n"
-        )
+        _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, role="collaborator")
         code = run_supernode(paths, superlink, data.resolve(), list(ctx.args))
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None

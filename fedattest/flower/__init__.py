@@ -7,8 +7,9 @@ client side, not the server side's TLS, coordinator and SuperLink machinery.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fedattest._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
@@ -34,10 +35,4 @@ __all__ = [
     "open_committed", "provisioned_for", "update_digest",
 ]  # fmt: skip
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"fedattest.flower.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -30,6 +30,25 @@ ROOT_CA_FILE = "root_ca.pem"
 
 
 @dataclass(frozen=True)
+class ParticipantPaths:
+    """Where a launched participant keeps things, all under its enclave-private state directory."""
+
+    state: Path
+
+    @property
+    def identity(self) -> Path:
+        return self.state / "identity"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.state / "flwr-home"
+
+    @property
+    def gated_bin(self) -> Path:
+        return self.state / "bin"
+
+
+@dataclass(frozen=True)
 class ActivatedParticipant:
     identity_dir: Path
     provisioned: Provisioned

@@ -43,6 +43,7 @@ from fedattest.flower.apps import AppGate, AppNotAllowedError
 from fedattest.flower.context import IDENTITY_ENV
 from fedattest.flower.gate import install_app_gate
 from fedattest.flower.gated import write_gated_bin
+from fedattest.flower.participant import ParticipantPaths
 from fedattest.flower.provisioned import load_provisioned
 from fedattest.listen import listening_socket
 from fedattest.participant.client import coordinator_context
@@ -193,23 +194,8 @@ class _Server(uvicorn.Server):
         yield
 
 
-@dataclass(frozen=True)
-class SuperLinkPaths:
-    """Where the attested SuperLink keeps things (all under its enclave-private state directory)."""
-
-    state: Path
-
-    @property
-    def identity(self) -> Path:
-        return self.state / "identity"
-
-    @property
-    def flwr_home(self) -> Path:
-        return self.state / "flwr-home"
-
-    @property
-    def gated_bin(self) -> Path:
-        return self.state / "bin"
+class SuperLinkPaths(ParticipantPaths):
+    """The participant's layout, plus the addresses file the SuperLink writes once it listens."""
 
     @property
     def addresses(self) -> Path:

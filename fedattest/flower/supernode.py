@@ -13,7 +13,6 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from fedattest.files import PRIVATE_DIR
@@ -21,25 +20,10 @@ from fedattest.flower.apps import AppGate
 from fedattest.flower.context import DATA_KEY, IDENTITY_ENV, IDENTITY_KEY
 from fedattest.flower.gate import install_app_gate
 from fedattest.flower.gated import write_gated_bin
-from fedattest.flower.participant import NODE_KEY, ROOT_CA_FILE
+from fedattest.flower.participant import NODE_KEY, ROOT_CA_FILE, ParticipantPaths
 from fedattest.flower.provisioned import load_provisioned
 
-
-@dataclass(frozen=True)
-class SuperNodePaths:
-    state: Path
-
-    @property
-    def identity(self) -> Path:
-        return self.state / "identity"
-
-    @property
-    def flwr_home(self) -> Path:
-        return self.state / "flwr-home"
-
-    @property
-    def gated_bin(self) -> Path:
-        return self.state / "bin"
+SuperNodePaths = ParticipantPaths
 
 
 def free_loopback_port() -> int:

@@ -6,8 +6,9 @@ does not load the appraisal and DCAP modules.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fedattest._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from fedattest.policy.appraisal import DEFAULT_ACCEPTED_TCB, ReferenceValues, Verdict, appraise
@@ -37,10 +38,4 @@ __all__ = [
     "parse_policy",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -4,29 +4,18 @@ and the model is scored on the public benchmark set shipped in the app (no patie
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from digits_fl.task import evaluate, initial_weights
+from digits_fl.task import initial_weights, score_on_holdout
 from fedattest.flower import attested_strategy, dp_strategy, provisioned_for
 
-HOLDOUT = Path(__file__).with_name("holdout.json")
 app = ServerApp()
 
 
 def score(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-    doc = json.loads(HOLDOUT.read_text())
-    x, y = np.asarray(doc["x"], dtype=np.float64) / 16.0, np.asarray(doc["y"], dtype=np.int64)
-    loss, accuracy = evaluate(arrays.to_numpy_ndarrays(), x, y)
-    if server_round > 0:
-        # The wall-clock stamp lets benchmarks/flower_overhead.py time rounds from the streamed log.
-        print(f"fedattest-example: round {server_round}: accuracy {accuracy:.3f} (t={time.time():.3f})", flush=True)
+    loss, accuracy = score_on_holdout(server_round, arrays.to_numpy_ndarrays())
     return MetricRecord({"accuracy": accuracy, "loss": loss})
 
 
