@@ -155,14 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-n", type=int, default=300, help="quotes per timed run (default 300)")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per mode; the median is reported (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for the warm-threads mode; 1 skips it (default 2)")
-    parser.add_argument("--vectors", type=Path, default=REPO.parent / "shared" / "testvectors" / "dcap")
+    parser.add_argument("--vectors", type=Path, default=REPO / "tests" / "vectors" / "dcap")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     if args.n < 1 or args.repeat < 1 or args.threads < 1:
         parser.error("-n, --repeat and --threads must be at least 1")
     names = args.vector or list(DEFAULT_VECTORS)
     if any(name != SIMULATED for name in names) and not (args.vectors / "expected.json").is_file():
-        parser.error(f"no test vectors at {args.vectors} (the repo must sit next to shared/, or pass --vectors)")
+        parser.error(f"no test vectors at {args.vectors} (the checkout is incomplete, or pass --vectors)")
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:

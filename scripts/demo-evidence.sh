@@ -6,7 +6,7 @@
 # Creates .venv (python3 -m venv) if it is missing, installs fedattest into it (pip install -e .,
 # runtime dependencies only) unless this checkout is already installed there, then runs
 # `fedattest demo`: a simulated SGX platform quotes a workload that is verified and appraised (and
-# refused without --allow-simulation), then the real hardware quotes in ../shared/testvectors/dcap are
+# refused without --allow-simulation), then the real hardware quotes in tests/vectors/dcap are
 # verified at their recorded times and shown in one verdict table. Files go to demo-output/ (gitignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."

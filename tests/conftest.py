@@ -1,29 +1,83 @@
-"""Shared fixtures: the read-only hardware test vectors in ../shared/testvectors."""
+"""Shared fixtures: the hardware test vectors shipped in tests/vectors (provenance in tests/vectors/README.md),
+and the guard that fails any test leaving a process running (tests/processes.py)."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import processes
+
 REPO = Path(__file__).resolve().parents[1]
-VECTORS = REPO.parent / "shared" / "testvectors"
+VECTORS = REPO / "tests" / "vectors"
 DCAP = VECTORS / "dcap"
 
 
+# The cases in tests/vectors/dcap, named here so that collecting the tests reads no file (a missing
+# vector then fails its tests, not the collection of whole modules). tests/test_vectors.py checks these
+# names against expected.json and the files present.
+VERIFIABLE_CASES = (  # a quote, its collateral and a verification time
+    "gotdx_v5_sample",
+    "independent_sim_sgx_v3",
+    "oasis_sgx_v3",
+    "phala_sgx_v3",
+    "phala_tdx_v4",
+    "phala_tdx_v5_outdated",
+)
+QUOTE_CASES = tuple(sorted((*VERIFIABLE_CASES, "oasis_sgx_v3_eppid_certtype3")))  # every NAME.quote
+
+
+@cache
 def dcap_expected() -> dict[str, dict[str, Any]]:
+    """expected.json: each case's source, verification time and dcap-qvl's verdict."""
     return json.loads((DCAP / "expected.json").read_text())  # type: ignore[no-any-return]
 
 
 def verifiable_cases() -> list[str]:
     """Cases with collateral and a verification time."""
-    return sorted(name for name, e in dcap_expected().items() if "at" in e)
+    return list(VERIFIABLE_CASES)
+
+
+def readme_script(name: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) to run ``scripts/NAME`` as the README says, but never creating a venv or installing:
+    with FEDATTEST_NO_INSTALL=1 the script only checks that .venv has what it needs. The scripts run
+    the repository's .venv, so under any other interpreter the test is skipped rather than testing another
+    installation than the one it was given."""
+    if Path(sys.prefix).resolve() != (REPO / ".venv").resolve():
+        pytest.skip(f"scripts/{name} runs the repository's .venv; these tests run under {sys.prefix}")
+    return ["bash", str(REPO / "scripts" / name), *args], {**os.environ, "FEDATTEST_NO_INSTALL": "1"}
 
 
 @pytest.fixture(scope="session")
 def dcap_dir() -> Path:
     if not DCAP.is_dir():
-        pytest.fail(f"test vectors not found at {DCAP}: the repo must sit next to shared/")
+        pytest.fail(f"test vectors not found at {DCAP}: the checkout is incomplete")
     return DCAP
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_session() -> Iterator[None]:
+    """Module- and session-scoped fixtures (servers shared by several tests) must stop what they started."""
+    processes.become_subreaper()
+    before = set(processes.descendants())
+    yield
+    leaked = processes.left_behind(before)
+    processes.reap()
+    if leaked:
+        pytest.fail(f"processes left running after the last test (killed now): {processes.describe(leaked)}")
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """Fail the test that leaves a process running, after killing it (and its process group)."""
+    before = set(processes.descendants())
+    yield
+    if leaked := processes.left_behind(before):
+        pytest.fail(f"the test left processes running (killed now): {processes.describe(leaked)}")

@@ -13,8 +13,10 @@ import datetime as dt
 import ipaddress
 import json
 import ssl
+import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -69,8 +71,7 @@ class PccsServer:
         self.requests: Counter[str] = Counter()
         self.queries: list[tuple[str, dict[str, list[str]]]] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), self._handler())
         scheme = "http"
         if tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -89,6 +90,11 @@ class PccsServer:
     def start(self) -> PccsServer:
         self._thread.start()
         return self
+
+    @property
+    def errors(self) -> list[str]:
+        """Tracebacks of handler failures other than a client hanging up (see :class:`_QuietServer`)."""
+        return self._httpd.errors
 
     def stop(self) -> None:
         if self._thread.is_alive():  # shutdown() waits for serve_forever, so only call it when serving
@@ -155,6 +161,25 @@ class PccsServer:
         return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """The stock server prints a handler's traceback to ``sys.stderr``, which lands in whatever a test is
+    capturing at that moment (a ``CliRunner`` result's stderr). A client that hangs up mid-request (a
+    pooled connection closed, a TLS handshake the client refused) is normal and ignored; anything else is
+    kept in ``errors`` and fails the test when :func:`serve` exits."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.errors: list[str] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | ssl.SSLError | TimeoutError):
+            return
+        self.errors.append(traceback.format_exc())
+
+
 @contextmanager
 def serve(collateral: Collateral, *, tls: tuple[Path, Path] | None = None) -> Iterator[PccsServer]:
     """A running :class:`PccsServer` for ``collateral`` (HTTPS with ``tls`` = (cert, key) PEM files)."""
@@ -163,6 +188,7 @@ def serve(collateral: Collateral, *, tls: tuple[Path, Path] | None = None) -> It
         yield server
     finally:
         server.stop()
+    assert not server.errors, "the PCCS server's request handler failed:\n" + "\n".join(server.errors)
 
 
 def self_signed_tls(directory: Path) -> tuple[Path, Path]:

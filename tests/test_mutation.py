@@ -45,9 +45,8 @@ from fedattest.sgx.quote import (
 )
 from tests.conftest import DCAP, dcap_expected, verifiable_cases
 
-EXPECTED = dcap_expected()
 # Mutated names make cryptography warn (e.g. a country code of the wrong length) before we reject them.
-pytestmark = pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")]
 CHUNK = 700  # mutations per test item, so that xdist can spread big regions over workers
 MIN_MUTATIONS = 60_000  # the floor the sweep must reach (about 68k today)
 
@@ -66,12 +65,13 @@ class Vector:
 
 @cache
 def vector(name: str) -> Vector:
-    case = EXPECTED[name]
+    case = dcap_expected()[name]
     root = (DCAP / case["root_ca"]).read_bytes() if "root_ca" in case else None
     collateral = Collateral.from_json((DCAP / f"{name}.collateral.json").read_text())
     return Vector(name, (DCAP / f"{name}.quote").read_bytes(), collateral, int(case["at"]), root)
 
 
+@cache
 def accepted_vectors() -> list[str]:
     names = []
     for name in verifiable_cases():
@@ -82,9 +82,6 @@ def accepted_vectors() -> list[str]:
             continue
         names.append(name)
     return names
-
-
-ACCEPTED = accepted_vectors()
 
 
 def flip(data: bytes, i: int) -> bytes:
@@ -231,14 +228,21 @@ def regions(name: str) -> dict[str, Region]:
 def cases() -> list[tuple[str, str, int, int]]:
     """(vector, region, first, end) items, biggest regions first so that xdist balances the load."""
     out = []
-    for name in ACCEPTED:
+    collateral_region_names = {r.name for n in accepted_vectors() for r in collateral_regions(vector(n))}
+    for name in accepted_vectors():
         for region in regions(name).values():
             out += [(name, region.name, lo, min(lo + CHUNK, region.count)) for lo in range(0, region.count, CHUNK)]
-    return sorted(out, key=lambda c: -(c[3] - c[2]) * (3 if c[1] in COLLATERAL_REGIONS else 1))
+    return sorted(out, key=lambda c: -(c[3] - c[2]) * (3 if c[1] in collateral_region_names else 1))
 
 
-COLLATERAL_REGIONS = {r.name for n in ACCEPTED for r in collateral_regions(vector(n))}
-CASES = cases()
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The sweep's items come from the vectors' bytes: computed when pytest collects this module, not when
+    it imports it."""
+    if metafunc.definition.name == "test_layout_covers_every_byte_of_the_quote":
+        metafunc.parametrize("name", accepted_vectors())
+    elif metafunc.definition.name == "test_every_mutation_is_rejected":
+        items = cases()
+        metafunc.parametrize(("name", "region", "lo", "hi"), items, ids=[f"{n}-{r}-{lo}" for n, r, lo, _ in items])
 
 
 # -- tests -----------------------------------------------------------------------------------------------
@@ -247,11 +251,10 @@ CASES = cases()
 def test_the_sweep_covers_every_accepted_vector() -> None:
     # Four hardware/independent vectors verify (phala_tdx_v5_outdated is rejected at tcb_level, oasis at
     # root_ca_crl): SGX v3, TDX v4 (with zero padding) and TDX v5 are all swept.
-    assert set(ACCEPTED) == {"phala_sgx_v3", "phala_tdx_v4", "gotdx_v5_sample", "independent_sim_sgx_v3"}
+    assert set(accepted_vectors()) == {"phala_sgx_v3", "phala_tdx_v4", "gotdx_v5_sample", "independent_sim_sgx_v3"}
     assert Quote.parse(vector("phala_tdx_v4").quote).padding > 0
 
 
-@pytest.mark.parametrize("name", ACCEPTED)
 def test_layout_covers_every_byte_of_the_quote(name: str) -> None:
     layout = quote_layout(vector(name).quote)
     assert layout[0][1] == 0 and layout[-1][2] == len(vector(name).quote)
@@ -260,7 +263,6 @@ def test_layout_covers_every_byte_of_the_quote(name: str) -> None:
     assert {span for span, _, _ in layout} <= swept
 
 
-@pytest.mark.parametrize(("name", "region", "lo", "hi"), CASES, ids=[f"{n}-{r}-{lo}" for n, r, lo, _ in CASES])
 def test_every_mutation_is_rejected(name: str, region: str, lo: int, hi: int) -> None:
     v = vector(name)
     r = regions(name)[region]
@@ -296,14 +298,14 @@ def test_every_mutation_is_rejected(name: str, region: str, lo: int, hi: int) ->
 
 
 def mutation_count() -> int:
-    return sum(hi - lo for _, _, lo, hi in CASES)
+    return sum(hi - lo for _, _, lo, hi in cases())
 
 
 def test_mutation_count(record_property: Callable[[str, object], None]) -> None:
     total = mutation_count()
     record_property("mutations", total)
-    print(f"\nmutation sweep: {total} mutations over {len(ACCEPTED)} vectors, {len(CASES)} items")
+    print(f"\nmutation sweep: {total} mutations over {len(accepted_vectors())} vectors, {len(cases())} items")
     assert total > MIN_MUTATIONS
     # Every named region of every vector is in the sweep.
-    for name in ACCEPTED:
-        assert {r for n, r, _, _ in CASES if n == name} == set(regions(name))
+    for name in accepted_vectors():
+        assert {r for n, r, _, _ in cases() if n == name} == set(regions(name))

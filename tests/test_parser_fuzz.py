@@ -29,14 +29,11 @@ from fedattest.errors import CollateralError, FedattestError, FormatError, Verif
 from fedattest.sgx import der
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension
 from fedattest.sgx.quote import Quote, QuoteHeader, ReportBody
-from tests.conftest import DCAP, dcap_expected, verifiable_cases
+from tests.conftest import DCAP, QUOTE_CASES, VERIFIABLE_CASES, dcap_expected, verifiable_cases
 from tests.reroot import reroot
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VERIFY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-EXPECTED = dcap_expected()
-QUOTE_NAMES = sorted(p.stem for p in DCAP.glob("*.quote"))
-COLLATERAL_NAMES = sorted(p.name.split(".")[0] for p in DCAP.glob("*.collateral.json"))
 # Mutated certificate names make cryptography warn (e.g. a country code of the wrong length).
 pytestmark = pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
 
@@ -163,7 +160,7 @@ def test_random_json(parser: str, value: Any) -> None:
 # -- (b) truncations -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", QUOTE_NAMES)
+@pytest.mark.parametrize("name", QUOTE_CASES)
 def test_every_truncation_of_real_quotes(name: str) -> None:
     raw = quote_bytes(name)
     for n in range(len(raw)):
@@ -175,7 +172,7 @@ def test_every_truncation_of_real_quotes(name: str) -> None:
             assert not raw[n:].strip(b"\x00"), n
 
 
-@pytest.mark.parametrize("name", QUOTE_NAMES)
+@pytest.mark.parametrize("name", QUOTE_CASES)
 def test_every_extension_of_real_quotes_by_one_byte(name: str) -> None:
     """Inserting one byte anywhere: a FormatError (no length can absorb it), or zero padding at the end."""
     raw = quote_bytes(name)
@@ -204,7 +201,7 @@ def test_every_truncation_of_real_tcb_documents(name: str, doc: str) -> None:
         assert err.value.step == doc
 
 
-@pytest.mark.parametrize("name", COLLATERAL_NAMES)
+@pytest.mark.parametrize("name", VERIFIABLE_CASES)
 def test_truncations_of_real_collateral(name: str) -> None:
     text = collateral_text(name)
     for n in range(0, len(text), 97):
@@ -234,7 +231,7 @@ def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
 edits = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=6)
 
 
-@pytest.mark.parametrize("name", QUOTE_NAMES)
+@pytest.mark.parametrize("name", QUOTE_CASES)
 @FUZZ
 @given(edit=edits)
 def test_mutated_real_quotes_parse_or_fail_cleanly(name: str, edit: list[tuple[int, int, int]]) -> None:
@@ -273,13 +270,13 @@ def test_mutated_certificates_through_the_der_reader(edit: list[tuple[int, int, 
 
 @pytest.mark.parametrize("doc", ["tcb_info", "qe_identity"])
 @FUZZ
-@given(edit=edits, name=st.sampled_from(COLLATERAL_NAMES))
+@given(edit=edits, name=st.sampled_from(VERIFIABLE_CASES))
 def test_mutated_tcb_document_text(doc: str, name: str, edit: list[tuple[int, int, int]]) -> None:
     only_fedattest_errors(PARSERS[doc], mutate(collateral_json(name)[doc].encode(), edit))
 
 
 @FUZZ
-@given(edit=edits, name=st.sampled_from(COLLATERAL_NAMES))
+@given(edit=edits, name=st.sampled_from(VERIFIABLE_CASES))
 def test_mutated_collateral_text(name: str, edit: list[tuple[int, int, int]]) -> None:
     only_fedattest_errors(Collateral.from_json, mutate(collateral_text(name).encode(), edit))
 
@@ -314,7 +311,7 @@ def edit_json(obj: Any, data: st.DataObject) -> Any:
 @given(data=st.data())
 def test_edited_tcb_documents(doc: str, data: st.DataObject) -> None:
     """Replace, delete or add one key anywhere in a real TCB info / QE identity: parse or FedattestError."""
-    name = data.draw(st.sampled_from(COLLATERAL_NAMES))
+    name = data.draw(st.sampled_from(VERIFIABLE_CASES))
     obj = edit_json(json.loads(collateral_json(name)[doc]), data)
     parsed = only_fedattest_errors(PARSERS[doc], json.dumps(obj))
     if parsed is not None:
@@ -324,7 +321,7 @@ def test_edited_tcb_documents(doc: str, data: st.DataObject) -> None:
 @FUZZ
 @given(data=st.data())
 def test_edited_collateral_json(data: st.DataObject) -> None:
-    obj = collateral_json(data.draw(st.sampled_from(COLLATERAL_NAMES)))
+    obj = collateral_json(data.draw(st.sampled_from(VERIFIABLE_CASES)))
     key = data.draw(st.sampled_from(sorted(obj)))
     action = data.draw(st.sampled_from(["replace", "delete", "edit_hex", "list_form"]))
     if action == "replace":
@@ -370,7 +367,7 @@ def test_pem_crl_with_version_0_in_collateral(key: str) -> None:
 
 @cache
 def verifier_for(name: str) -> tuple[QuoteVerifier, Collateral, int]:
-    case = EXPECTED[name]
+    case = dcap_expected()[name]
     root = (DCAP / case["root_ca"]).read_bytes() if "root_ca" in case else None
     return QuoteVerifier(root), Collateral.from_json(collateral_text(name)), int(case["at"])
 
@@ -494,7 +491,7 @@ NAIVE_DATE_CASES = [
 
 @pytest.mark.parametrize(("where", "call", "edits_"), NAIVE_DATE_CASES, ids=[f"{w}-{c}" for w, c, _ in NAIVE_DATE_CASES])
 def test_timezone_naive_dates_in_signed_collateral(where: str, call: str, edits_: dict[str, Any]) -> None:
-    quote, collateral, at = quote_bytes("phala_sgx_v3"), verifier_for("phala_sgx_v3")[1], EXPECTED["phala_sgx_v3"]["at"]
+    quote, collateral, at = quote_bytes("phala_sgx_v3"), verifier_for("phala_sgx_v3")[1], dcap_expected()["phala_sgx_v3"]["at"]
     r = reroot(quote, collateral, at, **edits_)  # properly signed, under a test root
     with pytest.raises(FedattestError):
         if call == "verify":

@@ -5,7 +5,8 @@
 #
 # PIP_TARGET is what `pip install -e` gets ('.' or '.[examples]'), PYTHON_IMPORTS the modules that must
 # import (comma-separated), COMMAND the console scripts that must be in .venv/bin. If all that is there
-# already, pip is skipped (works offline and takes no time).
+# already, pip is skipped (works offline and takes no time). With FEDATTEST_NO_INSTALL=1 nothing is ever
+# created or installed: a missing or incomplete .venv is an error (the test suite runs the scripts so).
 
 ensure_venv() {
     local target="$1" imports="$2"
@@ -18,6 +19,13 @@ ensure_venv() {
     if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
         echo "error: fedattest needs Python 3.11 or newer, $python is $("$python" -c 'import platform; print(platform.python_version())')" >&2
         exit 2
+    fi
+    if [ -n "${FEDATTEST_NO_INSTALL:-}" ]; then
+        if ! _venv_has "$imports" "$@"; then
+            echo "error: .venv is missing or lacks what this script needs, and FEDATTEST_NO_INSTALL is set: run 'bash scripts/test.sh' or unset it" >&2
+            exit 2
+        fi
+        return 0
     fi
     if [ ! -x .venv/bin/python ]; then
         echo "== creating .venv"
