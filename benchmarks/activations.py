@@ -16,7 +16,9 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import re
+import signal
 import ssl
 import statistics
 import subprocess
@@ -91,18 +93,18 @@ def main() -> int:
         text = policy(args.clients, args.per_client, public_key_pem(key.public_key()))
         (tmp / "policy.toml").write_text(text)
         (tmp / "approval.json").write_text(approve(parse_policy(text), "bench", key).to_json())
-        server = subprocess.Popen(
-            [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(tmp / "state"),
-             "--platform", str(tmp / "platform"),
-             "--policy", str(tmp / "policy.toml"), "--approval", str(tmp / "approval.json"), "--listen", "127.0.0.1:0"],
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
+        log = tmp / "coordinator.log"  # a file, not a pipe: nobody reads it while the server runs
+        with log.open("wb") as log_file:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(tmp / "state"),
+                 "--platform", str(tmp / "platform"),
+                 "--policy", str(tmp / "policy.toml"), "--approval", str(tmp / "approval.json"), "--listen", "127.0.0.1:0"],
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         try:
             while not (tmp / "state" / "url").exists():
                 if server.poll() is not None:
-                    raise SystemExit(
-                        f"error: the coordinator did not start: {server.stderr.read().decode() if server.stderr else ''}"
-                    )
+                    raise SystemExit(f"error: the coordinator did not start: {log.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.05)
             url = (tmp / "state" / "url").read_text().strip()
             context = ssl.create_default_context(cadata=(tmp / "state" / "root_ca.pem").read_text())
@@ -172,8 +174,12 @@ def main() -> int:
             with httpx.Client(verify=context) as http:
                 metrics = http.get(f"{url}/api/v1/metrics").text
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            os.killpg(server.pid, signal.SIGTERM)  # its own group: nothing it started outlives the benchmark
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
     if errors:
         print(f"error: {len(errors)} activations failed, e.g. {errors[0]}", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ from fedattest.dcap.verify import QuoteVerifier
 from fedattest.flower.rounds import report_round
 from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform
-from tests.test_coordinator import AGG, COLLAB, Running, start, stop, tee
+from tests.coordinator_harness import AGG, COLLAB, Running, start, stop, tee
 
 
 @dataclass

@@ -8,14 +8,12 @@ import hashlib
 import json
 import os
 import signal
-import ssl
 import stat
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,84 +34,33 @@ from fedattest.participant import activate, verify_coordinator
 from fedattest.participant.client import CoordinatorError
 from fedattest.policy.approval import approve, generate_key, public_key_pem
 from fedattest.policy.federation import parse_policy
-from fedattest.policy.template import policy_template
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
-
-COORD = hashlib.sha256(b"fedattest coordinator (simulated)").digest()
-SIGNER = hashlib.sha256(b"fedattest unsigned development workload").digest()
-AGG = hashlib.sha256(b"aggregator build").digest()
-COLLAB = hashlib.sha256(b"collaborator build").digest()
-COMMITMENT = "ab" * 32
-KEY = generate_key()
-
-
-def policy_text() -> str:
-    text = policy_template("hospitals", [("alice", public_key_pem(KEY.public_key()))], 1)
-    zero = '"' + "00" * 32 + '"'
-    text = text.replace(f"[coordinator]\nmrenclave = [{zero}]", f'[coordinator]\nmrenclave = ["{COORD.hex()}"]')
-    text = text.replace(f"[roles.aggregator]\nattestation_required = true\nmrenclave = [{zero}]",
-                        f'[roles.aggregator]\nattestation_required = true\nmrenclave = ["{AGG.hex()}"]')  # fmt: skip
-    text = text.replace(f"mrsigner = {zero}\nisv_prod_id = 1\nmin_isv_svn = 2", f'mrenclave = ["{COLLAB.hex()}"]')
-    text = text.replace(f"data_commitment = {zero}", f'data_commitment = "{COMMITMENT}"')
-    text = text.replace("max_activations = 3", "max_activations = 50")  # many tests activate the aggregator
-    return text.replace("allow_simulation = false", "allow_simulation = true")
-
-
-@dataclass
-class Running:
-    url: str
-    state: Path
-    platform: SimulatedPlatform
-    policy_path: Path
-    process: subprocess.Popen[bytes]
-    root_pem: str = ""
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(verify=ssl.create_default_context(cadata=self.root_pem), timeout=30)
-
-
-def start(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path | None = None) -> Running:
-    policy_path = tmp / "policy.toml"
-    if not policy_path.exists():
-        policy_path.write_text(policy_text())
-        (tmp / "alice.json").write_text(approve(parse_policy(policy_text()), "alice", KEY).to_json())
-    state = state or tmp / "state"
-    args = [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(state),
-            "--platform", str(platform.directory),
-            "--policy", str(policy_path), "--approval", str(tmp / "alice.json"), "--listen", "127.0.0.1:0", *extra]  # fmt: skip
-    (state / "url").unlink(missing_ok=True)  # left behind by a coordinator that was killed
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while not (state / "url").exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(process.communicate()[1].decode())
-        time.sleep(0.05)
-    running = Running((state / "url").read_text().strip(), state, platform, policy_path, process)
-    running.root_pem = (state / "root_ca.pem").read_text()
-    return running
-
-
-def stop(running: Running, sig: int = signal.SIGTERM) -> None:
-    running.process.send_signal(sig)
-    running.process.wait(timeout=30)
+from tests.coordinator_harness import (
+    AGG,
+    COLLAB,
+    COMMITMENT,
+    COORD,
+    KEY,
+    SIGNER,
+    Running,
+    coordinator,
+    policy_text,
+    start,
+    stop,
+    tee,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("coordinator")
-    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
-    yield running
-    stop(running)
+    with coordinator(tmp, SimulatedPlatform.create(tmp / "platform")) as running:
+        yield running
 
 
 def verifier_for(running: Running) -> tuple[QuoteVerifier, Any]:
     platform = running.platform
     return QuoteVerifier(platform.root_ca), lambda _q: platform.collateral()
-
-
-def tee(running: Running, mrenclave: bytes) -> Any:
-    return running.platform.tee(WorkloadIdentity(mrenclave, SIGNER))
 
 
 # -- trusting the coordinator ----------------------------------------------------------------------------
@@ -298,12 +245,10 @@ def test_status_metrics_openapi_and_audit(server: Running) -> None:
 
 def test_restart_unseals_and_another_measurement_cannot(tmp_path: Path) -> None:
     platform = SimulatedPlatform.create(tmp_path / "platform")
-    first = start(tmp_path, platform)
-    root = first.root_pem
-    stop(first)
-    second = start(tmp_path, platform)
-    assert second.root_pem == root  # same sealed root CA after a restart
-    stop(second)
+    with coordinator(tmp_path, platform) as first:
+        root = first.root_pem
+    with coordinator(tmp_path, platform) as second:
+        assert second.root_pem == root  # same sealed root CA after a restart
     verifier, collateral_for = verifier_for(first)
     with pytest.raises(SealingError, match="another enclave"):
         Coordinator(
@@ -344,14 +289,16 @@ def test_sigkill_during_load_keeps_every_issued_activation(tmp_path: Path) -> No
                 issued.append(result.certificate_chain)
 
     workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    try:
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + 60  # waits for activations; not a timing assertion
+        while len(issued) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop(running, signal.SIGKILL)  # mid-run: requests are in flight
     for w in workers:
-        w.start()
-    deadline = time.monotonic() + 20
-    while len(issued) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop(running, signal.SIGKILL)  # mid-run: requests are in flight
-    for w in workers:
-        w.join(timeout=60)
+        w.join(timeout=120)
     assert issued, "no activation completed before the kill"
     restarted = start(tmp_path, platform)
     try:

@@ -207,7 +207,7 @@ def test_a_role_with_attestation_off_says_so(tmp_path: Path, caplog: pytest.LogC
     from fedattest.policy.approval import approve
     from fedattest.policy.federation import parse_policy
     from fedattest.tee import SimulatedPlatform
-    from tests.test_coordinator import COLLAB, KEY, policy_text, start, stop, tee
+    from tests.coordinator_harness import COLLAB, KEY, policy_text, start, stop, tee
 
     on = "[roles.collaborator]\nattestation_required = true"
     assert on in policy_text()
