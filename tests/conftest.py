@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 
+from fedattest.dcap.collateral import Collateral
 from tests import processes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,26 @@ def dcap_expected() -> dict[str, dict[str, Any]]:
 def verifiable_cases() -> list[str]:
     """Cases with collateral and a verification time."""
     return list(VERIFIABLE_CASES)
+
+
+def load_vector(name: str) -> tuple[bytes, Collateral, dict[str, Any]]:
+    """A case's quote, collateral and expected.json entry."""
+    quote = (DCAP / f"{name}.quote").read_bytes()
+    collateral = Collateral.from_json((DCAP / f"{name}.collateral.json").read_text())
+    return quote, collateral, dcap_expected()[name]
+
+
+def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
+    """The CLI's error contract: exit ``code``, exactly one ``error: ...`` line on stderr, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
 
 
 def readme_script(name: str, *args: str) -> tuple[list[str], dict[str, str]]:

@@ -153,3 +153,11 @@ def reroot(
         qe_identity_signature=sign_raw(pki.tcb_key, qe_text.encode()),
     )
     return Rerooted(new_quote.to_bytes(), new_collateral, pki.root.public_bytes(serialization.Encoding.DER), pki)
+
+
+def rr(name: str, **edits: Any) -> tuple[Rerooted, int]:
+    """Vector ``name`` re-rooted (with ``edits``), and its verification time."""
+    from tests.conftest import load_vector
+
+    quote, collateral, case = load_vector(name)
+    return reroot(quote, collateral, case["at"], **edits), case["at"]

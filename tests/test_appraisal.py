@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from fedattest.dcap import TcbStatus, VerifiedQuote, verify_quote
 from fedattest.policy import ReferenceValues, appraise
-from tests.test_dcap_verify import load, rr
+from tests.conftest import load_vector as load
+from tests.reroot import rr
 
 SGX_STATUSES = {"UpToDate", "SWHardeningNeeded", "ConfigurationAndSWHardeningNeeded"}
 

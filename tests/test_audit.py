@@ -21,7 +21,7 @@ from fedattest.coordinator.audit import (
     sign_head,
     verify_log,
 )
-from tests.test_cli_quote import assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER = ec.generate_private_key(ec.SECP256R1())

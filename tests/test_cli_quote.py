@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 from fedattest import __version__
 from fedattest.cli import app
 from fedattest.sgx.quote import Quote
-from tests.conftest import DCAP, QUOTE_CASES, REPO, dcap_expected, verifiable_cases
+from tests.conftest import DCAP, QUOTE_CASES, REPO, assert_one_line_error, dcap_expected, verifiable_cases
 
 EPPID = "oasis_sgx_v3_eppid_certtype3"
 SIM = "independent_sim_sgx_v3"
@@ -34,19 +34,6 @@ runner = CliRunner()
 
 def cli(*args: str | Path, input: bytes | str | None = None) -> Result:
     return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
-    """Exit ``code``, exactly one ``error: ...`` line on stderr, no traceback anywhere."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def case_args(name: str) -> list[str]:

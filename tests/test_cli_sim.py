@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from fedattest.cli import app
 from fedattest.sgx.quote import Quote, ReportBody
-from tests.test_cli_quote import assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 runner = CliRunner()
 MRENCLAVE = "ab" * 32

@@ -14,17 +14,11 @@ import pytest
 from fedattest.dcap import Collateral, QuoteVerifier, TcbStatus, verify_quote
 from fedattest.errors import FedattestError, UnsupportedFormatError, VerificationError
 from fedattest.sgx.quote import Quote
-from tests.conftest import DCAP, dcap_expected, verifiable_cases
-from tests.reroot import Rerooted, reroot
+from tests.conftest import DCAP, dcap_expected, load_vector, verifiable_cases
+from tests.reroot import Rerooted, rr
 
 # Where we are deliberately stricter than dcap-qvl; each documented in expected.json or here.
 STRICTER = {"oasis_sgx_v3": "root_ca_crl"}
-
-
-def load(name: str) -> tuple[bytes, Collateral, dict[str, Any]]:
-    quote = (DCAP / f"{name}.quote").read_bytes()
-    collateral = Collateral.from_json((DCAP / f"{name}.collateral.json").read_text())
-    return quote, collateral, dcap_expected()[name]
 
 
 def root_for(case: dict[str, Any]) -> bytes | None:
@@ -43,7 +37,7 @@ def qvl(quote: bytes, collateral: Collateral, at: int, root: bytes | None) -> tu
 
 @pytest.mark.parametrize("name", verifiable_cases())
 def test_real_vectors_match_recorded_and_live_dcap_qvl(name: str) -> None:
-    quote, collateral, case = load(name)
+    quote, collateral, case = load_vector(name)
     root = root_for(case)
     live = qvl(quote, collateral, case["at"], root)
     if case["accepted"]:
@@ -69,14 +63,14 @@ def test_real_vectors_match_recorded_and_live_dcap_qvl(name: str) -> None:
 
 
 def test_oasis_crl_not_yet_valid_names_the_crl() -> None:
-    quote, collateral, case = load("oasis_sgx_v3")
+    quote, collateral, case = load_vector("oasis_sgx_v3")
     with pytest.raises(VerificationError, match=r"root CA CRL is not yet valid"):
         verify_quote(quote, collateral, at=case["at"])
 
 
 def test_eppid_quote_is_refused_clearly() -> None:
     data = (DCAP / "oasis_sgx_v3_eppid_certtype3.quote").read_bytes()
-    _, collateral, _ = load("oasis_sgx_v3")
+    _, collateral, _ = load_vector("oasis_sgx_v3")
     with pytest.raises(UnsupportedFormatError) as err:
         verify_quote(data, collateral)
     assert err.value.field.endswith("certification_data.type")
@@ -84,14 +78,14 @@ def test_eppid_quote_is_refused_clearly() -> None:
 
 
 def test_simulated_evidence_is_not_accepted_under_intel_root() -> None:
-    quote, collateral, case = load("independent_sim_sgx_v3")
+    quote, collateral, case = load_vector("independent_sim_sgx_v3")
     with pytest.raises(VerificationError) as err:
         verify_quote(quote, collateral, at=case["at"])  # default trust root: Intel's
     assert err.value.step == "root_ca_crl"
 
 
 def test_real_evidence_under_a_foreign_root_is_rejected() -> None:
-    quote, collateral, case = load("phala_sgx_v3")
+    quote, collateral, case = load_vector("phala_sgx_v3")
     with pytest.raises(VerificationError) as err:
         verify_quote(quote, collateral, trust_root=(DCAP / "independent_sim_root_ca.der").read_bytes(), at=case["at"])
     assert err.value.step == "root_ca_crl"
@@ -99,7 +93,7 @@ def test_real_evidence_under_a_foreign_root_is_rejected() -> None:
 
 @pytest.mark.parametrize("name", ["phala_sgx_v3", "phala_tdx_v4", "gotdx_v5_sample"])
 def test_expiry_is_enforced_even_from_a_warm_cache(name: str) -> None:
-    quote, collateral, case = load(name)
+    quote, collateral, case = load_vector(name)
     verifier = QuoteVerifier()
     v = verifier.verify(quote, collateral, at=case["at"])
     after = v.collateral_expiry + timedelta(seconds=1)
@@ -111,13 +105,13 @@ def test_expiry_is_enforced_even_from_a_warm_cache(name: str) -> None:
 
 
 def test_verification_time_must_be_timezone_aware() -> None:
-    quote, collateral, _ = load("phala_sgx_v3")
+    quote, collateral, _ = load_vector("phala_sgx_v3")
     with pytest.raises(FedattestError, match="timezone"):
         verify_quote(quote, collateral, at=datetime(2025, 6, 19))
 
 
 def test_cache_is_keyed_by_content() -> None:
-    quote, collateral, case = load("phala_sgx_v3")
+    quote, collateral, case = load_vector("phala_sgx_v3")
     verifier = QuoteVerifier()
     verifier.verify(quote, collateral, at=case["at"])
     forged = replace(collateral, tcb_info=collateral.tcb_info.replace('"svn":11', '"svn":10', 1))
@@ -129,11 +123,6 @@ def test_cache_is_keyed_by_content() -> None:
 # -- re-rooted evidence: one edit, one failing step --------------------------------------------
 SGX = "phala_sgx_v3"
 TDX = "phala_tdx_v4"
-
-
-def rr(name: str, **edits: Any) -> tuple[Rerooted, int]:
-    quote, collateral, case = load(name)
-    return reroot(quote, collateral, case["at"], **edits), case["at"]
 
 
 def verify_rr(r: Rerooted, at: int) -> Any:
@@ -349,7 +338,7 @@ def test_pck_chain_from_another_root() -> None:
 
 
 def test_foreign_qe_vendor() -> None:
-    quote, collateral, case = load(SGX)
+    quote, collateral, case = load_vector(SGX)
     q = Quote.parse(quote)
     forged = replace(q, header=replace(q.header, qe_vendor_id=bytes(16))).to_bytes()
     with pytest.raises(VerificationError) as err:

@@ -22,7 +22,7 @@ from fedattest.policy.approval import (
 )
 from fedattest.policy.federation import PolicyError, parse_policy
 from fedattest.policy.template import policy_template
-from tests.test_cli_quote import assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 KEYS = {name: generate_key() for name in ("alice", "bob", "carol")}
 runner = CliRunner()

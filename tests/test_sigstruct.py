@@ -19,8 +19,7 @@ from fedattest.cli import app
 from fedattest.errors import FedattestError, FormatError
 from fedattest.sgx.sigstruct import SIZE, Sigstruct
 from fedattest.workload.signer import mr_signer_of
-from tests.conftest import VECTORS
-from tests.test_cli_quote import assert_one_line_error
+from tests.conftest import VECTORS, assert_one_line_error
 
 VECTOR = VECTORS / "sigstruct" / "helloworld.sig"
 runner = CliRunner()
