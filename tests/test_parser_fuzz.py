@@ -35,7 +35,7 @@ from tests.reroot import reroot
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VERIFY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Mutated certificate names make cryptography warn (e.g. a country code of the wrong length).
-pytestmark = pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")]
 
 
 @cache
