@@ -97,9 +97,115 @@ def test_insecure_options_are_explained(extra: str, needle: str) -> None:
     assert len(reasons) == 1 and needle in reasons[0]
 
 
-def test_data_files_may_be_allowed() -> None:
-    m = parse_manifest('[libos]\nentrypoint = "python3"\n[sgx]\nallowed_files = ["file:/data/train.npy"]\n')
-    assert m.insecure_reasons() == []
+# The committed data directory: allowed (unmeasured) because the workload reads it through its dataset
+# commitment (fedattest.data.open_dataset checks every chunk). The shape docs/workloads.md shows.
+DATA = """
+[libos]
+entrypoint = "file:/usr/bin/python3"
+
+[loader]
+argv = ["python3", "app/train.py"]
+env = { OMP_NUM_THREADS = "4", DATA_DIR = "/data" }
+
+[sgx]
+trusted_files = ["file:app/", { uri = "file:config/train.json", sha256 = "%s" }]
+allowed_files = [%s]
+
+[fedattest]
+data_dir = %s
+"""
+
+
+def data_manifest(allowed: str = '"file:/data/"', data_dir: str = '"/data"', **replace: str) -> str:
+    text = DATA % (OS_HASH, allowed, data_dir)
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.mark.parametrize("data_dir", ['"/data"', '"/data/"', '"file:/data/"'])
+def test_the_data_directory_may_be_allowed(data_dir: str) -> None:
+    m = parse_manifest(data_manifest(data_dir=data_dir))
+    assert m.data_dir == "/data"
+    assert m.insecure_reasons() == [] and m.insecure_reasons("/work/project") == []
+    # Files in it may be listed too (redundant, and harmless).
+    assert parse_manifest(data_manifest(allowed='"file:/data/", "file:/data/train.npz"')).insecure_reasons() == []
+    # Relative: from the manifest's directory, next to the app.
+    relative = parse_manifest(data_manifest(allowed='"file:data/"', data_dir='"data"'))
+    assert relative.data_dir == "data" and relative.insecure_reasons("/work/project") == []
+
+
+def test_the_data_directory_is_measured_only_when_declared(tmp_path: Path) -> None:
+    write_app(tmp_path, {"train.py": b"print(1)"})
+    without = parse_manifest(BASE % OS_HASH)
+    assert b'"fedattest"' not in canonical_json(without, expand_trusted(without, tmp_path))  # measured as before
+    m = parse_manifest(data_manifest())
+    trusted = [("file:app/train.py", OS_HASH)]
+    assert b'"fedattest":{"data_dir":"/data"}' in canonical_json(m, trusted)
+    other = parse_manifest(data_manifest(allowed='"file:/data2/"', data_dir='"/data2"'))
+    assert canonical_json(m, trusted) != canonical_json(other, trusted)
+
+
+NO_DATA_DIR = DATA.partition("[fedattest]")[0] % (OS_HASH, '"file:/data/"')
+SCRIPT_IN_APP = {'"file:app/"': '"file:app/train.py"', '"file:/data/"': '"file:app/data/"', '"/data"\n': '"app/data"\n'}
+DATA_SCRIPT = {'"app/train.py"': '"/data/train.py"', '"file:app/"': '"file:/data/train.py"'}
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        # Unmeasured files that no commitment covers: the host could change them.
+        (
+            data_manifest(allowed='"file:/data/", "file:/scratch/cache.bin"'),
+            "'file:/scratch/cache.bin', a file that is not measured, outside the data directory '/data'",
+        ),
+        (data_manifest(allowed='"file:/data/", "file:/plugins/"'), "'file:/plugins/', a directory that is not measured, outside"),
+        (NO_DATA_DIR, "no data directory is declared: the host can change it (and put code in it); make it a trusted file"),
+        (NO_DATA_DIR, 'if it is the committed dataset, declare it with [fedattest] data_dir = "/data"'),
+        # Code is never allowed, in the data directory or not.
+        (data_manifest(allowed='"file:/data/", "file:/data/hook.py"'), "'file:/data/hook.py', code that is not measured"),
+        # A data directory that could hold code the enclave runs.
+        (data_manifest(allowed='"file:/"', data_dir='"/"'), "fedattest.data_dir '/' is the root directory"),
+        (data_manifest(allowed='"file:./"', data_dir='"."'), "fedattest.data_dir '.' holds the manifest's directory"),
+        (data_manifest(allowed='"file:app/data/"', data_dir='"app/data"'), "'app/data' overlaps the trusted 'file:app/'"),
+        (data_manifest(allowed='"file:config/"', data_dir='"config"'), "overlaps the trusted 'file:config/train.json'"),
+        (data_manifest(**{'"file:/usr/bin/python3"': '"file:/data/bin/python3"'}), "holds the entrypoint '/data/bin/python3'"),
+        (data_manifest(**DATA_SCRIPT), "holds loader.argv[1] '/data/train.py'"),
+        (data_manifest(**SCRIPT_IN_APP), "is in 'app', the script's directory, which Python imports from"),
+        (data_manifest(**{"DATA_DIR": "PYTHONPATH", '"/data" }': '"/opt/lib:/data/site" }'}), "PYTHONPATH has '/data/site'"),
+        (data_manifest(**{"DATA_DIR": "PYTHONPATH", '"/data" }': '"/" }'}), "loader.env.PYTHONPATH has '/'"),
+        (data_manifest(**{"DATA_DIR": "LD_LIBRARY_PATH"}), "loader.env.LD_LIBRARY_PATH has '/data'"),
+    ],
+)
+def test_allowed_files_that_could_hold_code_are_refused(text: str, needle: str) -> None:
+    reasons = parse_manifest(text).insecure_reasons("/work/project")
+    assert any(needle in r for r in reasons), reasons
+
+
+def test_relative_and_absolute_paths_are_compared_from_the_manifest_directory() -> None:
+    # /work/project/app/ is the trusted app/ written the other way.
+    m = parse_manifest(data_manifest(allowed='"file:/work/project/app/x/"', data_dir='"/work/project/app/x"'))
+    assert m.insecure_reasons() == []  # without the manifest's directory, they cannot be compared
+    assert any("overlaps the trusted 'file:app/'" in r for r in m.insecure_reasons("/work/project"))
+    above = parse_manifest(data_manifest(allowed='"file:/work/"', data_dir='"/work"'))
+    assert any("holds the manifest's directory" in r for r in above.insecure_reasons("/work/project"))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (data_manifest(allowed='"file:/data/*.npz"'), "sgx.allowed_files[0]: 'file:/data/*.npz' has a wildcard"),
+        (data_manifest(data_dir='"/data/[ab]"'), "fedattest.data_dir: '/data/[ab]' has a wildcard"),
+        (data_manifest(data_dir='"/srv/../data"'), "fedattest.data_dir: '/srv/../data' has '..'"),
+        (data_manifest(allowed='"file:"'), "sgx.allowed_files[0]: empty path"),
+        (data_manifest(data_dir="1"), "fedattest.data_dir: expected a directory"),
+        (data_manifest() + "other = 1\n", "fedattest.other: unsupported key"),
+    ],
+)
+def test_malformed_allowed_paths_are_errors(text: str, needle: str) -> None:
+    with pytest.raises(ManifestError, match=re.escape(needle)):
+        parse_manifest(text)
 
 
 @pytest.mark.parametrize(

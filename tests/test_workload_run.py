@@ -140,6 +140,29 @@ def test_insecure_manifests_are_refused_unless_allowed(tmp_path: Path, extra_sgx
     assert out["insecure"] and needle in out["insecure"][0]  # type: ignore[index]
 
 
+def test_measure_accepts_the_committed_data_directory(tmp_path: Path) -> None:
+    path = manifest(tmp_path, 'allowed_files = ["file:data/"]')
+    result = runner.invoke(app, ["workload", "measure", str(path)])
+    assert_one_line_error(result, 1, "no data directory is declared", '[fedattest] data_dir = "data"', "--allow-insecure")
+    without = measure_json(path, "--allow-insecure")["mrenclave"]
+    path.write_text(path.read_text() + '\n[fedattest]\ndata_dir = "data"\n')
+    out = measure_json(path)
+    assert (out["data_dir"], out["insecure"]) == ("data", [])
+    assert out["mrenclave"] != without  # the declaration is measured
+    shown = runner.invoke(app, ["workload", "measure", str(path)])
+    assert shown.exit_code == 0 and "data dir" in shown.stdout and "dataset commitment" in shown.stdout
+
+
+def test_measure_refuses_a_data_directory_that_could_hold_code(tmp_path: Path) -> None:
+    path = manifest(tmp_path, 'allowed_files = ["file:app/data/"]')
+    path.write_text(path.read_text() + '\n[fedattest]\ndata_dir = "app/data"\n')
+    result = runner.invoke(app, ["workload", "measure", str(path)])
+    assert_one_line_error(result, 1, "fedattest.data_dir 'app/data' overlaps the trusted 'file:app/'", "(and 1 more)")
+    # Absolute and relative paths are compared from the manifest's directory.
+    path.write_text(path.read_text().replace('"app/data"', f'"{(tmp_path / "app" / "data").as_posix()}"'))
+    assert_one_line_error(runner.invoke(app, ["workload", "measure", str(path)]), 1, "overlaps the trusted 'file:app/'")
+
+
 def test_current_outside_an_enclave_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("FEDATTEST_SIM_PLATFORM", raising=False)
     monkeypatch.delenv("FEDATTEST_SIM_IDENTITY", raising=False)
@@ -165,6 +188,31 @@ def test_gramine_manifest_template(tmp_path: Path) -> None:
     assert '"file:/srv/app/",' in text and '"file:/data/",' in text
     assert_one_line_error(runner.invoke(app, ["workload", "gramine-manifest", "--app-dir", "srv"]), 2, "absolute")
     assert_one_line_error(runner.invoke(app, ["workload", "gramine-manifest", "--entry", "../x.py"]), 2, "inside the app")
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "needle"),
+    [
+        ("data", "must be an absolute path"),
+        ("/", "'/' would leave every file unmeasured"),
+        ("/srv/app/data", "overlaps --app-dir '/srv/app'"),
+        ("/srv", "overlaps --app-dir '/srv/app'"),
+        ("/usr/share/data", "overlaps the system directory '/usr'"),
+        ("/data/*", "has a wildcard"),
+        ("/data/../srv/app", "has '..'"),
+    ],
+)
+def test_gramine_manifest_refuses_a_data_directory_that_could_hold_code(data_dir: str, needle: str) -> None:
+    result = runner.invoke(app, ["workload", "gramine-manifest", "--app-dir", "/srv/app", "--data-dir", data_dir])
+    assert_one_line_error(result, 2, "--data-dir", needle)
+
+
+def test_gramine_manifest_data_directory_is_the_allowed_one() -> None:
+    result = runner.invoke(app, ["workload", "gramine-manifest", "--app-dir", "/srv/app", "--data-dir", "/mnt/hospital-a"])
+    assert result.exit_code == 0, result.stderr
+    assert 'sgx.allowed_files = [\n  "file:/mnt/hospital-a/",\n]' in result.stdout
+    no_data = runner.invoke(app, ["workload", "gramine-manifest", "--data-dir", ""])
+    assert no_data.exit_code == 0 and "allowed_files" not in no_data.stdout.split("\n\n", 1)[1]
 
 
 def test_mrenclave_is_the_same_whatever_the_order_mtimes_or_locale(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ class Measured:
             "isv_svn": self.identity.isv_svn,
             "debug": self.identity.debug,
             "trusted_files": len(self.trusted),
+            "data_dir": self.manifest.data_dir,
             "insecure": self.insecure,
         }
 
@@ -74,7 +75,7 @@ def measure_manifest(path: Path, signing_key: Path | None, allow_insecure: bool)
     base = path.resolve().parent
     try:
         manifest = parse_manifest(text)
-        insecure = manifest.insecure_reasons()
+        insecure = manifest.insecure_reasons(base.as_posix())
         if insecure and not allow_insecure:
             raise CliError(
                 f"{path}: refused: {insecure[0]}" + (f" (and {len(insecure) - 1} more)" if len(insecure) > 1 else "")
@@ -101,9 +102,11 @@ def _show(m: Measured) -> None:
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in m.to_json().items():
-        if key == "insecure":
+        if key in ("insecure", "data_dir"):
             continue
         table.add_row(key.replace("_", " "), str(value))
+    if m.manifest.data_dir is not None:
+        table.add_row("data dir", f"{m.manifest.data_dir} (not measured: read through its dataset commitment)")
     if not m.signed:
         table.add_row("note", "no --signing-key: MRSIGNER is fedattest's fixed development value")
     for reason in m.insecure:
@@ -117,8 +120,11 @@ def _show(m: Measured) -> None:
         "Compute the MRENCLAVE of the simulated enclave for MANIFEST: expand trusted directories (sorted), hash"
         " trusted files (entries with a sha256 are not read and need not exist), render the canonical manifest"
         " and measure it with the SGX algorithm. Same inputs, same MRENCLAVE, on any machine.\n\n"
-        "Refused unless --allow-insecure: loader.insecure__use_cmdline_argv, loader.insecure__use_host_env and"
-        " allowed (unmeasured) files that hold code.\n\n"
+        "Refused unless --allow-insecure: loader.insecure__use_cmdline_argv, loader.insecure__use_host_env,"
+        " allowed (unmeasured) files that hold code or lie outside the data directory ([fedattest] data_dir: the"
+        " committed dataset, read through its commitment), and a data directory that could hold code (/, the"
+        " manifest's directory, one that overlaps trusted files or holds the entrypoint, the script or a code"
+        " search path). See docs/workloads.md.\n\n"
         "Example: fedattest workload measure train.manifest.toml --signing-key enclave-key.pem --json"
     ),
 )
@@ -190,7 +196,14 @@ def run(
 def gramine_manifest(  # noqa: PLR0917 - typer maps parameters to options
     app_dir: Annotated[str, typer.Option("--app-dir", metavar="PATH", help="Absolute path of the app in the enclave.")] = "/app",
     entry: Annotated[str, typer.Option("--entry", metavar="FILE", help="Script to run, relative to --app-dir.")] = "main.py",
-    data_dir: Annotated[str | None, typer.Option("--data-dir", metavar="PATH", help="Committed data directory.")] = "/data",
+    data_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--data-dir",
+            metavar="PATH",
+            help="The committed data directory: allowed, not measured (as [fedattest] data_dir in a simulated manifest).",
+        ),
+    ] = "/data",
     enclave_size: Annotated[str, typer.Option("--enclave-size", metavar="SIZE", help="sgx.enclave_size.")] = "2G",
     threads: Annotated[int, typer.Option("--threads", help="sgx.max_threads.")] = 32,
     isvprodid: Annotated[int, typer.Option("--isvprodid", help="sgx.isvprodid.")] = 0,

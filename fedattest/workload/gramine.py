@@ -13,9 +13,14 @@ resulting ``.sig`` file is what goes into the federation policy. What makes it a
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 
-from fedattest.workload.manifest import ManifestError, parse_size
+from fedattest.workload.manifest import ManifestError, checked_path, parse_size, path_inside
+
+# What the template mounts from the host and trusts (the LibOS runtime, the interpreter and its libraries):
+# a data directory overlapping these would make code unmeasured.
+SYSTEM_DIRS = ("/lib", "/usr")
 
 
 def _toml_string(value: str) -> str:
@@ -39,14 +44,29 @@ class PythonWorkload:
             raise ManifestError(f"--app-dir: {self.app_dir!r} must be an absolute path")
         if self.entry.startswith("/") or ".." in self.entry.split("/"):
             raise ManifestError(f"--entry: {self.entry!r} must be a path inside the app directory")
-        if self.data_dir is not None and not self.data_dir.startswith("/"):
-            raise ManifestError(f"--data-dir: {self.data_dir!r} must be an absolute path")
+        if self.data_dir is not None:
+            self._check_data_dir(self.data_dir)
         parse_size(self.enclave_size.upper().removesuffix("B").removesuffix("I"), "--enclave-size")
         if not 1 <= self.max_threads <= 1024:
             raise ManifestError(f"--threads: {self.max_threads} is out of range 1..1024")
         for name, value in (("--isvprodid", self.isv_prod_id), ("--isvsvn", self.isv_svn)):
             if not 0 <= value <= 0xFFFF:
                 raise ManifestError(f"{name}: {value} is out of range 0..65535")
+
+    def _check_data_dir(self, data_dir: str) -> None:
+        """The same rules as ``[fedattest] data_dir`` in a simulated manifest: the data directory is allowed
+        (not measured), so it must not be able to hold code the enclave runs."""
+        if not data_dir.startswith("/"):
+            raise ManifestError(f"--data-dir: {data_dir!r} must be an absolute path")
+        data = posixpath.normpath(checked_path(data_dir, "--data-dir"))
+        if data == "/":
+            raise ManifestError("--data-dir: '/' would leave every file unmeasured")
+        code_dirs = [(posixpath.normpath(self.app_dir), "--app-dir"), *((d, "the system directory") for d in SYSTEM_DIRS)]
+        for code_dir, what in code_dirs:
+            if path_inside(data, code_dir, None) or path_inside(code_dir, data, None):
+                raise ManifestError(
+                    f"--data-dir: {data_dir!r} overlaps {what} {code_dir!r}, which is measured code; keep data apart"
+                )
 
 
 def render_template(w: PythonWorkload) -> str:

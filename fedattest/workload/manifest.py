@@ -7,13 +7,23 @@ Supported keys (anything else is refused, so nothing unmeasured can hide in a ma
     loader.env                            {NAME = "value"} or {NAME = {value = "..."}}
     loader.insecure__use_cmdline_argv     true/false   (refused unless --allow-insecure)
     loader.insecure__use_host_env         true/false   (refused unless --allow-insecure)
-    sgx.trusted_files                     ["file:app/", {uri = "file:data.bin", sha256 = "..."}]
-    sgx.allowed_files                     untrusted files (refused when they hold code, unless --allow-insecure)
+    sgx.trusted_files                     ["file:app/", {uri = "file:model.bin", sha256 = "<64 hex digits>"}]
+    sgx.allowed_files                     unmeasured files: the data directory, or files in it (see below)
     sgx.isvprodid, sgx.isvsvn             integers 0..65535
     sgx.debug                             true/false
     sgx.enclave_size                      "256M", "1G" (a power of two)
     sgx.max_threads                       1..1024
     sgx.remote_attestation                "dcap" or "none"
+    fedattest.data_dir                    "/data": the committed dataset (the one directory that may be allowed)
+
+Allowed (unmeasured) files are refused, unless ``--allow-insecure``, when the host could use them to
+choose code (:meth:`Manifest.insecure_reasons`): files with a code suffix, and anything outside
+``fedattest.data_dir``. The data directory itself is accepted because the workload reads it through
+``fedattest.data.open_dataset``, which checks every chunk against the dataset commitment; it is refused
+when it could hold code the workload runs: ``/``, the manifest's directory (the working directory) or a
+directory above it, a directory that overlaps a trusted file, or that holds the entrypoint, the script or a
+code search path (``PYTHONPATH``, ``LD_LIBRARY_PATH``...), or that sits in the script's directory (which
+Python imports from). Wildcards and ``..`` are refused outright (Gramine matches paths literally).
 
 Pure parsing and rendering; :mod:`fedattest.workload.trusted` reads and hashes files.
 """
@@ -21,6 +31,7 @@ Pure parsing and rendering; :mod:`fedattest.workload.trusted` reads and hashes f
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -40,7 +51,14 @@ CODE_SUFFIXES = (
     ".py", ".pyc", ".pyo", ".pth", ".so", ".pyd", ".sh", ".js", ".jar", ".class", ".pl", ".rb", ".lua", ".whl", ".zip", ".egg",
 )  # fmt: skip
 
+# Environment variables that make the interpreter or the loader take code from a path.
+CODE_PATH_VARIABLES = (
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "LD_LIBRARY_PATH", "LD_PRELOAD", "LD_AUDIT", "PATH",
+)  # fmt: skip
+_WILDCARDS = re.compile(r"[*?\[\]{}]")
+
 _TABLES: dict[str, set[str]] = {
+    "fedattest": {"data_dir"},
     "libos": {"entrypoint"},
     "loader": {"argv", "env", "insecure__use_cmdline_argv", "insecure__use_host_env", "entrypoint"},
     "sgx": {
@@ -82,10 +100,14 @@ class Manifest:
     insecure_cmdline_argv: bool = False
     insecure_host_env: bool = False
     loader_entrypoint: str | None = None
+    data_dir: str | None = None  # normalised: no "file:", no trailing "/" ("/" itself stays "/", "." is the manifest's dir)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    def insecure_reasons(self) -> list[str]:
-        """Why this manifest lets unmeasured input steer the enclave (empty when it does not)."""
+    def insecure_reasons(self, base: str | None = None) -> list[str]:
+        """Why this manifest lets unmeasured input steer the enclave (empty when it does not).
+
+        ``base`` is the manifest's directory (an absolute POSIX path); with it, relative and absolute paths
+        are compared too (without it, only paths written the same way are)."""
         reasons = []
         if self.insecure_cmdline_argv:
             reasons.append(
@@ -97,15 +119,91 @@ class Manifest:
                 "loader.insecure__use_host_env = true: the host chooses the environment (PYTHONPATH, PYTHONSTARTUP,"
                 " LD_PRELOAD...), so it can inject code under this measurement"
             )
+        if self.data_dir is not None:
+            reasons += self._data_dir_reasons(base)
         for uri in self.allowed_files:
             path = uri_path(uri)
-            if path.endswith("/") or path.lower().endswith(CODE_SUFFIXES):
-                what = "a directory" if path.endswith("/") else "code"
+            if not path.endswith("/") and path.lower().endswith(CODE_SUFFIXES):
                 reasons.append(
-                    f"sgx.allowed_files has {uri!r}, {what} that is not measured: the host can change it and the"
+                    f"sgx.allowed_files has {uri!r}, code that is not measured: the host can change it and the"
                     " interpreter would run it; make it a trusted file"
                 )
+            elif self.data_dir is None or not path_inside(_norm(path), self.data_dir, base):
+                what = "a directory" if path.endswith("/") else "a file"
+                where = f"outside the data directory {self.data_dir!r}" if self.data_dir else "and no data directory is declared"
+                reasons.append(
+                    f"sgx.allowed_files has {uri!r}, {what} that is not measured, {where}: the host can change it"
+                    " (and put code in it); make it a trusted file, or, if it is the committed dataset, declare it"
+                    f' with [fedattest] data_dir = "{path.rstrip("/") or "/"}"'
+                )
         return reasons
+
+    def _data_dir_reasons(self, base: str | None) -> list[str]:
+        """Why ``fedattest.data_dir`` could hold code this enclave runs (empty when it cannot)."""
+        data = self.data_dir
+        assert data is not None
+        prefix = f"fedattest.data_dir {data!r}"
+        why = "a data directory is not measured, so the host could put code there; keep code and data apart"
+        if data == "/":
+            return [f"{prefix} is the root directory: it holds every file, the interpreter and the app included"]
+        if path_inside(".", data, base):
+            return [f"{prefix} holds the manifest's directory, the workload's working directory: {why}"]
+        reasons = []
+        for entry in self.trusted_files:
+            path = _norm(entry.path)
+            if path_inside(path, data, base) or (entry.is_directory and path_inside(data, path, base)):
+                reasons.append(f"{prefix} overlaps the trusted {entry.uri!r}: a path cannot be both measured and data")
+        if path_inside(_norm(self.entrypoint), data, base):
+            reasons.append(f"{prefix} holds the entrypoint {self.entrypoint!r}: {why}")
+        for i, arg in enumerate(self.argv[1:], start=1):
+            is_code = i == 1 or arg.lower().endswith(CODE_SUFFIXES)
+            if is_code and not arg.startswith("-") and path_inside(_norm(arg), data, base):
+                reasons.append(f"{prefix} holds loader.argv[{i}] {arg!r}: {why}")
+        if posixpath.basename(self.entrypoint).startswith("python"):
+            script = self.argv[1] if len(self.argv) > 1 and not self.argv[1].startswith("-") else None
+            # Python imports from the script's directory (from the working directory with -m or -c): a data
+            # directory in it is a package name the host can fill (an __init__.py that shadows a module).
+            imports = (posixpath.dirname(_norm(script)) or ".") if script else "."
+            if path_inside(data, imports, base):
+                where = "the working directory" if imports == "." else repr(imports)
+                reasons.append(f"{prefix} is in {where}, the script's directory, which Python imports from: {why}")
+        for name, value in self.env:
+            if name not in CODE_PATH_VARIABLES:
+                continue
+            for piece in filter(None, value.split(":")):
+                path = _norm(piece)
+                if path_inside(path, data, base) or (name == "PYTHONPATH" and path_inside(data, path, base)):
+                    reasons.append(f"{prefix} is on a code search path: loader.env.{name} has {piece!r}; {why}")
+        return reasons
+
+
+def _norm(path: str) -> str:
+    """A path as written, normalised lexically: no trailing "/", "." for the manifest's directory."""
+    return posixpath.normpath(path) if path else "."
+
+
+def path_inside(path: str, directory: str, base: str | None) -> bool:
+    """Whether ``path`` is ``directory`` or under it (lexically). Relative paths are from ``base``; without
+    it, a relative and an absolute path are taken as unrelated."""
+    if posixpath.isabs(path) != posixpath.isabs(directory):
+        if base is None:
+            return False
+        path, directory = (posixpath.normpath(posixpath.join(base, p)) for p in (path, directory))
+    if directory == ".":
+        return not path.startswith("../") and path != ".."
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def checked_path(value: str, key: str) -> str:
+    """An allowed path or the data directory as written: refuses what Gramine would not match literally."""
+    path = uri_path(value)
+    if not path.strip():
+        raise ManifestError(f"{key}: empty path")
+    if _WILDCARDS.search(path):
+        raise ManifestError(f"{key}: {value!r} has a wildcard; Gramine matches paths literally (list the directory, 'dir/')")
+    if ".." in path.split("/"):
+        raise ManifestError(f"{key}: {value!r} has '..'; write the path without it")
+    return path
 
 
 def uri_path(uri: str) -> str:
@@ -182,7 +280,11 @@ def parse_manifest(text: str) -> Manifest:
             raise ManifestError(f'{key}: expected "file:path" or {{uri = "file:path", sha256 = "..."}}, got {entry!r}')
     allowed = _expect(sgx.get("allowed_files", []), list, "sgx.allowed_files", "a list")
     for i, uri in enumerate(allowed):
-        _expect(uri, str, f"sgx.allowed_files[{i}]", "a string")
+        checked_path(_expect(uri, str, f"sgx.allowed_files[{i}]", "a string"), f"sgx.allowed_files[{i}]")
+    data_dir = doc.get("fedattest", {}).get("data_dir")
+    if data_dir is not None:
+        path = checked_path(_expect(data_dir, str, "fedattest.data_dir", 'a directory, e.g. "/data"'), "fedattest.data_dir")
+        data_dir = "/" if path.strip("/") == "" and path.startswith("/") else _norm(path)
     threads = _expect(sgx.get("max_threads", 4), int, "sgx.max_threads", "an integer")
     if not 1 <= threads <= 1024:
         raise ManifestError(f"sgx.max_threads: {threads} is out of range 1..1024")
@@ -208,13 +310,14 @@ def parse_manifest(text: str) -> Manifest:
             loader.get("insecure__use_host_env", False), bool, "loader.insecure__use_host_env", "true or false"
         ),
         loader_entrypoint=loader.get("entrypoint"),
+        data_dir=data_dir,
     )
 
 
 def canonical_json(manifest: Manifest, trusted: list[tuple[str, str]]) -> bytes:
     """The canonical manifest that is measured: UTF-8 JSON with sorted keys and no whitespace, trusted
     files expanded to sorted (uri, sha256) pairs. Same inputs, same bytes, on any machine."""
-    doc = {
+    doc: dict[str, Any] = {
         "format": "fedattest-workload-manifest-v1",
         "libos": {"entrypoint": manifest.entrypoint},
         "loader": {
@@ -234,4 +337,6 @@ def canonical_json(manifest: Manifest, trusted: list[tuple[str, str]]) -> bytes:
             "trusted_files": [{"sha256": digest, "uri": uri} for uri, digest in sorted(trusted, key=lambda t: t[0].encode())],
         },
     }
+    if manifest.data_dir is not None:  # only when declared, so that manifests without one measure as before
+        doc["fedattest"] = {"data_dir": manifest.data_dir}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
