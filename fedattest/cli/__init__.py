@@ -4,6 +4,9 @@
 results on stdout, one ``error: ...`` line on stderr for anything a user can get wrong, exit code 0
 (success / accepted), 1 (evidence refused) or 2 (usage error), and no tracebacks. Set
 ``FEDATTEST_DEBUG=1`` to get the traceback of an unexpected internal error.
+
+The subcommands are registered lazily (:data:`COMMANDS`): a command's module, and whatever heavy library
+it needs (the web stack, Flower), is imported only when that command runs or shows its help.
 """
 
 from __future__ import annotations
@@ -11,24 +14,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import click
 import typer
+import typer.main
 from typer.core import TyperGroup
+from typer.models import CommandInfo, TyperInfo
 
 from fedattest import __version__
 from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
-from fedattest.cli.audit import app as audit_app
-from fedattest.cli.coordinator import app as coordinator_app
-from fedattest.cli.coordinator import participant_app
-from fedattest.cli.data import app as data_app
-from fedattest.cli.demo import demo_command
-from fedattest.cli.flower import app as flower_app
-from fedattest.cli.policy import app as policy_app
-from fedattest.cli.quote import app as quote_app
-from fedattest.cli.sigstruct import app as sigstruct_app
-from fedattest.cli.sim import app as sim_app
-from fedattest.cli.workload import app as workload_app
 from fedattest.errors import FedattestError
 
 INTERNAL_ERROR = 3
@@ -105,9 +100,132 @@ def _help_hint(exc: object) -> str:
     return f" (see '{ctx.command_path} --help')"
 
 
+class _Lazy(NamedTuple):
+    """Where a subcommand lives (``module``'s ``attribute``: a ``typer.Typer`` or a command function), and
+    the one-line summary ``fedattest --help`` shows for it without importing the module."""
+
+    module: str
+    attribute: str
+    summary: str
+
+
+# Every subcommand, in the order ``fedattest --help`` lists them. A command's module is imported only when
+# the command runs or its own help is shown, so ``fedattest --version`` and ``fedattest --help`` stay fast
+# and a light command does not pay for the web stack or Flower. Each summary must be the first paragraph
+# of the command's own help (tests/test_cli_startup.py checks both that and that nothing is missing).
+COMMANDS: dict[str, _Lazy] = {
+    "demo": _Lazy(
+        "fedattest.cli.demo",
+        "demo_command",
+        "Run the fedattest demo: simulated platform, quote, verification and appraisal, then the real hardware quotes in"
+        " a verdict table.",
+    ),
+    "quote": _Lazy("fedattest.cli.quote", "app", "Inspect and verify DCAP quotes (SGX v3/v4/v5 and TDX v4/v5)."),
+    "sim": _Lazy(
+        "fedattest.cli.sim",
+        "app",
+        "A simulated SGX platform: quotes and collateral in Intel's exact formats, under a local root CA instead of"
+        " Intel's, so every flow runs without SGX hardware.",
+    ),
+    "data": _Lazy(
+        "fedattest.cli.data",
+        "app",
+        "Commit a dataset to a 32-byte root before training, and check data against it.",
+    ),
+    "workload": _Lazy(
+        "fedattest.cli.workload",
+        "app",
+        "Measure a workload from its manifest, run it in the simulated TEE, or write a Gramine manifest for real SGX.",
+    ),
+    "sigstruct": _Lazy("fedattest.cli.sigstruct", "app", "Inspect SGX SIGSTRUCTs (the .sig files gramine-sgx-sign writes)."),
+    "policy": _Lazy(
+        "fedattest.cli.policy",
+        "app",
+        "Write, check, hash and approve the federation policy (one TOML document all members approve).",
+    ),
+    "audit": _Lazy(
+        "fedattest.cli.audit",
+        "app",
+        "Export a coordinator's audit bundle and check it (or a bare audit log) offline.",
+    ),
+    "coordinator": _Lazy(
+        "fedattest.cli.coordinator",
+        "app",
+        "Run the attested coordinator, or verify one and pin its root CA.",
+    ),
+    "participant": _Lazy("fedattest.cli.coordinator", "participant_app", "Activate an enclave with the coordinator."),
+    "flower": _Lazy(
+        "fedattest.cli.flower",
+        "app",
+        "Run an attested Flower participant: activate with the coordinator inside the TEE, then start Flower.",
+    ),
+}
+
+# Set in a context's ``meta`` while the group formats its help: the command list then shows the summaries
+# from COMMANDS instead of importing every module for its help text.
+_SUMMARIES_ONLY = "fedattest.cli.summaries_only"
+
+# click >= 8.4 suggests close matches for an unknown command itself; typer's own suggestion would repeat them.
+_CLICK_SUGGESTS = hasattr(click.exceptions, "NoSuchCommand")
+
+
+def _load(name: str, lazy: _Lazy) -> click.Command:
+    """Import ``lazy.module`` and build the click command for ``name``, exactly as ``app.add_typer(sub_app,
+    name=name)`` or ``app.command(name)(function)`` would have at import time."""
+    # __import__ rather than importlib.import_module: only the former shows up in `python -X importtime`.
+    target = getattr(__import__(lazy.module, fromlist=[lazy.attribute]), lazy.attribute)
+    if isinstance(target, typer.Typer):
+        return typer.main.get_group_from_info(
+            TyperInfo(target, name=name),
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode,
+            suggest_commands=not _CLICK_SUGGESTS,
+        )
+    return typer.main.get_command_from_info(
+        CommandInfo(name=name, callback=target),
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+    )
+
+
 class _Group(TyperGroup):
-    """The top-level group: in standalone mode (the console script, ``CliRunner``) errors are printed by
-    :func:`run` as one line instead of typer's multi-line panels."""
+    """The top-level group.
+
+    * Its subcommands (:data:`COMMANDS`) are imported on first use: listing them (``--help``) takes the
+      summaries from the table.
+    * In standalone mode (the console script, ``CliRunner``) errors are printed by :func:`run` as one line
+      instead of typer's multi-line panels.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        lazy = COMMANDS.get(cmd_name)
+        if lazy is None:
+            return super().get_command(ctx, cmd_name)
+        if ctx.meta.get(_SUMMARIES_ONLY):
+            return click.Command(cmd_name, help=lazy.summary, short_help=lazy.summary)
+        command = self.commands.get(cmd_name)
+        if command is None:
+            command = self.commands[cmd_name] = _load(cmd_name, lazy)
+        return command
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        ctx.meta[_SUMMARIES_ONLY] = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            ctx.meta.pop(_SUMMARIES_ONLY, None)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            # Suggest from every registered command, not just the ones loaded so far.
+            if _CLICK_SUGGESTS and isinstance(exc, click.exceptions.NoSuchCommand):
+                raise click.exceptions.NoSuchCommand(exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx) from None
+            raise
 
     def main(
         self,
@@ -154,22 +272,9 @@ def _root(
     """Attestation and data integrity for federated learning on Intel SGX enclaves."""
 
 
-app.add_typer(quote_app, name="quote")
-app.add_typer(sim_app, name="sim")
-app.add_typer(data_app, name="data")
-app.add_typer(workload_app, name="workload")
-app.add_typer(sigstruct_app, name="sigstruct")
-app.add_typer(policy_app, name="policy")
-app.add_typer(audit_app, name="audit")
-app.add_typer(coordinator_app, name="coordinator")
-app.add_typer(participant_app, name="participant")
-app.add_typer(flower_app, name="flower")
-app.command("demo")(demo_command)
-
-
 def main() -> None:
     """Console script entry point (``fedattest``)."""
     sys.exit(run())
 
 
-__all__ = ["app", "main", "run"]
+__all__ = ["COMMANDS", "app", "main", "run"]

@@ -19,10 +19,12 @@ import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 # Evidence files are a few kilobytes; refuse anything absurd (e.g. /dev/zero) instead of reading it.
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -80,6 +82,8 @@ def console(*, stderr: bool = False) -> Console:
     """A rich console on stdout (or stderr). When the stream is not a terminal (piped, captured by a
     test, written to a log) and ``COLUMNS`` is not set, use a wide page instead of rich's 80 columns, so
     64-byte hex values and tables stay on one line each."""
+    from rich.console import Console  # noqa: PLC0415 - rich costs ~40 ms to import; --version needs none of it
+
     stream = sys.stderr if stderr else sys.stdout
     width: int | None = None
     if "COLUMNS" not in os.environ and not _isatty(stream):

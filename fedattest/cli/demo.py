@@ -4,7 +4,7 @@
    (``sim quote``) and its collateral (``sim collateral``), then ``fedattest quote verify`` accepting it
    with ``--allow-simulation`` and refusing it without. Each command is printed as you would type it
    and run in-process through the real command line, so the output is exactly what you would see.
-2. The real hardware quotes in ``../shared/testvectors/dcap``, each verified at the time recorded in
+2. The real hardware quotes in the repository's ``tests/vectors/dcap``, each verified at the time recorded in
    its ``expected.json`` and appraised under the default policy, in one verdict table.
 """
 
@@ -24,6 +24,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from fedattest.cli import run
 from fedattest.cli._common import EXIT_OK, EXIT_REJECTED, CliError, CliUsageError, console, print_rich
 from fedattest.cli.quote import Outcome, evaluate, view_quote
 from fedattest.dcap.collateral import Collateral
@@ -51,8 +52,6 @@ def _heading(text: str) -> None:
 
 def _run(args: list[str], expect: int) -> None:
     """Show and run one ``fedattest`` command in-process; stop the demo if its exit code is not ``expect``."""
-    from fedattest.cli import run  # noqa: PLC0415 - the package imports this module
-
     _say("")
     _say("$ fedattest " + shlex.join(args), "bold cyan")
     code = run(args)
@@ -84,9 +83,9 @@ def _find_vectors(given: Path | None) -> Path | None:
     env = os.environ.get(VECTORS_ENV)
     if env:
         return Path(env)
-    # The repository sits next to shared/ (../shared/testvectors/dcap from the repo root).
+    # A checkout of the repository ships them in tests/vectors/dcap (an installed wheel does not).
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base.parent / "shared" / "testvectors" / "dcap"
+        candidate = base / "tests" / "vectors" / "dcap"
         if candidate.is_dir():
             return candidate
     return None
@@ -227,7 +226,7 @@ def demo_command(
             "--vectors",
             metavar="DIR",
             help=f"Hardware test vectors (quotes, collateral, expected.json). Default: ${VECTORS_ENV}, else"
-            " ../shared/testvectors/dcap.",
+            " tests/vectors/dcap of the repository checkout.",
         ),
     ] = None,
 ) -> None:
@@ -248,9 +247,10 @@ def demo_command(
     simulated_part(out)
     found = _find_vectors(vectors)
     if found is None or not (found / "expected.json").is_file():
-        where = found if found is not None else "../shared/testvectors/dcap"
+        where = found if found is not None else "tests/vectors/dcap"
         _heading("2. Real hardware quotes")
-        _say(f"skipped: no test vectors at {where} (the repository must sit next to shared/, or set ${VECTORS_ENV})", "yellow")
+        hint = f"run it from a checkout of the repository, or pass --vectors / set ${VECTORS_ENV}"
+        _say(f"skipped: no test vectors at {where} ({hint})", "yellow")
     else:
         try:
             hardware_part(found)

@@ -5,25 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, print_rich, read_input
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
-from fedattest.policy.approval import (
-    Approval,
-    approve,
-    check_approvals,
-    generate_key,
-    load_private_key,
-    private_key_pem,
-    public_key_pem,
-)
-from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.policy.template import policy_template
+
+# The policy schema (pydantic), the approval signatures (cryptography) and rich's tables are imported by
+# the commands that use them: 'policy init' needs none of them, 'policy check' no table.
+if TYPE_CHECKING:
+    from fedattest.policy.federation import FederationPolicy
 
 app = typer.Typer(
     name="policy",
@@ -43,6 +37,8 @@ PolicyArg = Annotated[Path, typer.Argument(metavar="POLICY", help="Policy TOML f
 
 
 def load_policy(path: Path) -> FederationPolicy:
+    from fedattest.policy.federation import parse_policy  # noqa: PLC0415 - see the imports at the top
+
     try:
         return parse_policy(read_input(str(path), "policy file"))
     except FedattestError as exc:
@@ -65,6 +61,8 @@ def keygen(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Approver name (file prefix).", show_default=False)],
     directory: Annotated[Path, typer.Option("--dir", "-d", metavar="DIR", help="Where to write the files.")] = Path(),
 ) -> None:
+    from fedattest.policy.approval import generate_key, private_key_pem, public_key_pem  # noqa: PLC0415
+
     key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub.pem"
     if key_path.exists():
         raise CliUsageError(f"{key_path} exists: refusing to overwrite a key")
@@ -124,6 +122,8 @@ def check(
     summary = _summary(policy)
     result = None
     if approval:
+        from fedattest.policy.approval import Approval, check_approvals  # noqa: PLC0415 - see the imports at the top
+
         try:
             approvals = [Approval.from_json(read_input(str(p), "approval file")) for p in approval]
             result = check_approvals(policy, approvals)
@@ -156,6 +156,8 @@ def approve_cmd(
     key: Annotated[Path, typer.Option("--key", metavar="FILE", help="Your Ed25519 private key (policy keygen).")],
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here (default stdout).")] = None,
 ) -> None:
+    from fedattest.policy.approval import approve, load_private_key  # noqa: PLC0415 - see the imports at the top
+
     policy = load_policy(policy_path)
     try:
         signed = approve(policy, name, load_private_key(read_input(str(key), "key file")))
@@ -166,6 +168,8 @@ def approve_cmd(
 
 @app.command("show", help="Show the policy: members, roles, reference values, DP, apps, approvers.")
 def show(policy_path: PolicyArg, json_out: Annotated[bool, typer.Option("--json", help="The canonical JSON.")] = False) -> None:
+    from rich.table import Table  # noqa: PLC0415 - see the imports at the top
+
     policy = load_policy(policy_path)
     if json_out:
         print_json(json.loads(policy.canonical_bytes()))

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from cryptography import x509
-from pydantic import ValidationError
 from rich.table import Table
 from rich.text import Text
 
@@ -38,12 +37,9 @@ from fedattest.cli._common import (
     read_input,
 )
 from fedattest.dcap.chain import load_pem_chain
-from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import TcbStatus, VerifiedQuote
 from fedattest.dcap.trust import is_intel_root, load_trust_root
-from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError, FormatError, VerificationError
-from fedattest.policy.appraisal import DEFAULT_ACCEPTED_TCB, ReferenceValues, Verdict, appraise
 from fedattest.sgx._codec import Reader
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension, SgxType
 from fedattest.sgx.quote import (
@@ -61,6 +57,13 @@ from fedattest.sgx.quote import (
     TdReport,
     TeeType,
 )
+
+# The verifier, collateral and appraisal modules are imported where they are used: they build pydantic
+# models at import time, which 'quote show' does not need.
+if TYPE_CHECKING:
+    from fedattest.dcap.collateral import Collateral
+    from fedattest.dcap.verify import QuoteVerifier
+    from fedattest.policy.appraisal import ReferenceValues, Verdict
 
 app = typer.Typer(
     name="quote",
@@ -552,6 +555,8 @@ def evaluate(
     ``ref``. ``collateral`` may be a function of the parsed quote (PCCS fetching). Never raises for bad
     evidence: a quote that does not parse, collateral that cannot be fetched and every verification
     failure become a rejected :class:`Outcome` naming the step."""
+    from fedattest.policy.appraisal import appraise  # noqa: PLC0415 - see the imports at the top
+
     root = verifier.trust_root
     common: dict[str, Any] = {
         "view": view,
@@ -687,6 +692,10 @@ def build_reference(
 ) -> ReferenceValues:
     """ReferenceValues from the ``quote verify`` options; with no ``--expect-*`` value, accept any code
     (and say so). Inconsistent options are usage errors."""
+    from pydantic import ValidationError  # noqa: PLC0415 - see the imports at the top
+
+    from fedattest.policy.appraisal import DEFAULT_ACCEPTED_TCB, ReferenceValues  # noqa: PLC0415
+
     enclaves = frozenset(parse_hex(v, 32, "--expect-mrenclave") for v in mrenclave)
     tds = frozenset(parse_hex(v, 48, "--expect-mrtd") for v in mrtd)
     signer = parse_hex(mrsigner, 32, "--expect-mrsigner") if mrsigner is not None else None
@@ -715,6 +724,8 @@ def build_reference(
 
 def load_verifier(root_ca: Path | None) -> QuoteVerifier:
     """A verifier for ``--root-ca`` (DER or PEM; default Intel's SGX Root CA). A bad file is a usage error."""
+    from fedattest.dcap.verify import QuoteVerifier  # noqa: PLC0415 - see the imports at the top
+
     if root_ca is None:
         return QuoteVerifier()
     data = read_input(str(root_ca), "--root-ca file")
@@ -725,6 +736,8 @@ def load_verifier(root_ca: Path | None) -> QuoteVerifier:
 
 
 def load_collateral(path: Path) -> Collateral:
+    from fedattest.dcap.collateral import Collateral  # noqa: PLC0415 - see the imports at the top
+
     data = read_input(str(path), "collateral file")
     try:
         return Collateral.from_json(data)
