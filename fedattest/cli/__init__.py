@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import click
 import typer
+import typer.core
 import typer.main
 from typer.core import TyperGroup
 from typer.models import CommandInfo, TyperInfo
@@ -25,6 +26,12 @@ from typer.models import CommandInfo, TyperInfo
 from fedattest import __version__
 from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, print_error
 from fedattest.errors import FedattestError
+
+# Help is formatted by click, as plain text. With rich installed, typer renders help (and even escapes the
+# "[default: ...]" of plain help) through typer.rich_utils, whose imports (rich.markdown, markdown_it,
+# pygments) cost ~85 ms of every `--help`; typer has no switch for it but this flag, which it reads at
+# call time. Our own output still uses rich where it helps (tables, the demo).
+typer.core.HAS_RICH = False
 
 INTERNAL_ERROR = 3
 

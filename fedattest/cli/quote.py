@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from cryptography import x509
-from rich.table import Table
-from rich.text import Text
 
 from fedattest.cli._common import (
     EXIT_OK,
@@ -33,9 +31,9 @@ from fedattest.cli._common import (
     parse_time,
     print_json,
     print_line,
-    print_rich,
     read_input,
 )
+from fedattest.cli.fields import FieldList
 from fedattest.dcap.chain import load_pem_chain
 from fedattest.dcap.result import TcbStatus, VerifiedQuote
 from fedattest.dcap.trust import is_intel_root, load_trust_root
@@ -69,12 +67,11 @@ app = typer.Typer(
     name="quote",
     help=(
         "Inspect and verify DCAP quotes (SGX v3/v4/v5 and TDX v4/v5).\n\n"
-        "[bold]show[/] prints every field of a quote; [bold]verify[/] checks it with the DCAP verifier (Intel's"
+        "'show' prints every field of a quote; 'verify' checks it with the DCAP verifier (Intel's"
         " root by default) and appraises it against the measurements you expect.\n\n"
         "Example: fedattest quote verify quote.bin --collateral collateral.json --expect-mrenclave 3b94...b7"
     ),
     no_args_is_help=True,
-    rich_markup_mode="rich",
 )
 
 # -- decoding and describing quotes --------------------------------------------------------------------
@@ -390,19 +387,13 @@ def _bits(d: dict[str, Any], value_key: str, names_key: str) -> str:
     return f"{d[value_key]} ({', '.join(names)})" if names else f"{d[value_key]}"
 
 
-def render_quote(desc: dict[str, Any]) -> Table:
-    """A two-column table of :func:`describe_quote`'s object, by section."""
-    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column("field", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
-
-    def section(title: str) -> None:
-        if table.row_count:
-            table.add_row("", "")
-        table.add_row(Text(title, style="bold underline cyan"), "")
+def render_quote(desc: dict[str, Any]) -> FieldList:
+    """A two-column listing of :func:`describe_quote`'s object, by section."""
+    table = FieldList()
+    section = table.section
 
     def row(name: str, value: Any, style: str = "") -> None:
-        table.add_row(name, Text(_fmt(value), style=style))
+        table.row(name, _fmt(value), style)
 
     section("Input")
     row("encoding", f"{desc['encoding']}, {desc['size']} bytes")
@@ -615,15 +606,13 @@ def verdict_line(outcome: Outcome) -> str:
     return f"REJECTED: {outcome.reason}"
 
 
-def render_outcome(outcome: Outcome) -> Table:
-    table = Table(show_header=False, box=None, pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column("field", style="bold", no_wrap=True)
-    table.add_column("value", overflow="fold")
+def render_outcome(outcome: Outcome) -> FieldList:
+    table = FieldList()
     j = outcome.to_json()
     view = outcome.view
 
     def row(name: str, value: Any, style: str = "") -> None:
-        table.add_row(name, Text(_fmt(value), style=style))
+        table.row(name, _fmt(value), style)
 
     kind = f"{view.tee or '?'} quote v{view.version if view.version is not None else '?'}"
     row("quote", f"{kind} ({view.encoding}, {len(view.raw)} bytes)")
@@ -788,7 +777,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
         " flags and XFRM decoded, MRENCLAVE, MRSIGNER, CONFIGID, ISVPRODID, ISVSVN, CONFIGSVN, ISVFAMILYID,"
         " REPORTDATA) or TD report (MRTD, RTMRs, ...), the quoting enclave's report, the certification data"
         " type, the PCK certificate chain and the FMSPC from the PCK certificate.\n\n"
-        "Nothing is verified: use [bold]fedattest quote verify[/] for that. A quote whose certification data"
+        "Nothing is verified: use 'fedattest quote verify' for that. A quote whose certification data"
         " cannot be verified (e.g. an encrypted PPID) is still shown as far as it parses.\n\n"
         f"{QUOTE_INPUT_RULE}\n\n"
         "Exit codes: 0 shown, 1 the bytes are not a complete, supported quote (what parses is still shown, with"
@@ -806,7 +795,7 @@ def show(quote: QuoteArg, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(desc)
     else:
-        print_rich(render_quote(desc))
+        render_quote(desc).echo()
     if view.quote is None:
         # Shown as far as it goes, but say (once, on stderr) that it is not a complete, verifiable quote.
         raise CliUsageError(f"quote does not fully parse: {view.error}", EXIT_REJECTED)
@@ -947,6 +936,6 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
     if json_out:
         print_json(outcome.to_json())
     else:
-        print_rich(render_outcome(outcome))
+        render_outcome(outcome).echo()
         print_line(verdict_line(outcome))
     exit_with(EXIT_OK if outcome.accepted else EXIT_REJECTED)

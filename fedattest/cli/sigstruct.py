@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, print_rich, read_input
+from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, read_input
+from fedattest.cli.fields import FieldList
 from fedattest.errors import FormatError
 from fedattest.sgx.sigstruct import Sigstruct
 
@@ -73,9 +73,7 @@ def show(
     if json_out:
         print_json(info)
     else:
-        table = Table(show_header=False, box=None)
-        table.add_column("field", style="bold")
-        table.add_column("value")
+        table = FieldList()
         for key, value in info.items():
             if key == "signature_problem" and value is None:
                 continue
@@ -84,7 +82,7 @@ def show(
                 if isinstance(value, list)
                 else ("yes" if value is True else "no" if value is False else str(value))
             )
-            table.add_row(key.replace("_", " "), shown)
-        print_rich(table)
+            table.row(key.replace("_", " "), shown)
+        table.echo()
     if not info["signature_valid"]:
         raise CliError(f"{path}: signature INVALID: {info['signature_problem']}", EXIT_REJECTED)
