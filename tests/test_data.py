@@ -4,23 +4,36 @@ or on verify, and bad input is refused with a clear message."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from fedattest.cli import app
-from fedattest.data import DataIntegrityError, DatasetError, DatasetIndex, commit_directory, open_dataset, tree
+from fedattest.cli import data as cli_data
+from fedattest.data import (
+    DataIntegrityError,
+    DatasetArgumentError,
+    DatasetError,
+    DatasetIndex,
+    commit_directory,
+    open_dataset,
+    scan,
+    tree,
+    write_commitment,
+)
+from fedattest.data import commit as commit_module
 from fedattest.data import dataset as dataset_module
 from fedattest.data.index import IndexedFile
 from fedattest.errors import FormatError
-from tests.test_cli_quote import assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 CS = 4096  # small chunks, so small files span many chunks
 
@@ -454,3 +467,384 @@ def test_cli_commit_json_and_usage_errors(tmp_path: Path) -> None:
     (directory / "train").mkdir()
     os.mkfifo(directory / "train" / "pipe")
     assert_one_line_error(runner.invoke(app, ["data", "commit", str(directory)]), 2, "train/pipe: not a regular file")
+
+
+# -- the commitment format is pinned: roots and index bytes made by the first implementation ----------------
+
+
+def golden(directory: Path) -> Path:
+    """Sizes around chunk boundaries, nesting, a name sorting before '/', unicode, an empty file and an
+    empty directory, and two symlinks to files inside (one relative)."""
+
+    def data(seed: int, n: int) -> bytes:
+        out = bytearray()
+        i = 0
+        while len(out) < n:
+            out += hashlib.sha256(f"{seed}:{i}".encode()).digest()
+            i += 1
+        return bytes(out[:n])
+
+    sizes = [0, 1, 31, 4095, 4096, 4097, 8192, 3 * 4096 + 5, 65536, 65537, 200_000]
+    for i, size in enumerate(sizes):
+        path = directory / f"dir{i % 3}" / f"f{i:02d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data(i, size))
+    (directory / "naïve").mkdir()
+    (directory / "naïve" / "ünïcode.txt").write_bytes("grüß".encode())
+    (directory / "Z").write_bytes(b"upper")
+    (directory / "a b").write_bytes(b"space")
+    (directory / "deep" / "er" / "est").mkdir(parents=True)
+    (directory / "deep" / "er" / "est" / "leaf").write_bytes(data(99, 5000))
+    (directory / "emptydir").mkdir()
+    (directory / "link").symlink_to(directory / "dir0" / "f03.bin")
+    (directory / "dir1" / "rel-link").symlink_to("../Z")
+    return directory
+
+
+# chunk size -> (root, SHA-256 of the index file): computed before the scan was rewritten.
+GOLDEN = {
+    4096: (
+        "560e3302087618f9be88020355029a64f7b7b137ba3a75b7cd8370ac52cc86cb",
+        "ff241a50d92c0932caf986672db95449a600aed930815c10f2c93999b4b6e843",
+    ),
+    8192: (
+        "7e80ce1f644c1b12ffd8913858fe9ebe94c2899ce60282bb82fb984499c5c2ed",
+        "f47d39bf57de362601312b750a61a44962c31b96fb3cd4c8c1fdd3f2507067a1",
+    ),
+    1 << 20: (
+        "210c26b8658032a44ab69ca439ee8263e58597e10ec6a2c31cede44895e926ce",
+        "11100e3fa333ce92287888c618fe31945be6f6b395e191f9457c530c971721c1",
+    ),
+}
+EMPTY_DATASET_ROOT = "b4167bc6e4b5fac67085cd420625fc58e7663eb2664f0950d340068cb96c1bdf"
+
+# Every path of the engine, forced: small files inline, in pool batches, in segments, in helper processes
+# (also when a helper gives every file back, or dies).
+ENGINES = {
+    "default": {},
+    "one-worker": {"workers": 1},
+    "all-in-pool": {"INLINE_MAX": 0, "BATCH_FILES": 2, "SEGMENT_BYTES": 2 * 4096, "READ_BLOCK": 4096, "workers": 2},
+    "helpers": {"HELPER_AFTER": 0, "HELPER_FILES": 3, "HELPER_QUEUE": 50, "workers": 3},
+    "helpers-and-here": {"HELPER_AFTER": 0, "HELPER_FILES": 2, "workers": 2},
+    "helpers-give-back": {"HELPER_AFTER": 0, "HELPER_MAX": 0, "workers": 2},
+    "helpers-and-pool": {
+        "HELPER_AFTER": 0,
+        "HELPER_MAX": 5000,
+        "HELPER_QUEUE": 50,
+        "INLINE_MAX": 100,
+        "SEGMENT_BYTES": 4 * 4096,
+        "workers": 2,
+    },
+}
+
+
+def engine(monkeypatch: pytest.MonkeyPatch, name: str) -> int | None:
+    settings = dict(ENGINES[name])
+    workers = settings.pop("workers", None)
+    for attr, value in settings.items():
+        monkeypatch.setattr(scan, attr, value)
+    if "HELPER_AFTER" in settings:  # helpers are capped at the cores less one: have some on any machine
+        monkeypatch.setattr(scan, "default_workers", lambda: 4)
+    return workers
+
+
+@pytest.mark.parametrize("name", list(ENGINES))
+def test_roots_and_index_bytes_are_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    workers = engine(monkeypatch, name)
+    directory = golden(tmp_path / "data")
+    for chunk_size, (root, index_sha) in GOLDEN.items():
+        commitment, index = commit_directory(directory, chunk_size=chunk_size, workers=workers)
+        assert (commitment.root.hex(), commitment.files, commitment.total_bytes) == (root, 17, 372994)
+        raw = (directory / ".fedattest-index").read_bytes()
+        assert hashlib.sha256(raw).hexdigest() == index_sha
+        assert index.to_bytes() == raw and index.root == commitment.root
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert write_commitment(empty, chunk_size=4096, workers=workers).root.hex() == EMPTY_DATASET_ROOT
+
+
+def test_a_helper_that_dies_is_replaced_by_hashing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine(monkeypatch, "helpers")
+
+    def dead(self: object, count: int) -> object:
+        raise scan._HelperError
+
+    monkeypatch.setattr(scan._Helper, "receive", dead)
+    directory = golden(tmp_path / "data")
+    assert commit_directory(directory, chunk_size=4096, workers=2)[0].root.hex() == GOLDEN[4096][0]
+
+
+def test_requests_too_big_for_the_pipe_are_hashed_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine(monkeypatch, "helpers")
+    monkeypatch.setattr(scan, "HELPER_QUEUE", 6)
+    directory = golden(tmp_path / "data")
+    # 100-byte requests: the directory's path and a name or two fit, or not even one (then it is done here).
+    monkeypatch.setattr(scan, "_pipe_size", lambda fd: 7 * (len(os.fsencode(directory.resolve())) + 40))
+    assert commit_directory(directory, chunk_size=4096, workers=2)[0].root.hex() == GOLDEN[4096][0]
+
+
+@pytest.mark.parametrize("n", range(70))
+def test_streaming_merkle_builder_is_merkle_root(n: int) -> None:
+    leaves = [tree.chunk_leaf(i.to_bytes(4, "big")) for i in range(n)]
+    builder = tree.MerkleBuilder()
+    for leaf in leaves:
+        builder.add(leaf)
+    assert builder.root() == tree.merkle_root(leaves) and builder.count == n
+
+
+@pytest.mark.parametrize("name", ["default", "all-in-pool", "helpers"])
+def test_refusals_are_the_same_on_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    workers = engine(monkeypatch, name)
+    directory = golden(tmp_path / "data")
+    os.mkfifo(directory / "dir2" / "pipe")
+    with pytest.raises(DatasetError, match=r"^dir2/pipe: not a regular file"):
+        commit_directory(directory, chunk_size=4096, workers=workers)
+    os.unlink(directory / "dir2" / "pipe")
+    (directory / "dir2" / "out").symlink_to(tmp_path)
+    with pytest.raises(DatasetError, match=r"^dir2/out: symlink leaves the dataset directory"):
+        commit_directory(directory, chunk_size=4096, workers=workers)
+    assert not [p for p in directory.iterdir() if p.name.endswith(".tmp")]  # the index being written is removed
+
+
+@pytest.mark.parametrize("name", ["default", "all-in-pool", "helpers-give-back"])
+def test_a_file_that_cannot_be_opened_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Unreadable files (root reads anything, so the refusal is simulated where this process opens files:
+    a helper gives back what it cannot open, and it is opened here)."""
+    workers = engine(monkeypatch, name)
+    directory = golden(tmp_path / "data")
+    real_open = os.open
+
+    def deny(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if os.fsdecode(path).endswith(("f05.bin", "f10.bin")):  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", deny)
+    with pytest.raises(DatasetError, match=r"^dir1/f10\.bin: not readable \(permission denied\)$"):
+        commit_directory(directory, chunk_size=4096, workers=workers)
+
+
+def test_errors_name_the_first_bad_path_in_commitment_order(tmp_path: Path) -> None:
+    directory = golden(tmp_path / "data")
+    for bad in ("zzz", "dir1/pipe", "b-pipe"):
+        os.mkfifo(directory / bad)
+    with pytest.raises(DatasetError, match=r"^b-pipe: "):
+        commit_directory(directory, chunk_size=4096)
+
+
+def test_a_file_that_grows_while_hashed_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(DatasetError, match="changed while being read"):
+            scan.hash_range(fd, b"f", 9_000, 4096, range(3))  # as if it had grown after fstat said 9,000
+        with pytest.raises(DatasetError, match="changed while being read"):
+            scan.hash_range(fd, b"f", 12_000, 4096, range(3))  # or shrunk
+    finally:
+        os.close(fd)
+
+
+def test_deep_trees_and_big_directories(tmp_path: Path) -> None:
+    directory = tmp_path / "d"
+    deep = directory / "/".join(f"l{i}" for i in range(120))
+    deep.mkdir(parents=True)
+    (deep / "bottom").write_bytes(b"deep")
+    wide = directory / "wide"
+    wide.mkdir()
+    for i in range(3000):  # more than one run of the walk, and enough small files to start helpers
+        (wide / f"{i:05d}").write_bytes(i.to_bytes(4, "big"))
+    commitment, index = commit_directory(directory, chunk_size=4096)
+    assert commitment.files == 3001 and index.files[0].path.endswith("/bottom")
+    paths = [f.path.encode() for f in index.files]
+    assert paths == sorted(paths)
+    assert commit_directory(directory, chunk_size=4096, workers=1)[0].root == commitment.root
+
+
+# -- arguments: checked before anything is hashed --------------------------------------------------------
+
+
+@pytest.fixture
+def no_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("hashing started before the arguments were checked")
+
+    monkeypatch.setattr(commit_module, "hash_tree", boom)
+
+
+class PathLikeDir:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def test_str_and_pathlike_paths_everywhere(tmp_path: Path) -> None:
+    directory = sample(tmp_path / "d")
+    index = tmp_path / "index"
+    out = tmp_path / "inside"
+    commitment, _ = commit_directory(str(directory), chunk_size=CS, index_path=str(index), exclude=[str(directory / "README")])
+    assert commitment.files == 4 and index.is_file()
+    again = write_commitment(
+        PathLikeDir(directory), chunk_size=CS, index_path=PathLikeDir(out), exclude=(PathLikeDir(directory / "README"),)
+    )
+    assert again == commitment
+    ds = open_dataset(str(directory), commitment.root.hex(), str(index))
+    assert ds.read_bytes(PurePosixPath("train/y.bin")) == (directory / "train/y.bin").read_bytes()
+    assert ds.size(PurePosixPath("empty")) == 0
+    ds.verify_all(strict=False)
+    assert open_dataset(PathLikeDir(directory), commitment.root, PathLikeDir(out)).files() == ds.files()
+    with pytest.raises(DatasetError, match="not in the commitment"):  # the excluded file
+        ds.open("README")
+
+
+@pytest.mark.usefixtures("no_hashing")
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"directory": "missing"}, "missing: No such file or directory"),
+        ({"directory": "file"}, "file: not a directory"),
+        ({"directory": 42}, "directory: expected a path"),
+        ({"directory": b"/bytes"}, "directory: expected a path"),
+        ({"directory": ""}, "directory: the path is empty"),
+        ({"chunk_size": "1MiB"}, "chunk_size: expected a number of bytes"),
+        ({"chunk_size": True}, "chunk_size: expected a number of bytes"),
+        ({"chunk_size": 3000}, "chunk_size: 3000 is not a power of two"),
+        ({"chunk_size": 1 << 31}, "is not a power of two between 4 KiB and 1 GiB"),
+        ({"workers": 0}, "workers: expected a positive number"),
+        ({"workers": "2"}, "workers: expected a positive number"),
+        ({"index_path": "nowhere/index"}, "is not an existing directory"),
+        ({"index_path": "."}, "is a directory"),
+        ({"index_path": "data/README"}, "refusing to overwrite a file that is not a index"),
+        ({"index_path": "fifo"}, "not a regular file"),
+        ({"index_path": 3.5}, "index: expected a path"),
+        ({"exclude": "data/README"}, "exclude: expected a list of paths"),
+        ({"exclude": [None]}, "exclude: expected a path"),
+        ({"progress": "yes"}, "progress: expected a callable"),
+    ],
+)
+def test_bad_arguments_are_refused_before_hashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, object], needle: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sample(tmp_path / "data")
+    (tmp_path / "file").write_bytes(b"x")
+    os.mkfifo(tmp_path / "fifo")
+    before = (tmp_path / "data" / "README").read_bytes()
+    args: dict[str, object] = {"directory": "data", **kwargs}
+    with pytest.raises(DatasetArgumentError) as err:
+        write_commitment(**args)  # type: ignore[arg-type]
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, ValueError) and isinstance(err.value, DatasetError)
+    assert (tmp_path / "data" / "README").read_bytes() == before
+    assert not list((tmp_path / "data").glob(".fedattest-index*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write in any directory")
+@pytest.mark.usefixtures("no_hashing")
+def test_an_index_directory_that_is_not_writable_is_refused_first(tmp_path: Path) -> None:
+    directory = sample(tmp_path / "d")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(DatasetArgumentError, match="permission denied"):
+        commit_directory(directory, index_path=locked / "index")
+
+
+def test_an_existing_index_is_replaced_and_a_foreign_file_kept(tmp_path: Path) -> None:
+    directory = sample(tmp_path / "d")
+    index = tmp_path / "index"
+    index.write_bytes(b"")  # an empty file (mktemp) may be used
+    root = commit_directory(directory, chunk_size=CS, index_path=index)[0].root
+    assert commit_directory(directory, chunk_size=2 * CS, index_path=index)[0].root != root  # an index: replaced
+    with pytest.raises(DatasetArgumentError, match="refusing to overwrite"):
+        commit_directory(directory, chunk_size=CS, index_path=directory / "train" / "x.bin")
+
+
+def test_bad_arguments_to_open_and_verify(committed: tuple[Path, bytes], tmp_path: Path) -> None:
+    directory, root = committed
+    for args, needle in [
+        ((tmp_path / "missing", root), "No such file or directory"),
+        ((directory / "README", root), "not a directory"),
+        ((directory, "zz"), "64 hex digits"),
+        ((directory, b"short"), "32 bytes"),
+        ((directory, 12345), "32 bytes or 64 hex digits"),
+        ((directory, root, 7), "index: expected a path"),
+    ]:
+        with pytest.raises(DatasetArgumentError, match=needle):
+            open_dataset(*args)  # type: ignore[arg-type]
+    ds = open_dataset(directory, bytearray(root))
+    with pytest.raises(DatasetArgumentError, match="workers"):
+        ds.verify_all(workers=0)
+    with pytest.raises(DatasetArgumentError, match="committed path"):
+        ds.open(b"README")  # type: ignore[arg-type]
+
+
+def test_cli_bad_arguments_are_one_line_exit_2_before_hashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = sample(tmp_path / "d")
+    (tmp_path / "notes.txt").write_text("my notes")
+    monkeypatch.setattr(commit_module, "hash_tree", lambda *a, **k: pytest.fail("hashing started"))
+    commit = ["data", "commit", str(directory)]
+    for args, needle in [
+        (["data", "commit", str(tmp_path / "nope")], "nope: No such file or directory"),
+        (["data", "commit", str(directory / "README")], "not a directory"),
+        ([*commit, "--chunk-size", "3KiB"], "--chunk-size: 3072 is not a power of two"),
+        ([*commit, "--chunk-size", "0"], "--chunk-size: 0 is not a power of two"),
+        ([*commit, "--index", str(tmp_path / "no" / "index")], "is not an existing directory"),
+        ([*commit, "--index", str(tmp_path)], "is a directory"),
+        ([*commit, "--index", str(tmp_path / "notes.txt")], "refusing to overwrite"),
+        ([*commit, "-o", str(tmp_path)], "--output: commitment"),
+        ([*commit, "-o", str(tmp_path / "notes.txt")], "refusing to overwrite"),
+        ([*commit, "-o", str(tmp_path / "x"), "--index", str(tmp_path / "x")], "name the same file"),
+        ([*commit, "--workers", "0"], "--workers"),
+        (["data", "verify", str(tmp_path / "nope"), "--root", "00" * 32], "No such file or directory"),
+    ]:
+        assert_one_line_error(runner.invoke(app, args), 2, needle)
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+
+
+def test_cli_output_inside_the_directory_is_left_out(tmp_path: Path) -> None:
+    directory = sample(tmp_path / "d")
+    plain = runner.invoke(app, ["data", "commit", str(directory), "--json"])
+    inside = runner.invoke(app, ["data", "commit", str(directory), "--json", "-o", str(directory / "commitment.json")])
+    assert plain.exit_code == inside.exit_code == 0
+    assert json.loads(plain.stdout)["root"] == json.loads(inside.stdout)["root"]
+    again = runner.invoke(app, ["data", "commit", str(directory), "--json", "-o", str(directory / "commitment.json")])
+    assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(inside.stdout)  # its own file: replaced
+
+
+# -- progress -----------------------------------------------------------------------------------------------
+
+
+def test_progress_is_shown_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    progress = cli_data._Progress(stream, delay=0.0, every=0.0)
+    progress(10, 5 << 20)
+    progress(20, 10 << 20)
+    assert stream.getvalue().count("\r") == 2 and "20 files, 10.0 MiB" in stream.getvalue()
+    progress.clear()
+    assert stream.getvalue().endswith("\r\x1b[K")
+    quiet = io.StringIO()
+    cli_data._Progress(quiet, delay=3600)(10, 10)
+    cli_data._Progress(quiet).clear()
+    assert quiet.getvalue() == ""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    monkeypatch.setenv("TERM", "xterm")
+    assert cli_data._show_progress(json_out=False) and not cli_data._show_progress(json_out=True)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not cli_data._show_progress(json_out=False)
+    # Not a terminal (captured): nothing at all on stderr.
+    result = runner.invoke(app, ["data", "commit", str(sample(tmp_path / "d"))])
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_progress_callback_sees_every_file(tmp_path: Path) -> None:
+    directory = sample(tmp_path / "d")
+    seen: list[tuple[int, int]] = []
+    commitment = write_commitment(directory, chunk_size=CS, progress=lambda f, b: seen.append((f, b)))
+    assert seen[-1] == (commitment.files, commitment.total_bytes)

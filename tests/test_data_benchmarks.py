@@ -18,10 +18,18 @@ def run(script: str, *args: str) -> dict[str, object]:
     return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
-def test_commit_benchmark() -> None:
+def test_commit_benchmark_large_files() -> None:
     report = run("commit.py", "--files", "4", "--size-mib", "1")
-    assert report["bytes"] == 4 << 20
-    assert report["commit_vs_sha256sum"] > 0 and report["commit_vs_cores_x_hashlib"] > 0  # type: ignore[operator]
+    assert report["mode"] == "large" and report["bytes"] == 4 << 20
+    assert report["commit_vs_sha256sum"] > 0 and report["engine_vs_cores_x_hashlib"] > 0  # type: ignore[operator]
+    assert report["commit_peak_rss_kib"] > 0  # type: ignore[operator]
+
+
+def test_commit_benchmark_small_files() -> None:
+    report = run("commit.py", "--small-files", "300")
+    assert report["mode"] == "small" and report["files"] == 300 and report["bytes"] == 300 * 1024
+    assert report["pipeline_vs_commit"] > 0 and report["commit_peak_rss_kib"] > 0  # type: ignore[operator]
+    assert set(report["runs_s"]) == {"pipeline", "commit"}  # type: ignore[arg-type]
 
 
 def test_verified_read_benchmark() -> None:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, console, print_json, read_input
-from fedattest.data.commit import Commitment, commit_directory
+from fedattest.cli._common import EXIT_REJECTED, EXIT_USAGE, CliError, CliUsageError, print_json, read_input
+from fedattest.data.commit import Commitment, check_chunk_size_argument, check_output_path, is_commitment, write_commitment
 from fedattest.data.dataset import open_dataset
-from fedattest.data.errors import DataIntegrityError, DatasetError
+from fedattest.data.errors import DataIntegrityError, DatasetArgumentError, DatasetError
 from fedattest.files import atomic_write
 
 app = typer.Typer(
@@ -51,29 +49,39 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[unit]
 
 
-@contextmanager
-def _progress(label: str) -> Iterator[tuple[object, object]]:
-    con = console(stderr=True)
-    progress = Progress(
-        TextColumn(label),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=con,
-        transient=True,
-        disable=not con.is_terminal,
-    )
-    task = progress.add_task(label, total=None)
-    with progress:
+class _Progress:
+    """``hashing: 12,345 files, 1.2 GiB (345.6 MiB/s)`` on one line of a terminal's stderr, redrawn at
+    most ten times a second, and only once the work has lasted ``delay`` seconds; erased at the end.
+    Called by the hashing between runs of files, so it costs nothing per file."""
 
-        def total(n: int) -> None:
-            progress.update(task, total=n)
+    def __init__(self, stream: TextIO, delay: float = 0.5, every: float = 0.1) -> None:
+        self.stream = stream
+        self.start = time.monotonic()
+        self.next = self.start + delay
+        self.every = every
+        self.shown = False
 
-        def advance(n: int) -> None:
-            progress.advance(task, n)
+    def __call__(self, files: int, nbytes: int) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + self.every
+        rate = nbytes / (now - self.start)
+        self.stream.write(f"\rhashing: {files:,} files, {_human(nbytes)} ({_human(rate)}/s)\x1b[K")
+        self.stream.flush()
+        self.shown = True
 
-        yield total, advance
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _show_progress(json_out: bool) -> bool:
+    try:
+        return not json_out and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        return False
 
 
 def _human(n: float) -> str:
@@ -87,11 +95,12 @@ def _human(n: float) -> str:
 @app.command(
     "commit",
     help=(
-        "Hash every file under DIR in fixed-size chunks (in parallel), write the chunk index (default"
+        "Hash every file under DIR in fixed-size chunks (on every core), write the chunk index (default"
         " DIR/.fedattest-index) and print the dataset root: the 32-byte commitment to put in the federation"
-        " policy.\n\n"
+        " policy. On a terminal, progress is shown on stderr.\n\n"
         "Refused with a message naming the file: symlinks leaving DIR, symlinked directories, FIFOs, sockets,"
-        " devices, unreadable files and non-UTF-8 names.\n\n"
+        " devices, unreadable files and non-UTF-8 names. An existing --index or -o file is only replaced if"
+        " it is an index or a commitment.\n\n"
         "Example: fedattest data commit hospital-a/ --chunk-size 1MiB -o commitment.json"
     ),
 )
@@ -104,16 +113,31 @@ def commit(  # noqa: PLR0917 - typer maps parameters to options
     json_out: Annotated[bool, typer.Option("--json", help="Print the commitment JSON on stdout.")] = False,
 ) -> None:
     size = parse_size(chunk_size)
-    exclude = (output,) if output is not None else ()
+    try:
+        check_chunk_size_argument(size)
+    except DatasetArgumentError as exc:
+        raise CliUsageError(f"--chunk-size: {str(exc).removeprefix('chunk_size: ')}") from None
+    exclude: tuple[Path, ...] = ()
+    if output is not None:
+        # Checked before anything is hashed: a bad -o would otherwise only fail at the very end.
+        try:
+            check_output_path(output, "commitment", keeps=is_commitment)
+        except DatasetArgumentError as exc:
+            raise CliUsageError(f"--output: {exc}") from None
+        if index is not None and os.path.realpath(output) == os.path.realpath(index):
+            raise CliUsageError("--output and --index name the same file")
+        exclude = (output,)
+    progress = _Progress(sys.stderr) if _show_progress(json_out) else None
     start = time.perf_counter()
     try:
-        with _progress("hashing") as (on_total, advance):
-            result, _ = commit_directory(
-                directory, chunk_size=size, index_path=index, exclude=exclude, workers=workers,
-                on_total=on_total, advance=advance,  # type: ignore[arg-type]
-            )  # fmt: skip
+        result = write_commitment(
+            directory, chunk_size=size, index_path=index, exclude=exclude, workers=workers, progress=progress
+        )
     except DatasetError as exc:
         raise CliUsageError(str(exc)) from None
+    finally:
+        if progress is not None:
+            progress.clear()
     elapsed = time.perf_counter() - start
     if output is not None:
         try:
@@ -162,9 +186,9 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
     try:
         dataset = open_dataset(directory, root, index)
     except DatasetError as exc:
-        # A root that is not hex is a usage error; an index that does not match is a failed check.
-        code = 2 if "hex digits" in str(exc) or "32 bytes" in str(exc) or "not a directory" in str(exc) else EXIT_REJECTED
-        raise CliError(str(exc), code) from None
+        # A root that is not hex or a directory that is not one is a usage error; an index that does not
+        # match is a failed check.
+        raise CliError(str(exc), EXIT_USAGE if isinstance(exc, DatasetArgumentError) else EXIT_REJECTED) from None
     try:
         dataset.verify_all(workers=workers)
     except DataIntegrityError as exc:

@@ -4,18 +4,20 @@
 opens it for verified reading; see ``docs/data-commitments.md``.
 """
 
-from fedattest.data.commit import Commitment, commit_directory
+from fedattest.data.commit import Commitment, commit_directory, write_commitment
 from fedattest.data.dataset import CommittedDataset, VerifiedFile, open_dataset
-from fedattest.data.errors import DataIntegrityError, DatasetError
+from fedattest.data.errors import DataIntegrityError, DatasetArgumentError, DatasetError
 from fedattest.data.index import DatasetIndex
 
 __all__ = [
     "Commitment",
     "CommittedDataset",
     "DataIntegrityError",
+    "DatasetArgumentError",
     "DatasetError",
     "DatasetIndex",
     "VerifiedFile",
     "commit_directory",
     "open_dataset",
+    "write_commitment",
 ]

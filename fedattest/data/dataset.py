@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from fedattest.data import tree
-from fedattest.data.errors import DataIntegrityError, DatasetError
+from fedattest.data.commit import PathArg, as_path, check_directory, check_workers
+from fedattest.data.errors import DataIntegrityError, DatasetArgumentError, DatasetError
 from fedattest.data.index import DatasetIndex, IndexedFile, check_path
 from fedattest.data.scan import INDEX_NAME, FoundFile, find_files, hash_files
 from fedattest.errors import FormatError
@@ -24,21 +25,34 @@ MAX_INDEX_BYTES = 1 << 34
 
 
 def parse_root(root: bytes | str) -> bytes:
+    """32 bytes, or 64 hex digits (optionally ``0x``-prefixed); anything else is a :class:`DatasetArgumentError`."""
     if isinstance(root, str):
         try:
             root = bytes.fromhex(root.strip().removeprefix("0x"))
         except ValueError:
-            raise DatasetError("the dataset root must be 64 hex digits") from None
+            raise DatasetArgumentError("the dataset root must be 64 hex digits") from None
+    elif isinstance(root, bytearray | memoryview):
+        root = bytes(root)
+    if not isinstance(root, bytes):
+        raise DatasetArgumentError(f"the dataset root must be 32 bytes or 64 hex digits, got {type(root).__name__}")
     if len(root) != 32:
-        raise DatasetError(f"the dataset root must be 32 bytes, got {len(root)}")
+        raise DatasetArgumentError(f"the dataset root must be 32 bytes, got {len(root)}")
     return root
+
+
+def _committed_path(path: object) -> str:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise DatasetArgumentError(f"path: expected a str or os.PathLike committed path, got {type(path).__name__}")
+    return path
 
 
 class CommittedDataset:
     """A directory of data checked against a commitment. Make one with :func:`open_dataset`."""
 
-    def __init__(self, directory: Path, index: DatasetIndex) -> None:
-        self.directory = directory
+    def __init__(self, directory: PathArg, index: DatasetIndex) -> None:
+        self.directory = Path(directory)
         self.index = index
         self._top = os.path.realpath(directory)
 
@@ -54,10 +68,11 @@ class CommittedDataset:
         """Committed paths, sorted."""
         return [f.path for f in self.index.files]
 
-    def size(self, path: str) -> int:
+    def size(self, path: PathArg) -> int:
         return self._entry(path).size
 
-    def _entry(self, path: str) -> IndexedFile:
+    def _entry(self, path: PathArg) -> IndexedFile:
+        path = _committed_path(path)
         try:
             check_path(path)
         except FormatError as exc:
@@ -73,10 +88,11 @@ class CommittedDataset:
             raise DatasetError(f"{path!r} resolves outside the dataset directory")
         return real
 
-    def open(self, path: str) -> VerifiedFile:
-        """A read-only, seekable binary file over committed ``path``; reads raise
-        :class:`DataIntegrityError` on any mismatch with the commitment."""
+    def open(self, path: PathArg) -> VerifiedFile:
+        """A read-only, seekable binary file over committed ``path`` (``str`` or ``os.PathLike``, relative,
+        '/'-separated); reads raise :class:`DataIntegrityError` on any mismatch with the commitment."""
         entry = self._entry(path)
+        path = entry.path
         try:
             fd = os.open(self._real(path), os.O_RDONLY)
         except FileNotFoundError:
@@ -92,13 +108,14 @@ class CommittedDataset:
             raise
         return VerifiedFile(fd, entry, self.chunk_size)
 
-    def read_bytes(self, path: str) -> bytes:
+    def read_bytes(self, path: PathArg) -> bytes:
         with self.open(path) as f:
             return f.read()
 
     def verify_all(self, *, workers: int | None = None, strict: bool = True) -> None:
         """Hash everything and compare with the commitment; raises at the first mismatch in (path, chunk)
         order. With ``strict``, files present in the directory but not in the commitment are an error too."""
+        workers = check_workers(workers)
         found = []
         for entry in self.index.files:
             real = self._real(entry.path)
@@ -121,7 +138,8 @@ class CommittedDataset:
                 raise DataIntegrityError(extra[0], None, "absent", "present", what="file not in the commitment")
 
 
-def load_index(path: Path) -> DatasetIndex:
+def load_index(path: PathArg) -> DatasetIndex:
+    path = as_path(path, "index")
     try:
         with path.open("rb") as fh:
             data = fh.read(MAX_INDEX_BYTES + 1)
@@ -135,14 +153,17 @@ def load_index(path: Path) -> DatasetIndex:
         raise DatasetError(f"{path}: {exc}") from None
 
 
-def open_dataset(directory: Path | str, root: bytes | str, index: Path | str | DatasetIndex | None = None) -> CommittedDataset:
+def open_dataset(directory: PathArg, root: bytes | str, index: PathArg | DatasetIndex | None = None) -> CommittedDataset:
     """Open ``directory`` as the dataset committed to by ``root`` (32 bytes or 64 hex digits). ``index``
-    defaults to ``DIR/.fedattest-index``. The index must reproduce ``root`` exactly, or nothing opens."""
-    directory = Path(directory)
+    (a path, or an already loaded :class:`DatasetIndex`) defaults to ``DIR/.fedattest-index``. The index
+    must reproduce ``root`` exactly, or nothing opens. Bad arguments raise :class:`DatasetArgumentError`
+    before anything is read."""
+    directory, _ = check_directory(directory)
     want = parse_root(root)
-    if not directory.is_dir():
-        raise DatasetError(f"{directory}: not a directory")
-    loaded = index if isinstance(index, DatasetIndex) else load_index(Path(index) if index else directory / INDEX_NAME)
+    if isinstance(index, DatasetIndex):
+        loaded = index
+    else:
+        loaded = load_index(directory / INDEX_NAME if index is None else as_path(index, "index"))
     if not loaded.matches(want):
         raise DatasetError(
             f"the index does not match the commitment: it implies root {loaded.root.hex()}, the commitment is {want.hex()}"

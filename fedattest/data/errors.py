@@ -24,3 +24,9 @@ class DataIntegrityError(DatasetError):
         self.actual = actual
         where = f"{path!r}" if chunk is None else f"{path!r} chunk {chunk}"
         super().__init__(f"data integrity: {where}: {what} is {actual}, the commitment says {expected}")
+
+
+class DatasetArgumentError(DatasetError, ValueError):
+    """An argument of the dataset API is unusable (not a path, a directory that does not exist, a chunk
+    size that is not a power of two, an index path that cannot be written...). Raised before any file is
+    read or hashed; the message names the argument."""

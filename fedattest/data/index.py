@@ -10,9 +10,11 @@ after its recomputed root equals the commitment. Layout (big-endian)::
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from functools import cached_property
+from typing import BinaryIO
 
 from fedattest.data import tree
 from fedattest.errors import FormatError
@@ -21,6 +23,8 @@ MAGIC = b"FEDATTEST-INDEX\x00"
 VERSION = 1
 MIN_CHUNK_SIZE = 4096
 MAX_CHUNK_SIZE = 1 << 30
+MAX_FILES = 0xFFFFFFFF  # the file count is a u32
+MAX_PATH_BYTES = 0xFFFF  # a path's length is a u16
 
 
 def check_path(path: str) -> str:
@@ -39,7 +43,7 @@ def check_path(path: str) -> str:
         encoded = path.encode("utf-8")
     except UnicodeEncodeError:
         raise FormatError("path", f"{path!r} is not valid UTF-8") from None
-    if len(encoded) > 0xFFFF:
+    if len(encoded) > MAX_PATH_BYTES:
         raise FormatError("path", "longer than 65535 bytes")
     return path
 
@@ -154,3 +158,44 @@ class DatasetIndex:
         if not hmac.compare_digest(index.root, stated_root):
             raise FormatError("index.root", "the stated root does not match the index's contents")
         return index
+
+
+class IndexWriter:
+    """Writes an index to ``fh`` one file at a time, in order, and computes the dataset root on the way:
+    nothing but O(log n) hashes is kept, whatever the number of files. The caller gives paths already
+    checked and sorted (the walk in :mod:`fedattest.data.scan` yields them so); ``fh`` must be seekable,
+    because the file count in the header is written last."""
+
+    def __init__(self, fh: BinaryIO, chunk_size: int) -> None:
+        self._fh = fh
+        self._write = fh.write
+        self._start = fh.tell()
+        self.chunk_size = check_chunk_size(chunk_size)
+        self._entries = tree.MerkleBuilder()
+        self._add_entry = self._entries.add
+        self.total_bytes = 0
+        fh.write(MAGIC + VERSION.to_bytes(2, "big") + chunk_size.to_bytes(4, "big") + bytes(4))
+
+    @property
+    def files(self) -> int:
+        return self._entries.count
+
+    def add(self, path: bytes, size: int, leaves: bytes, root: bytes) -> None:
+        """One file: its UTF-8 path, size, chunk leaves (concatenated) and their Merkle root."""
+        head = len(path).to_bytes(2, "big") + path + size.to_bytes(8, "big")
+        self._write(head + leaves)
+        self._add_entry(hashlib.sha256(tree.ENTRY + head + root).digest())
+        self.total_bytes += size
+
+    def finish(self) -> bytes:
+        """Write the root and the file count; returns the dataset root."""
+        count = self._entries.count
+        if count > MAX_FILES:
+            raise FormatError("index.file_count", f"{count} files; an index holds at most {MAX_FILES}")
+        root = tree.dataset_root_over(self.chunk_size, count, self._entries.root())
+        self._write(root)
+        end = self._fh.tell()
+        self._fh.seek(self._start + len(MAGIC) + 2 + 4)
+        self._write(count.to_bytes(4, "big"))
+        self._fh.seek(end)
+        return root

@@ -55,16 +55,48 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+class MerkleBuilder:
+    """The same root as :func:`merkle_root`, from leaves given one at a time, in O(log n) memory.
+
+    It keeps the roots of the complete subtrees seen so far (at most one per power of two, the largest
+    first), merging two equal ones as soon as they exist; :meth:`root` then folds them from the right,
+    which is RFC 6962's split at the largest power of two below the count."""
+
+    __slots__ = ("_stack", "count")
+
+    def __init__(self) -> None:
+        self._stack: list[bytes] = []
+        self.count = 0
+
+    def add(self, leaf: bytes) -> None:
+        stack, n, h = self._stack, self.count, leaf
+        while n & 1:
+            h = hashlib.sha256(NODE + stack.pop() + h).digest()
+            n >>= 1
+        stack.append(h)
+        self.count += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        h = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            h = hashlib.sha256(NODE + left + h).digest()
+        return h
+
+
 def file_entry(path: str, size: int, file_root: bytes) -> bytes:
     raw = path.encode("utf-8")
     return hashlib.sha256(ENTRY + len(raw).to_bytes(2, "big") + raw + size.to_bytes(8, "big") + file_root).digest()
 
 
 def dataset_root(chunk_size: int, entries: Sequence[bytes]) -> bytes:
-    tree = merkle_root(entries)
-    return hashlib.sha256(
-        DATASET + DATASET_LABEL + chunk_size.to_bytes(4, "big") + len(entries).to_bytes(8, "big") + tree
-    ).digest()
+    return dataset_root_over(chunk_size, len(entries), merkle_root(entries))
+
+
+def dataset_root_over(chunk_size: int, count: int, tree: bytes) -> bytes:
+    """The dataset root, given the root of the tree over its ``count`` file entries."""
+    return hashlib.sha256(DATASET + DATASET_LABEL + chunk_size.to_bytes(4, "big") + count.to_bytes(8, "big") + tree).digest()
 
 
 def chunk_count(size: int, chunk_size: int) -> int:
