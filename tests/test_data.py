@@ -24,9 +24,12 @@ from fedattest.data import (
     DatasetError,
     DatasetIndex,
     commit_directory,
+    hashing,
+    helper_client,
     open_dataset,
     scan,
     tree,
+    walk,
     write_commitment,
 )
 from fedattest.data import commit as commit_module
@@ -542,7 +545,9 @@ def engine(monkeypatch: pytest.MonkeyPatch, name: str) -> int | None:
     settings = dict(ENGINES[name])
     workers = settings.pop("workers", None)
     for attr, value in settings.items():
-        monkeypatch.setattr(scan, attr, value)
+        owners = [module for module in (walk, hashing, helper_client, scan) if hasattr(module, attr)]
+        assert len(owners) == 1, f"{attr} is in {len(owners)} of the engine's modules: a setting must be in one"
+        monkeypatch.setattr(owners[0], attr, value)
     if "HELPER_AFTER" in settings:  # helpers are capped at the cores less one: have some on any machine
         monkeypatch.setattr(scan, "default_workers", lambda: 4)
     return workers
@@ -567,19 +572,19 @@ def test_a_helper_that_dies_is_replaced_by_hashing_here(tmp_path: Path, monkeypa
     engine(monkeypatch, "helpers")
 
     def dead(self: object, count: int) -> object:
-        raise scan._HelperError
+        raise helper_client.HelperError
 
-    monkeypatch.setattr(scan._Helper, "receive", dead)
+    monkeypatch.setattr(helper_client.Helper, "receive", dead)
     directory = golden(tmp_path / "data")
     assert commit_directory(directory, chunk_size=4096, workers=2)[0].root.hex() == GOLDEN[4096][0]
 
 
 def test_requests_too_big_for_the_pipe_are_hashed_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine(monkeypatch, "helpers")
-    monkeypatch.setattr(scan, "HELPER_QUEUE", 6)
+    monkeypatch.setattr(helper_client, "HELPER_QUEUE", 6)
     directory = golden(tmp_path / "data")
     # 100-byte requests: the directory's path and a name or two fit, or not even one (then it is done here).
-    monkeypatch.setattr(scan, "_pipe_size", lambda fd: 7 * (len(os.fsencode(directory.resolve())) + 40))
+    monkeypatch.setattr(helper_client, "_pipe_size", lambda fd: 7 * (len(os.fsencode(directory.resolve())) + 40))
     assert commit_directory(directory, chunk_size=4096, workers=2)[0].root.hex() == GOLDEN[4096][0]
 
 
@@ -638,9 +643,9 @@ def test_a_file_that_grows_while_hashed_is_refused(tmp_path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         with pytest.raises(DatasetError, match="changed while being read"):
-            scan.hash_range(fd, b"f", 9_000, 4096, range(3))  # as if it had grown after fstat said 9,000
+            hashing.hash_range(fd, b"f", 9_000, 4096, range(3))  # as if it had grown after fstat said 9,000
         with pytest.raises(DatasetError, match="changed while being read"):
-            scan.hash_range(fd, b"f", 12_000, 4096, range(3))  # or shrunk
+            hashing.hash_range(fd, b"f", 12_000, 4096, range(3))  # or shrunk
     finally:
         os.close(fd)
 

@@ -1,6 +1,7 @@
-"""A helper process that hashes small files for :mod:`fedattest.data.scan`: the second core for datasets of
-many small files, where threads do not help (each file is a few system calls, and handing the GIL
-between threads on every one of them costs more than the calls).
+"""A helper process that hashes small files for :mod:`fedattest.data.scan` (its client side is
+:mod:`fedattest.data.helper_client`): the second core for datasets of many small files, where threads
+do not help (each file is a few system calls, and handing the GIL between threads on every one of them
+costs more than the calls).
 
 Run as ``python -I -S _helper.py CHUNK_SIZE MAX_SIZE``: standard library only, nothing of fedattest is
 imported (it starts in ~10 ms). Requests on stdin, responses on stdout, in order:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fedattest.data.errors import DatasetArgumentError, DatasetError
-from fedattest.data.index import MAGIC, DatasetIndex, IndexedFile, IndexWriter, check_chunk_size
-from fedattest.data.scan import DEFAULT_CHUNK_SIZE, INDEX_NAME, hash_tree, skip_set
+from fedattest.data.index import DEFAULT_CHUNK_SIZE, INDEX_NAME, MAGIC, DatasetIndex, IndexedFile, IndexWriter, check_chunk_size
+from fedattest.data.scan import hash_tree
+from fedattest.data.walk import skip_set
 from fedattest.errors import FormatError
 
 COMMITMENT_FORMAT = "fedattest-dataset-commitment"

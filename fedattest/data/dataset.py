@@ -17,8 +17,9 @@ from pathlib import Path
 from fedattest.data import tree
 from fedattest.data.commit import PathArg, as_path, check_directory, check_workers
 from fedattest.data.errors import DataIntegrityError, DatasetArgumentError, DatasetError
-from fedattest.data.index import DatasetIndex, IndexedFile, check_path
-from fedattest.data.scan import INDEX_NAME, FoundFile, find_files, hash_files
+from fedattest.data.index import INDEX_NAME, DatasetIndex, IndexedFile, check_path
+from fedattest.data.scan import hash_files
+from fedattest.data.walk import FoundFile, find_files
 from fedattest.errors import FormatError
 
 MAX_INDEX_BYTES = 1 << 34

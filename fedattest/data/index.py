@@ -19,6 +19,8 @@ from typing import BinaryIO
 from fedattest.data import tree
 from fedattest.errors import FormatError
 
+DEFAULT_CHUNK_SIZE = 1 << 20
+INDEX_NAME = ".fedattest-index"
 MAGIC = b"FEDATTEST-INDEX\x00"
 VERSION = 1
 MIN_CHUNK_SIZE = 4096
@@ -163,7 +165,7 @@ class DatasetIndex:
 class IndexWriter:
     """Writes an index to ``fh`` one file at a time, in order, and computes the dataset root on the way:
     nothing but O(log n) hashes is kept, whatever the number of files. The caller gives paths already
-    checked and sorted (the walk in :mod:`fedattest.data.scan` yields them so); ``fh`` must be seekable,
+    checked and sorted (the walk in :mod:`fedattest.data.walk` yields them so); ``fh`` must be seekable,
     because the file count in the header is written last."""
 
     def __init__(self, fh: BinaryIO, chunk_size: int) -> None:

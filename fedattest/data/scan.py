@@ -1,12 +1,5 @@
-"""Finding a dataset's files and hashing them: the I/O half of commitments.
-
-The walk (:func:`walk`)
-    Each directory is listed once, with ``os.scandir`` on a descriptor opened ``O_DIRECTORY |
-    O_NOFOLLOW`` relative to its parent's, so a directory swapped for a symlink during the walk cannot
-    lead it elsewhere. Entries are classified from the listing's file type (no ``stat`` per entry) and
-    sorted with a directory keyed as its name followed by '/': a depth-first walk in that order yields
-    files exactly in commitment order (sorted UTF-8 bytes of the relative path), so nothing has to be
-    collected and sorted globally. What is kept is the sorted names of the directories being walked.
+"""Hashing a whole dataset: the driver that walks a directory (:mod:`fedattest.data.walk`) and hashes every
+file, and the thread pool that hands the results back in order.
 
 Hashing (:func:`hash_tree`)
     A file is opened relative to its directory's descriptor with ``O_NOFOLLOW | O_NONBLOCK`` (a name
@@ -24,26 +17,18 @@ Hashing (:func:`hash_tree`)
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
-import select
 import stat
-import struct
-import sys
-import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Set
+from collections.abc import Callable, Iterator, Set
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 from fedattest.data import tree
-from fedattest.data.errors import DatasetError
+from fedattest.data.hashing import changed, hash_batch, hash_segment, leaves_of, open_error, read_error, root_of
+from fedattest.data.helper_client import Helper, HelperError, Helpers
+from fedattest.data.walk import FoundFile, WalkedFile, not_regular, walk
 
-DEFAULT_CHUNK_SIZE = 1 << 20
-INDEX_NAME = ".fedattest-index"
 # Files up to this size are read whole and hashed in the calling thread.
 INLINE_MAX = 64 << 10
 # A pool task hashes consecutive files up to this many bytes (or BATCH_FILES files)...
@@ -51,38 +36,18 @@ BATCH_BYTES = 8 << 20
 BATCH_FILES = 64
 # ... and a file larger than this is split into segments of whole chunks of about this size.
 SEGMENT_BYTES = 32 << 20
-# Reads into the per-thread buffer are at most this big, whatever the chunk size.
-READ_BLOCK = 1 << 20
-# The walk yields at most this many files at a time (progress is reported between them).
-RUN_FILES = 1024
 # Bounds on what is in flight in the pool: open descriptors, and tasks per worker.
 MAX_OPEN_FILES = 256
 TASKS_PER_WORKER = 3
-# Helper processes (datasets of many small files): started once this many files have been seen, nearly
-# all small; given groups of at most HELPER_FILES paths, HELPER_QUEUE at a time each (so that one is
-# always busy while this process takes answers and hashes groups itself); they hash files of up to
-# HELPER_MAX bytes and give the others back. A request is at most 1/(HELPER_QUEUE + 1) of the pipe.
+# Helper processes (datasets of many small files, :mod:`fedattest.data.helper_client`): started once this
+# many files have been seen, nearly all small; given groups of at most HELPER_FILES paths.
 HELPER_AFTER = 2048
 HELPER_FILES = 64
-HELPER_QUEUE = 6
-HELPER_MAX = 1 << 20
 
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-_DIR, _FILE, _LINK, _OTHER = 0, 1, 2, 3
-
-# One file of a run: (path as committed, in UTF-8; name in its directory; resolved target of a symlink or None)
-WalkedFile = tuple[bytes, str, str | None]
 # (path, size, concatenated chunk leaves, file root): what the hashing hands back, in order.
 AddFile = Callable[[bytes, int, bytes, bytes], None]
-
-
-@dataclass(frozen=True)
-class FoundFile:
-    path: str  # relative, '/'-separated
-    real: Path  # what to read (a symlink inside the directory is read through its target)
-    size: int
 
 
 def default_workers() -> int:
@@ -92,256 +57,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-# -- the walk -----------------------------------------------------------------------------------------
-
-
-def _not_utf8(name: str, prefix: str) -> DatasetError:
-    shown = os.fsencode(name).decode("utf-8", "backslashreplace")
-    return DatasetError(f"{prefix}{shown}: file name is not valid UTF-8; rename it to commit it")
-
-
-def _not_regular(rel: str) -> DatasetError:
-    return DatasetError(f"{rel}: not a regular file (FIFO, socket or device); only files can be committed")
-
-
-def _list(fd: int, prefix: str) -> list[tuple[bytes, int, str]]:
-    """The entries of the directory open as ``fd``, as (sort key, kind, name), sorted."""
-    items: list[tuple[bytes, int, str]] = []
-    append = items.append
-    try:
-        with os.scandir(fd) as listing:
-            for entry in listing:
-                name = entry.name
-                try:
-                    key = name.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise _not_utf8(name, prefix) from None
-                try:
-                    if entry.is_file(follow_symlinks=False):
-                        append((key, _FILE, name))
-                    elif entry.is_dir(follow_symlinks=False):
-                        append((key + b"/", _DIR, name))
-                    elif entry.is_symlink():
-                        append((key, _LINK, name))
-                    else:
-                        append((key, _OTHER, name))
-                except OSError as exc:  # only when the listing has no file type and lstat fails
-                    raise DatasetError(f"{prefix}{name}: {exc.strerror or exc}") from None
-    except OSError as exc:
-        raise DatasetError(f"{prefix or '.'}: cannot list the directory: {exc.strerror or exc}") from None
-    items.sort()
-    return items
-
-
-def _resolve_link(top: str, path: str, rel: str) -> str:
-    """The target of the symlink at ``path``: a regular file inside ``top``, or refused."""
-    target = os.path.realpath(path)
-    if os.path.commonpath([target, top]) != top:
-        raise DatasetError(f"{rel}: symlink leaves the dataset directory (to {target}); copy the file in instead")
-    try:
-        st = os.stat(target)
-    except OSError:
-        raise DatasetError(f"{rel}: dangling symlink") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DatasetError(f"{rel}: symlinked directories are not supported; commit the directory it points to")
-    if not stat.S_ISREG(st.st_mode):
-        raise _not_regular(rel)
-    return target
-
-
-def walk(top: str, skip: Set[bytes] = frozenset()) -> Generator[tuple[int, str, list[WalkedFile]], None, None]:
-    """Every file under ``top`` (an absolute, resolved directory path), in commitment order, as runs of
-    files that share a directory: ``(directory descriptor, directory path, [(path, name, target)])``.
-    The descriptor is only valid until the next run is asked for.
-
-    Refused, with a message naming the path: symlinks that leave ``top`` (or dangle), symlinked
-    directories, special files (FIFOs, sockets, devices) and non-UTF-8 names. ``skip`` holds committed
-    paths (UTF-8 bytes) of files to leave out; a symlink is never left out this way.
-    """
-    try:
-        fd = os.open(top, DIR_FLAGS)
-    except OSError as exc:
-        raise DatasetError(f"{top}: cannot list the directory: {exc.strerror or exc}") from None
-    # A frame: [descriptor, path, prefix, prefix as bytes, sorted entries, position]
-    stack: list[list[object]] = []
-    try:
-        stack.append([fd, top, "", b"", _list(fd, ""), 0])
-        while stack:
-            frame = stack[-1]
-            dfd: int = frame[0]  # type: ignore[assignment]
-            dpath: str = frame[1]  # type: ignore[assignment]
-            prefix: str = frame[2]  # type: ignore[assignment]
-            prefix_b: bytes = frame[3]  # type: ignore[assignment]
-            items: list[tuple[bytes, int, str]] = frame[4]  # type: ignore[assignment]
-            pos: int = frame[5]  # type: ignore[assignment]
-            run: list[WalkedFile] = []
-            child: tuple[str, bytes] | None = None
-            end = len(items)
-            while pos < end:
-                key, kind, name = items[pos]
-                pos += 1
-                if kind == _FILE:
-                    path = prefix_b + key
-                    if path not in skip:
-                        run.append((path, name, None))
-                        if len(run) >= RUN_FILES:
-                            break
-                elif kind == _DIR:
-                    child = (name, prefix_b + key)
-                    break
-                elif kind == _LINK:
-                    rel = prefix + name
-                    run.append((prefix_b + key, name, _resolve_link(top, os.path.join(dpath, name), rel)))
-                else:
-                    raise _not_regular(prefix + name)
-            frame[5] = pos
-            if run:
-                yield dfd, dpath, run
-            if child is not None:
-                name, child_prefix = child
-                child_rel = prefix + name + "/"
-                try:
-                    cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
-                except OSError as exc:
-                    raise DatasetError(f"{child_rel}: cannot list the directory: {exc.strerror or exc}") from None
-                stack.append([cfd, os.path.join(dpath, name), child_rel, child_prefix, [], 0])
-                stack[-1][4] = _list(cfd, child_rel)
-            elif pos >= end:
-                stack.pop()
-                os.close(dfd)
-    finally:
-        for frame in stack:
-            os.close(frame[0])  # type: ignore[arg-type]
-
-
-def find_files(directory: Path | str, *, exclude: Iterable[Path | str] = ()) -> list[FoundFile]:
-    """Every regular file under ``directory``, sorted by the UTF-8 bytes of its relative path.
-
-    Refused, with a message naming the path: what :func:`walk` refuses, and unreadable files.
-    ``exclude`` lists files to leave out (the index, a commitment file written inside the directory).
-    """
-    try:
-        top = os.path.realpath(directory, strict=True)
-    except OSError as exc:
-        raise DatasetError(f"{directory}: {exc.strerror or exc}") from None
-    if not os.path.isdir(top):
-        raise DatasetError(f"{directory}: not a directory")
-    found: list[FoundFile] = []
-    for _, dpath, run in walk(top, skip_set(top, exclude)):
-        for raw, name, target in run:
-            real = target or os.path.join(dpath, name)
-            rel = raw.decode("utf-8")
-            try:
-                size = os.stat(real).st_size
-            except OSError as exc:
-                raise DatasetError(f"{rel}: {exc.strerror or exc}") from None
-            if not os.access(real, os.R_OK):
-                raise DatasetError(f"{rel}: not readable (permission denied)")
-            found.append(FoundFile(rel, Path(real), size))
-    return found
-
-
-def skip_set(top: str, exclude: Iterable[Path | str]) -> frozenset[bytes]:
-    """The committed paths (UTF-8 bytes) of the files in ``exclude`` that are inside ``top``."""
-    out = set()
-    for path in exclude:
-        real = os.path.realpath(path)
-        if real != top and os.path.commonpath([real, top]) == top:
-            rel = os.path.relpath(real, top).replace(os.sep, "/")
-            out.add(os.fsencode(rel))
-    return frozenset(out)
-
-
-# -- hashing ------------------------------------------------------------------------------------------
-
-_buffers = threading.local()
-
-
-def _buffer(size: int) -> memoryview:
-    buf: bytearray | None = getattr(_buffers, "buf", None)
-    if buf is None or len(buf) < size:
-        buf = _buffers.buf = bytearray(size)
-    return memoryview(buf)
-
-
-def _changed(label: bytes, detail: str) -> DatasetError:
-    return DatasetError(f"{label.decode('utf-8', 'backslashreplace')}: changed while being read ({detail})")
-
-
-def _read_error(label: bytes, exc: OSError) -> DatasetError:
-    return DatasetError(f"{label.decode('utf-8', 'backslashreplace')}: cannot read: {exc.strerror or exc}")
-
-
-def _open_error(label: bytes, exc: OSError) -> DatasetError:
-    rel = label.decode("utf-8", "backslashreplace")
-    if exc.errno in {errno.EACCES, errno.EPERM}:
-        return DatasetError(f"{rel}: not readable (permission denied)")
-    if exc.errno == errno.ELOOP:
-        return DatasetError(f"{rel}: changed while being read (it is now a symlink)")
-    return DatasetError(f"{rel}: cannot open: {exc.strerror or exc}")
-
-
-def leaves_of(data: bytes, chunk_size: int) -> tuple[bytes, bytes]:
-    """(concatenated chunk leaves, file root) of a whole file's content."""
-    size = len(data)
-    if size == 0:
-        return b"", tree.EMPTY_ROOT
-    if size <= chunk_size:
-        leaf = hashlib.sha256(tree.LEAF + data).digest()
-        return leaf, leaf
-    view = memoryview(data)
-    leaves = [tree.chunk_leaf(view[i : i + chunk_size]) for i in range(0, size, chunk_size)]
-    return b"".join(leaves), tree.merkle_root(leaves)
-
-
-def root_of(leaves: bytes) -> bytes:
-    """A file's root from its concatenated chunk leaves."""
-    if len(leaves) == 32:
-        return leaves
-    return tree.merkle_root([leaves[i : i + 32] for i in range(0, len(leaves), 32)])
-
-
-def hash_range(fd: int, label: bytes, size: int, chunk_size: int, chunks: range) -> bytes:
-    """Leaf hashes of the ``chunks`` of the file open as ``fd`` (``size`` bytes as found). Reads with
-    pread into a per-thread buffer of at most :data:`READ_BLOCK` bytes; hashlib releases the GIL while
-    hashing, so threads scale. After the last chunk, a file that grew is refused."""
-    buf = _buffer(min(chunk_size, READ_BLOCK))
-    block = len(buf)
-    sha = hashlib.sha256
-    leaves = []
-    for chunk in chunks:
-        offset = chunk * chunk_size
-        want = min(chunk_size, size - offset)
-        h = sha(tree.LEAF)
-        done = 0
-        while done < want:
-            n = min(want - done, block)
-            try:
-                got = os.preadv(fd, [buf[:n]], offset + done)
-            except OSError as exc:
-                raise _read_error(label, exc) from None
-            if got != n:
-                raise _changed(label, f"chunk {chunk} is {done + got} bytes, expected {want}")
-            h.update(buf[:n])
-            done += n
-        leaves.append(h.digest())
-    if chunks.stop == tree.chunk_count(size, chunk_size):
-        try:
-            grew = os.pread(fd, 1, size)
-        except OSError as exc:
-            raise _read_error(label, exc) from None
-        if grew:
-            raise _changed(label, f"it grew past {size} bytes")
-    return b"".join(leaves)
-
-
-def _hash_batch(files: list[tuple[bytes, int, int]], chunk_size: int) -> list[bytes]:
-    return [hash_range(fd, label, size, chunk_size, range(tree.chunk_count(size, chunk_size))) for label, fd, size in files]
-
-
-def _segment(fd: int, label: bytes, size: int, chunk_size: int, chunks: range) -> list[bytes]:
-    return [hash_range(fd, label, size, chunk_size, chunks)]
-
+# -- the pool ------------------------------------------------------------------------------------------
 
 # What is waiting to be handed back, in order: a result, a pool task or a helper request.
 Result = tuple[bytes, int, bytes, bytes]
@@ -365,7 +81,7 @@ class _Request:
 
     __slots__ = ("directory", "files", "helper")
 
-    def __init__(self, helper: _Helper, directory: bytes, files: list[WalkedFile]) -> None:
+    def __init__(self, helper: Helper, directory: bytes, files: list[WalkedFile]) -> None:
         self.helper = helper
         self.directory = directory  # absolute, with a trailing '/'
         self.files = files
@@ -407,7 +123,7 @@ class Pool:
 
     def _flush(self) -> None:
         if self._batch is not None:
-            self._submit(self._batch, _hash_batch, self._batch.files, self.chunk_size)
+            self._submit(self._batch, hash_batch, self._batch.files, self.chunk_size)
             self._batch = None
 
     def done(self, path: bytes, size: int, leaves: bytes, root: bytes) -> None:
@@ -443,10 +159,10 @@ class Pool:
         for first in range(0, chunks, step):
             stop = min(first + step, chunks)
             task = _Task([(path, fd, size)], segment=True, last=stop == chunks)
-            self._submit(task, _segment, fd, path, size, self.chunk_size, range(first, stop))
+            self._submit(task, hash_segment, fd, path, size, self.chunk_size, range(first, stop))
             yield task
 
-    def request(self, helper: _Helper, directory: bytes, names: list[bytes], files: list[WalkedFile]) -> None:
+    def request(self, helper: Helper, directory: bytes, names: list[bytes], files: list[WalkedFile]) -> None:
         """Hash ``files`` in a helper process, which opens them as ``names`` in ``directory`` (absolute;
         a name may be an absolute path: a symlink's target)."""
         helper.send(directory, names)
@@ -509,7 +225,7 @@ class Pool:
         of the request is hashed here."""
         try:
             results = request.helper.receive(len(request.files))
-        except _HelperError:
+        except HelperError:
             results = [None] * len(request.files)
         add = self.add
         later: list[_Task | _Request | Result] = []
@@ -534,18 +250,18 @@ class Pool:
         try:
             fd = os.open(real, FILE_FLAGS)
         except OSError as exc:
-            raise _open_error(path, exc) from None
+            raise open_error(path, exc) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise _not_regular(path.decode("utf-8"))
+                raise not_regular(path.decode("utf-8"))
             size = st.st_size
             if size > INLINE_MAX:
                 chunks = tree.chunk_count(size, self.chunk_size)
                 self._open += 1
                 if chunks <= self._segment_chunks:
                     task = _Task([(path, fd, size)])
-                    self._submit(task, _hash_batch, task.files, self.chunk_size)
+                    self._submit(task, hash_batch, task.files, self.chunk_size)
                     tasks = [task]
                 else:
                     tasks = list(self._segments(path, fd, size, chunks))
@@ -553,12 +269,12 @@ class Pool:
                 return list(tasks)
             data = os.read(fd, size + 1)
         except OSError as exc:
-            raise _read_error(path, exc) from None
+            raise read_error(path, exc) from None
         finally:
             if fd >= 0:
                 os.close(fd)
         if len(data) != size:
-            raise _changed(path, f"{len(data)} bytes read, {size} expected")
+            raise changed(path, f"{len(data)} bytes read, {size} expected")
         return [(path, size, *leaves_of(data, self.chunk_size))]
 
     def finish(self) -> None:
@@ -581,157 +297,6 @@ class Pool:
         self._open = self._running = 0
 
 
-# -- helper processes -----------------------------------------------------------------------------------
-
-
-class _HelperError(Exception):
-    pass
-
-
-class _Helper:
-    """One ``_helper.py`` process (see there for the protocol). At most :data:`HELPER_QUEUE` requests are
-    outstanding and each is at most ``request_bytes`` (a share of the pipe's capacity), so writing a
-    request never blocks: otherwise this process could wait to write while the helper waits for its
-    answer to be read."""
-
-    def __init__(self, chunk_size: int) -> None:
-        import subprocess  # noqa: PLC0415 - only datasets of many small files start helpers
-
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_helper.py")
-        argv = [sys.executable, "-I", "-S", script, str(chunk_size), str(HELPER_MAX)]
-        # Our own interpreter running our own script, with arguments we made: nothing comes from outside.
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # noqa: S603
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self._to = self.proc.stdin.fileno()
-        self._from = self.proc.stdout.fileno()
-        self.outstanding = 0
-        self.failed = False
-        self.request_bytes = _pipe_size(self._to) // (HELPER_QUEUE + 1)
-        self._poll = select.poll()
-        self._poll.register(self._from, select.POLLIN)
-
-    def send(self, directory: bytes, names: list[bytes]) -> None:
-        body = directory + b"\x00" + b"\x00".join(names)
-        data = memoryview(len(body).to_bytes(4, "big") + body)
-        try:
-            while data:
-                data = data[os.write(self._to, data) :]
-        except OSError:
-            self.failed = True
-            raise _HelperError from None
-        self.outstanding += 1
-
-    def ready(self) -> bool:
-        return bool(self._poll.poll(0))
-
-    def _read(self, n: int) -> bytes:
-        parts = []
-        while n:
-            try:
-                part = os.read(self._from, min(n, 1 << 20))
-            except OSError:
-                part = b""
-            if not part:
-                self.failed = True
-                raise _HelperError
-            parts.append(part)
-            n -= len(part)
-        return b"".join(parts)
-
-    def receive(self, count: int) -> list[tuple[int, bytes] | None]:
-        """The answer to the oldest request: (size, leaves) per file, None for "hash it yourself"."""
-        self.outstanding -= 1
-        body = self._read(int.from_bytes(self._read(4), "big"))
-        out: list[tuple[int, bytes] | None] = []
-        pos, end = 0, len(body)
-        unpack = _RECORD.unpack_from
-        while pos < end:
-            if body[pos]:
-                out.append(None)
-                pos += 1
-                continue
-            _, size, leaves = unpack(body, pos)
-            stop = pos + 13 + 32 * leaves
-            out.append((size, body[pos + 13 : stop]))
-            pos = stop
-        if len(out) != count or pos != end:
-            self.failed = True
-            raise _HelperError
-        return out
-
-    def close(self, *, kill: bool) -> None:
-        import subprocess  # noqa: PLC0415
-
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            if kill:
-                self.proc.kill()
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in a read
-            self.proc.kill()
-            self.proc.wait()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-
-
-_RECORD = struct.Struct(">BQI")
-
-
-def _pipe_size(fd: int) -> int:
-    """The capacity of the pipe ``fd``, raised to 1 MiB if allowed; 4 KiB (a page: the least Linux gives
-    a pipe) where it cannot be asked."""
-    try:
-        import fcntl  # noqa: PLC0415
-
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
-    except (ImportError, AttributeError, OSError):  # pragma: no cover - not Linux
-        return 4096
-
-
-class _Helpers:
-    """Up to ``count`` helper processes, started when first wanted; none at all if that fails."""
-
-    def __init__(self, chunk_size: int, count: int) -> None:
-        self.chunk_size = chunk_size
-        self.count = count if sys.executable and os.path.exists(os.path.join(os.path.dirname(__file__), "_helper.py")) else 0
-        self.running: list[_Helper] = []
-        self.request_bytes = 0  # the smallest of the helpers' request limits
-
-    def start(self) -> bool:
-        """Start the first helper if none is running; False if there can be none."""
-        if not self.running and self.count:
-            self.idle()
-        return bool(self.running)
-
-    def __enter__(self) -> _Helpers:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        for helper in self.running:
-            helper.close(kill=exc_type is not None)
-        self.running = []
-
-    def idle(self) -> _Helper | None:
-        """A helper with room for another request (starting one if there is room for more), or None."""
-        for helper in self.running:
-            if helper.outstanding < HELPER_QUEUE and not helper.failed:
-                return helper
-        if len(self.running) < self.count:
-            try:
-                helper = _Helper(self.chunk_size)
-            except OSError:
-                self.count = 0
-                return None
-            self.running.append(helper)
-            self.request_bytes = min(h.request_bytes for h in self.running)
-            return helper
-        return None
-
-
 # -- the whole tree -------------------------------------------------------------------------------------
 
 
@@ -750,11 +315,11 @@ def _hash_here(pool: Pool, dfd: int, run: list[WalkedFile], chunk_size: int) -> 
         try:
             fd = open_(name, FILE_FLAGS, dir_fd=dfd) if target is None else open_(target, FILE_FLAGS)
         except OSError as exc:
-            raise _open_error(path, exc) from None
+            raise open_error(path, exc) from None
         try:
             st = fstat(fd)
             if not is_regular(st.st_mode):
-                raise _not_regular(path.decode("utf-8"))
+                raise not_regular(path.decode("utf-8"))
             size = st.st_size
             total += size
             if size > inline_max:
@@ -763,12 +328,12 @@ def _hash_here(pool: Pool, dfd: int, run: list[WalkedFile], chunk_size: int) -> 
                 continue
             data = read(fd, size + 1)
         except OSError as exc:
-            raise _read_error(path, exc) from None
+            raise read_error(path, exc) from None
         finally:
             if fd >= 0:
                 close(fd)
         if len(data) != size:
-            raise _changed(path, f"{len(data)} bytes read, {size} expected")
+            raise changed(path, f"{len(data)} bytes read, {size} expected")
         small += 1
         if 0 < size <= chunk_size:
             leaf = sha(leaf_tag + data).digest()
@@ -823,7 +388,7 @@ def hash_tree(
     workers = workers or default_workers()
     files = total = small = 0
     # Helpers use cores, not waiting time: more of them than cores would only take turns.
-    with Pool(chunk_size, workers, add) as pool, _Helpers(chunk_size, min(workers, default_workers()) - 1) as helpers:
+    with Pool(chunk_size, workers, add) as pool, Helpers(chunk_size, min(workers, default_workers()) - 1) as helpers:
         walker = walk(top, skip)
         try:
             for dfd, dpath, run in walker:
@@ -835,7 +400,7 @@ def hash_tree(
                         if helper is not None:
                             try:
                                 pool.request(helper, directory, names, group)
-                            except _HelperError:
+                            except HelperError:
                                 helper = None
                         if helper is None:
                             n_small, n_bytes = _hash_here(pool, dfd, group, chunk_size)
@@ -879,18 +444,18 @@ def hash_files(
             try:
                 fd = os.open(f.real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
-                raise _open_error(label, exc) from None
+                raise open_error(label, exc) from None
             if f.size > INLINE_MAX:
                 pool.hash(label, fd, f.size)
                 continue
             try:
                 data = os.read(fd, f.size + 1)
             except OSError as exc:
-                raise _read_error(label, exc) from None
+                raise read_error(label, exc) from None
             finally:
                 os.close(fd)
             if len(data) != f.size:
-                raise _changed(label, f"{len(data)} bytes read, {f.size} expected")
+                raise changed(label, f"{len(data)} bytes read, {f.size} expected")
             pool.done(label, f.size, *leaves_of(data, chunk_size))
             pool.drain()
         pool.finish()
