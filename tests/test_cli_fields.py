@@ -44,8 +44,9 @@ def test_long_values_fold_under_the_value_column() -> None:
     ]
 
 
-def test_styles_on_a_terminal_and_plain_text_otherwise() -> None:
-    styled = listing().lines(200)
+def test_styles_on_a_terminal_and_plain_text_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # a pipe: PIPE_WIDTH columns
+    styled = listing().lines(PIPE_WIDTH)
     assert any("\x1b[" in line for line in styled)
     out = io.StringIO()
     listing().echo(out)  # not a terminal: click strips the styles
