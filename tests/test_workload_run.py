@@ -20,7 +20,7 @@ from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import TeeError
 from fedattest.tee import SimulatedPlatform, current
 from fedattest.workload.signer import UNSIGNED_MRSIGNER
-from tests.test_cli_quote import assert_one_line_error
+from tests.conftest import assert_one_line_error
 
 runner = CliRunner()
 
