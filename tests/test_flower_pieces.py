@@ -225,3 +225,20 @@ def test_a_role_with_attestation_off_says_so(tmp_path: Path, caplog: pytest.LogC
     assert "ATTESTATION OFF: the policy does not require attestation for role 'collaborator'" in caplog.text
     claims = jwt.decode((tmp_path / "a" / "token.jwt").read_text(), options={"verify_signature": False})
     assert claims["attestation"] == "off"
+
+
+def test_a_reply_signature_covers_its_run_round_type_and_instruction() -> None:
+    alice = member_identity("hospital-a")
+    verifier = UpdateVerifier(ROOT, "hospitals")
+    signed = (7, "2", "train", "instruction-1", b"\x00\x01 model weights")
+    signature = alice.sign_reply(*signed)
+    assert verifier.verify_reply(alice.certificate_pem, signature, *signed) == "hospital-a"
+    for i, other in enumerate((8, "1", "evaluate", "instruction-2", b"\x00\x01 model weights!")):
+        changed = (*signed[:i], other, *signed[i + 1 :])
+        with pytest.raises(UpdateRejectedError, match="signature does not verify"):
+            verifier.verify_reply(alice.certificate_pem, signature, *changed)
+    # Domain separation: a reply signature is not a round report's, nor the other way round.
+    with pytest.raises(UpdateRejectedError, match="signature does not verify"):
+        verifier.verify(alice.certificate_pem, signature, 7, "instruction-1", signed[4])
+    with pytest.raises(UpdateRejectedError, match="signature does not verify"):
+        verifier.verify_reply(alice.certificate_pem, alice.sign(7, "round-2", b"r"), 7, "2", "train", "round-2", b"r")

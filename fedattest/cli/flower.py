@@ -96,6 +96,16 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
     persist: Annotated[
         bool, typer.Option("--persist", help="Keep Flower's link state in STATE/linkstate.db (default: in memory).")
     ] = False,
+    max_fleet_body: Annotated[
+        int | None,
+        typer.Option(
+            "--max-fleet-body",
+            metavar="BYTES",
+            min=1024,
+            help="Largest request body on the public listener; larger ones are refused (413) unread. Default 16 MiB:"
+            " Flower sends model parameters in chunks of 5 MiB (FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE), one per request.",
+        ),
+    ] = None,
 ) -> None:
     from fedattest.flower.superlink import SuperLinkPaths, serve_superlink  # noqa: PLC0415
 
@@ -108,7 +118,7 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
         paths = SuperLinkPaths(state)
         _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, role="aggregator")
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
-                        refresh_seconds=refresh, persist=persist)  # fmt: skip
+                        refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body)  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
 

@@ -1,7 +1,8 @@
 """Signing model updates in the ClientApp (a Flower mod) and checking them in the ServerApp.
 
 The mod signs the content of every reply, by its object id (Flower's content hash) together with the
-run id and the id of the message it answers, with the member's attested key. It adds the signature and
+run id, the round (Flower's group id, which the attested strategy sets to the server round), the message
+type and the id of the message it answers, with the member's attested key. It adds the signature and
 certificate as one config record (which is left out of what is signed). The ServerApp keeps only
 replies whose signature verifies for an attested member, and logs every other with the reason.
 """
@@ -37,7 +38,10 @@ def signing_mod(signer: UpdateSigner) -> Callable[[Any, Any, Callable[[Any, Any]
         if reply.has_error():
             return reply
         digest = _signed_object_id(reply.content)
-        signature = signer.sign(int(reply.metadata.run_id), str(reply.metadata.reply_to_message_id), digest)
+        meta = reply.metadata
+        signature = signer.sign_reply(
+            int(meta.run_id), str(meta.group_id), str(meta.message_type), str(meta.reply_to_message_id), digest
+        )
         reply.content[SIGNATURE_RECORD] = ConfigRecord({"signature": signature, "certificate": signer.certificate_pem.decode()})
         return reply
 
@@ -65,9 +69,26 @@ def verify_reply(reply: Any, verifier: UpdateVerifier) -> str:
     if not isinstance(signature, bytes) or not isinstance(certificate, str):
         raise UpdateRejectedError("the reply's signature record is malformed")
     digest = _signed_object_id(reply.content)
-    return verifier.verify(
-        certificate.encode(), signature, int(reply.metadata.run_id), str(reply.metadata.reply_to_message_id), digest
-    )
+    meta = reply.metadata
+    return verifier.verify_reply(
+        certificate.encode(), signature, int(meta.run_id), str(meta.group_id), str(meta.message_type),
+        str(meta.reply_to_message_id), digest,
+    )  # fmt: skip
+
+
+def check_reply_round(reply: Any, run_id: int, server_round: int) -> None:
+    """:class:`UpdateRejectedError` unless ``reply`` answers round ``server_round`` of run ``run_id``. Only
+    meaningful after :func:`verify_reply`: the run and the round (group id) are what the signature covers."""
+    meta = reply.metadata
+    if int(meta.run_id) != run_id:
+        raise UpdateRejectedError(f"the reply was signed for run {meta.run_id}, not this run ({run_id})")
+    if str(meta.group_id) != round_group(server_round):
+        raise UpdateRejectedError(f"the reply was signed for round {meta.group_id or '(none)'!r}, not round {server_round}")
+
+
+def round_group(server_round: int) -> str:
+    """The group id of the messages of ``server_round`` (what the attested strategy sets and checks)."""
+    return str(server_round)
 
 
 def keep_attested(replies: Iterable[Any], verifier: UpdateVerifier) -> list[Any]:

@@ -12,12 +12,17 @@ Typical use (see ``examples/digits``)::
     strategy.start(grid=grid, initial_arrays=..., num_rounds=provisioned_for(context).rounds)
 
 The attested filter is the outermost wrapper on purpose: DP clipping rewrites the replies' arrays, and a
-signature covers the arrays as the collaborator sent them.
+signature covers the arrays as the collaborator sent them. It also refuses, before clipping and aggregation,
+every reply signed for another run or round and every update that would poison the model: a NaN or infinite
+value (``min(1, clip / NaN)`` is 1 in Flower's clipping, so one NaN makes the global model NaN), a norm that
+overflows (clipping would then zero the update), arrays that do not match the global model's shapes (which
+would stop the run), and non-finite metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -26,7 +31,7 @@ from cryptography import x509
 
 from fedattest.errors import FedattestError
 from fedattest.flower.context import identity_dir_for
-from fedattest.flower.mods import verify_reply
+from fedattest.flower.mods import check_reply_round, round_group, verify_reply
 from fedattest.flower.participant import coordinator_of
 from fedattest.flower.provisioned import load_provisioned
 from fedattest.flower.rounds import report_round
@@ -36,10 +41,43 @@ from fedattest.flower.superlink import coordinator_node_keys
 log = logging.getLogger("fedattest.flower")
 
 
+def check_update_values(reply: Any, model: list[Any] | None) -> None:
+    """:class:`UpdateRejectedError` unless every array in ``reply`` is real-valued and finite, matches the
+    global ``model``'s arrays (when known) in number and shape, and its update (the arrays minus ``model``)
+    has a finite norm as Flower's DP clipping computes it; and every metric is finite."""
+    import numpy as np  # noqa: PLC0415 - the ServerApp's dependency, not the ClientApp's
+    from flwr.supercore.differential_privacy import get_norm  # noqa: PLC0415
+
+    for name, record in reply.content.array_records.items():
+        try:
+            arrays = record.to_numpy_ndarrays()
+        except Exception as exc:  # whatever a malformed array raises, it is refused
+            raise UpdateRejectedError(f"the arrays {name!r} do not decode: {type(exc).__name__}") from None
+        if model is not None and [a.shape for a in arrays] != [m.shape for m in model]:
+            raise UpdateRejectedError(f"the arrays {name!r} do not have the global model's shapes")
+        for key, array in zip(record.keys(), arrays, strict=True):
+            if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+                raise UpdateRejectedError(f"{name}[{key!r}] is not an array of real numbers ({array.dtype})")
+            finite = np.isfinite(array)
+            if not finite.all():
+                nan, bad = int(np.isnan(array).sum()), array.size - int(finite.sum())
+                raise UpdateRejectedError(f"{name}[{key!r}] has {nan} NaN and {bad - nan} infinite values")
+        update = arrays if model is None else [np.subtract(a, m) for a, m in zip(arrays, model, strict=True)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = get_norm(update)
+        if not math.isfinite(norm):
+            raise UpdateRejectedError(f"the update's norm in {name!r} overflows (its values are too large to clip)")
+    for name, metrics in reply.content.metric_records.items():
+        for key, value in metrics.items():
+            if any(not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+                raise UpdateRejectedError(f"the metric {name}[{key!r}] is not finite")
+
+
 class AttestedStrategy:
-    """Wraps a Flower strategy: drops (and logs) every reply not signed by a currently attested collaborator,
-    and after each aggregation reports round, participants and the aggregate's content hash to the coordinator.
-    A round the coordinator refuses to record stops the run (the audit log must not have gaps)."""
+    """Wraps a Flower strategy: drops (and logs) every reply not signed by a currently attested collaborator
+    for this run and round, or whose values would poison the model (:func:`check_update_values`), and after each
+    aggregation reports round, participants and the aggregate's content hash to the coordinator. A round the
+    coordinator refuses to record stops the run (the audit log must not have gaps)."""
 
     def __init__(
         self,
@@ -47,45 +85,70 @@ class AttestedStrategy:
         verifier: UpdateVerifier,
         attested_members: Callable[[], set[str]],
         report: Callable[[int, list[str], str], int],
+        *,
+        run_id: int,
     ) -> None:
         self.strategy, self.verifier, self.attested_members, self.report = strategy, verifier, attested_members, report
+        self.run_id = run_id
+        self.models: dict[int, Any] = {}  # round -> the global model sent for it (an ArrayRecord)
+        self.refused: dict[int, list[tuple[str, str]]] = {}  # round -> (member or node, reason) of refused updates
 
-    def _keep(self, replies: Iterable[Any]) -> tuple[list[Any], list[str]]:
+    def _keep(self, server_round: int, replies: Iterable[Any]) -> tuple[list[Any], list[str]]:
         allowed = self.attested_members()
+        sent = self.models.get(server_round)
+        model = sent.to_numpy_ndarrays() if sent is not None else None
         kept, members = [], []
         for reply in replies:
+            member = None
             try:
                 member = verify_reply(reply, self.verifier)
                 if member not in allowed:
                     raise UpdateRejectedError(f"{member!r} is not a currently attested collaborator")
+                check_reply_round(reply, self.run_id, server_round)
+                if member in members:
+                    raise UpdateRejectedError(f"a second update from {member!r} in this round")
+                check_update_values(reply, model)
             except UpdateRejectedError as exc:
-                log.warning("dropped an update from node %s: %s", reply.metadata.src_node_id, exc)
+                who = f"{member} (node {reply.metadata.src_node_id})" if member else f"node {reply.metadata.src_node_id}"
+                log.warning("round %d: refused the update of %s: %s", server_round, who, exc)
+                self.refused.setdefault(server_round, []).append((member or f"node {reply.metadata.src_node_id}", str(exc)))
                 continue
             kept.append(reply)
             members.append(member)
         return kept, members
 
+    def _for_round(self, server_round: int, messages: Iterable[Any]) -> list[Any]:
+        out = list(messages)
+        for message in out:  # the round every reply must be signed for (replies copy the group id)
+            message.metadata.group_id = round_group(server_round)
+        return out
+
     def configure_train(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Iterable[Any]:
-        return self.strategy.configure_train(server_round, arrays, config, grid)  # type: ignore[no-any-return]
+        self.models = {server_round: arrays}
+        return self._for_round(server_round, self.strategy.configure_train(server_round, arrays, config, grid))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Any]) -> tuple[Any, Any]:
         began = time.perf_counter()
-        kept, members = self._keep(replies)
+        kept, members = self._keep(server_round, replies)
         checked = time.perf_counter()
         arrays, metrics = self.strategy.aggregate_train(server_round, kept)
+        refused = "; ".join(f"{who}: {why}" for who, why in self.refused.get(server_round, []))
         if arrays is not None:
             aggregated = time.perf_counter()
             seq = self.report(server_round, members, str(arrays.object_id))
-            log.info("round %d: %d attested updates (%s); recorded in the audit log as #%d (checks %.0f ms, report %.0f ms)",
+            log.info("round %d: %d attested updates (%s); recorded in the audit log as #%d (checks %.0f ms, report %.0f ms)%s",
                      server_round, len(members), ", ".join(sorted(members)), seq, (checked - began) * 1000,
-                     (time.perf_counter() - aggregated) * 1000)  # fmt: skip
+                     (time.perf_counter() - aggregated) * 1000, f"; refused: {refused}" if refused else "")  # fmt: skip
+        elif refused:
+            log.warning("round %d: not aggregated; refused: %s", server_round, refused)
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Iterable[Any]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)  # type: ignore[no-any-return]
+        self.models[server_round] = arrays
+        return self._for_round(server_round, self.strategy.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Any]) -> Any:
-        return self.strategy.aggregate_evaluate(server_round, self._keep(replies)[0])
+        return self.strategy.aggregate_evaluate(server_round, self._keep(server_round, replies)[0])
 
     def summary(self) -> None:
         self.strategy.summary()
@@ -120,4 +183,4 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
             raise FedattestError(f"round {server_round} could not be recorded by the coordinator, stopping: {exc}") from None
 
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
-    return wrapper(strategy, verifier, attested_members, report)
+    return wrapper(strategy, verifier, attested_members, report, run_id=run_id)

@@ -37,6 +37,25 @@ def update_digest(run_id: int, message_id: str, content_sha256: bytes) -> bytes:
     return LABEL + run_id.to_bytes(8, "big") + len(mid).to_bytes(2, "big") + mid + content_sha256
 
 
+REPLY_LABEL = b"fedattest-reply-v2\n"
+
+
+def reply_digest(run_id: int, round_id: str, message_type: str, reply_to: str, content_sha256: bytes) -> bytes:
+    """What a ClientApp reply's signature covers: label ‖ u64 run id ‖ (u16 length ‖ field) for the round
+    (Flower's group id), the message type and the id of the instruction answered ‖ SHA-256 of the content.
+    The round and run are checked against the round the ServerApp aggregates, so a reply cannot be replayed
+    into a later round or another run; the label keeps these signatures apart from round reports'."""
+    if not 0 <= run_id < 1 << 64 or len(content_sha256) != 32:
+        raise UpdateRejectedError("run id must be a u64 and the content digest 32 bytes")
+    out = REPLY_LABEL + run_id.to_bytes(8, "big")
+    for value in (round_id, message_type, reply_to):
+        raw = value.encode("utf-8")
+        if len(raw) > 0xFFFF:
+            raise UpdateRejectedError("a message field is too long to sign")
+        out += len(raw).to_bytes(2, "big") + raw
+    return out + content_sha256
+
+
 class UpdateSigner:
     """Signs updates with the participant's activated identity (``key.pem`` and ``chain.pem``)."""
 
@@ -49,6 +68,10 @@ class UpdateSigner:
 
     def sign(self, run_id: int, message_id: str, content: bytes) -> bytes:
         return self._key.sign(update_digest(run_id, message_id, hashlib.sha256(content).digest()), ec.ECDSA(hashes.SHA256()))
+
+    def sign_reply(self, run_id: int, round_id: str, message_type: str, reply_to: str, content: bytes) -> bytes:
+        digest = reply_digest(run_id, round_id, message_type, reply_to, hashlib.sha256(content).digest())
+        return self._key.sign(digest, ec.ECDSA(hashes.SHA256()))
 
 
 class UpdateVerifier:
@@ -69,6 +92,25 @@ class UpdateVerifier:
         at: datetime | None = None,
     ) -> str:
         """The member name, or :class:`UpdateRejectedError` saying why the update must be dropped."""
+        return self._verify(certificate_pem, signature, update_digest(run_id, message_id, hashlib.sha256(content).digest()), at)
+
+    def verify_reply(  # noqa: PLR0917 - the signed fields
+        self,
+        certificate_pem: bytes,
+        signature: bytes,
+        run_id: int,
+        round_id: str,
+        message_type: str,
+        reply_to: str,
+        content: bytes,
+        *,
+        at: datetime | None = None,
+    ) -> str:
+        """As :meth:`verify`, for a signature made by :meth:`UpdateSigner.sign_reply`."""
+        digest = reply_digest(run_id, round_id, message_type, reply_to, hashlib.sha256(content).digest())
+        return self._verify(certificate_pem, signature, digest, at)
+
+    def _verify(self, certificate_pem: bytes, signature: bytes, digest: bytes, at: datetime | None) -> str:
         try:
             cert = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError:
@@ -93,7 +135,7 @@ class UpdateVerifier:
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise UpdateRejectedError("the signer's key is not an EC key")
         try:
-            key.verify(signature, update_digest(run_id, message_id, hashlib.sha256(content).digest()), ec.ECDSA(hashes.SHA256()))
+            key.verify(signature, digest, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             raise UpdateRejectedError(
                 f"update from {members[0]!r}: the signature does not verify (changed, replayed or forged)"

@@ -91,6 +91,84 @@ class PathFilter:
         await self.app(scope, receive, send)
 
 
+# The largest request body the public listener takes. A Fleet request carries one object (or message heads
+# and object ids): Flower cuts every array into chunks of FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE bytes (5 MiB by
+# default) and pushes each chunk in its own ``push-object`` request, so the largest legitimate body is one
+# chunk plus its head, or a config/metric record (which Flower does not chunk). 16 MiB leaves room for both.
+# Flower reads the whole body before it authenticates the SuperNode, so this is also what one
+# unauthenticated request can make the SuperLink hold.
+MAX_FLEET_BODY = 16 * 1024 * 1024
+TOO_LARGE = "fedattest: request body larger than the Fleet API accepts ({limit} bytes)"
+
+
+def default_max_fleet_body() -> int:
+    """:data:`MAX_FLEET_BODY`, or one of Flower's array chunks plus 1 MiB if chunks are set larger here."""
+    from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE  # noqa: PLC0415 - Flower only here
+
+    return max(MAX_FLEET_BODY, FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE + (1 << 20))
+
+
+class BodyLimit:
+    """ASGI middleware: refuses with 413 any HTTP request whose body is larger than ``max_body``, before the
+    application sees it. A declared Content-Length over the limit is refused without reading the body; a
+    chunked body (or any other) is counted as it arrives and refused the moment it passes the limit. The
+    application gets the body only once it is complete and within the limit."""
+
+    def __init__(self, app: Any, max_body: int, listener: str) -> None:
+        if max_body < 1:
+            raise ValueError("the body limit must be at least 1 byte")
+        self.app, self.max_body, self.listener = app, max_body, listener
+
+    async def _refuse(self, scope: dict[str, Any], send: Any, size: str) -> None:
+        client = scope.get("client") or ("?", 0)
+        log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
+                    scope.get("path"), *client, self.listener, size, self.max_body)  # fmt: skip
+        body = json.dumps({"error": TOO_LARGE.format(limit=self.max_body)}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]  # fmt: skip
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length" and (not value.strip().isdigit() or int(value) > self.max_body):
+                await self._refuse(scope, send, value.decode("latin-1")[:32])
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._refuse(scope, send, f"more than {size - len(chunk)}+{len(chunk)}")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+        chunks.clear()
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # type: ignore[no-any-return]
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def public_listener_app(app: Any, max_body: int) -> Any:
+    """What the public listener serves: only the Fleet API (other paths 403, unread), bodies up to ``max_body``."""
+    return PathFilter(BodyLimit(app, max_body, "public"), public_refusal, "public")
+
+
 @dataclass
 class AttestedNodeRegistry:
     """Keeps the node keys Flower accepts equal to the coordinator's attested collaborator keys: adds new
@@ -242,10 +320,12 @@ def serve_superlink(
     root_ca_pem: str,
     refresh_seconds: float = 2.0,
     persist: bool = False,
+    max_fleet_body: int | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. The identity must already be activated into ``paths.identity``. With
     ``persist``, Flower's link state is an SQLite file in the state directory (runs survive a restart, at
-    the cost of a synchronous write per message); otherwise it is in memory, as in stock Flower."""
+    the cost of a synchronous write per message); otherwise it is in memory, as in stock Flower. Request bodies
+    on the public listener are limited to ``max_fleet_body`` bytes (default :func:`default_max_fleet_body`)."""
     from flwr.superlink.cli.flower_superlink import SuperLinkLifespan  # noqa: PLC0415 - Flower only here
     from flwr.superlink.main import create_app  # noqa: PLC0415
 
@@ -270,7 +350,8 @@ def serve_superlink(
     config = _lifespan_config(paths, internal[0], internal_port, secret, database)
     app = create_app(config, SuperLinkLifespan)
     tls = {"ssl_certfile": config.ssl_certfile, "ssl_keyfile": config.ssl_keyfile, "log_level": "warning"}
-    public = _Server(uvicorn.Config(PathFilter(app, public_refusal, "public"), lifespan="on", **tls))
+    limit = max_fleet_body or default_max_fleet_body()
+    public = _Server(uvicorn.Config(public_listener_app(app, limit), lifespan="on", **tls))
     inner = _Server(uvicorn.Config(PathFilter(app, internal_refusal, "internal"), lifespan="off", **tls))
     registry = AttestedNodeRegistry(app.state.linkstate_factory, coordinator_node_keys(coordinator_url, root_ca_pem))
     stop = threading.Event()
@@ -316,7 +397,7 @@ def serve_superlink(
             )
             sys.stderr.write(
                 f"fedattest SuperLink: Fleet API on {listen[0]}:{public_port} (public);"
-                f" Control and Runtime on {internal[0]}:{internal_port} (internal)\n"
+                f" Control and Runtime on {internal[0]}:{internal_port} (internal); Fleet request bodies up to {limit} bytes\n"
             )
             sys.stderr.flush()
         else:

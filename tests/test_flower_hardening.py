@@ -1,0 +1,300 @@
+"""Defences found missing by the pen-test of the attested Flower federation, each against Flower's own pieces:
+the public listener's body limit (Flower reads a whole request body before it authenticates the SuperNode),
+the refusal of updates that would poison the model (NaN, infinities, overflowing norms), and replies bound
+to the run and round they answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from fedattest.flower import UpdateSigner, UpdateVerifier
+from fedattest.flower.superlink import MAX_FLEET_BODY, default_max_fleet_body, public_listener_app
+from tests.test_flower_pieces import ROOT, member_identity
+
+LIMIT = 1 << 20
+FLEET = "/v1/fleet/pull-messages"
+
+
+@pytest.fixture
+def run7(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):  # what a Flower process sets
+        monkeypatch.setattr(TaskIdentity, name, value)
+
+
+def _flower_app(seen: list[str]) -> Any:
+    """Flower's own SuperLink application, noting every request that reaches it."""
+    from flwr.superlink.main import create_app
+
+    flower = create_app()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append(str(scope["path"]))
+        await flower(scope, receive, send)
+
+    return app
+
+
+async def _post(app: Any, path: str, content: bytes | AsyncIterator[bytes]) -> httpx.Response:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://superlink") as client:
+        return await client.post(path, content=content, headers={"content-type": "application/protobuf"})
+
+
+def _refused_as_too_large(response: httpx.Response) -> bool:
+    return response.status_code == 413 and response.json()["error"].startswith("fedattest: request body larger")
+
+
+def test_a_declared_oversized_body_is_refused_before_flower_reads_it() -> None:
+    seen: list[str] = []
+    response = asyncio.run(_post(public_listener_app(_flower_app(seen), LIMIT), FLEET, bytes(LIMIT + 1)))
+    assert _refused_as_too_large(response), (response.status_code, response.text[:200])
+    assert str(LIMIT) in response.json()["error"] and seen == []
+
+
+def test_a_chunked_body_is_counted_as_it_arrives_and_refused_past_the_limit() -> None:
+    seen: list[str] = []
+    sent = [0]
+    chunk = 64 * 1024
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: Transfer-Encoding chunked
+        for _ in range(4 * LIMIT // chunk):
+            sent[0] += chunk
+            yield bytes(chunk)
+
+    response = asyncio.run(_post(public_listener_app(_flower_app(seen), LIMIT), FLEET, chunks()))
+    assert _refused_as_too_large(response), (response.status_code, response.text[:200])
+    assert seen == []
+    assert sent[0] <= LIMIT + chunk  # stopped reading at the limit, not at the end of the body
+
+
+def test_bodies_within_the_limit_reach_flower_and_other_paths_are_refused_unread() -> None:
+    from flwr.proto.fleet_pb2 import PullMessagesRequest
+
+    seen: list[str] = []
+    app = public_listener_app(_flower_app(seen), LIMIT)
+    response = asyncio.run(_post(app, FLEET, PullMessagesRequest().SerializeToString()))
+    assert response.status_code == 401 and seen == [FLEET]  # Flower's node authentication answered
+    response = asyncio.run(_post(app, "/v1/control/start-run", bytes(LIMIT + 1)))
+    assert response.status_code == 403 and seen == [FLEET]  # the path filter comes first
+
+
+def test_the_default_limit_fits_the_largest_message_flower_sends(run7: None) -> None:
+    from flwr.app import Array, ArrayRecord, Message, RecordDict
+    from flwr.common.constant import FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    assert default_max_fleet_body() >= MAX_FLEET_BODY
+    model = ArrayRecord({"w": Array(np.random.default_rng(0).standard_normal(3 * FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE // 8))})
+    message = Message(RecordDict({"arrays": model}), dst_node_id=1, message_type="train")
+    # A 15 MB model: Flower pushes each object (here up to one 5 MiB chunk) in its own request.
+    largest = max(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+    assert FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE <= largest < default_max_fleet_body() - (1 << 20)
+
+
+# -- updates: bound to their run and round, and refused when they would poison the model ----------------------
+
+
+class _Nodes:
+    """What FedAvg.configure_train asks of Flower's Grid: the connected nodes."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(1, self.n + 1))
+
+
+def _reply(instruction: Any, signer: UpdateSigner, arrays: list[Any], examples: float = 10) -> Any:
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+    from fedattest.flower.mods import signing_mod
+
+    def train(message: Any, context: object) -> Any:
+        content = {"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": examples})}
+        return Message(RecordDict(content), reply_to=message)
+
+    return signing_mod(signer)(instruction, None, train)
+
+
+def _strategy(members: dict[str, UpdateSigner], reported: list[tuple[int, list[str]]], sampled: int) -> Any:
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
+
+    from fedattest.flower.serverapp import AttestedStrategy
+
+    def report(server_round: int, participants: list[str], content_id: str) -> int:
+        reported.append((server_round, sorted(participants)))
+        return len(reported)
+
+    dp = DifferentialPrivacyServerSideFixedClipping(
+        FedAvg(min_available_nodes=len(members), min_train_nodes=len(members)),
+        noise_multiplier=0.1, clipping_norm=1.0, num_sampled_clients=sampled,
+    )  # fmt: skip
+    wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
+    return wrapper(dp, UpdateVerifier(ROOT, "hospitals"), lambda: set(members), report, run_id=7)
+
+
+def _round(strategy: Any, server_round: int, model: list[Any], n: int) -> list[Any]:
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    return list(strategy.configure_train(server_round, ArrayRecord(model), ConfigRecord(), _Nodes(n)))
+
+
+POISON: dict[str, Callable[[np.ndarray], None]] = {
+    "nan": lambda w: w.__setitem__((0, 0), np.nan),
+    "+inf": lambda w: w.__setitem__((0, 0), np.inf),
+    "1e300": lambda w: w.__setitem__((0, 0), 1e300),
+}
+
+
+@pytest.mark.parametrize("poison", sorted(POISON))
+def test_a_poisoned_update_is_refused_naming_the_member(poison: str, run7: None, caplog: pytest.LogCaptureFixture) -> None:
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+    from flwr.supercore.differential_privacy import compute_clip_model_update
+
+    names = ("hospital-a", "hospital-b", "hospital-c")
+    members = {name: member_identity(name) for name in names}
+    model = [np.zeros((8, 4)), np.zeros(4)]
+    updates = {name: [np.full((8, 4), 0.01 * (i + 1)), np.full(4, 0.01)] for i, name in enumerate(names)}
+    POISON[poison](updates["hospital-a"][0])
+
+    # Without the check (Flower's DP clipping and FedAvg as they are) the update poisons the model.
+    plain = DifferentialPrivacyServerSideFixedClipping(FedAvg(), noise_multiplier=0.1, clipping_norm=1.0, num_sampled_clients=3)
+    instructions = _round(plain, 1, model, 3)
+    replies = [_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
+    with np.errstate(all="ignore"):
+        poisoned, _ = plain.aggregate_train(1, replies)
+        clipped = [a.copy() for a in updates["hospital-a"]]
+        compute_clip_model_update(clipped, model, 1.0)
+    if poison == "1e300":  # the norm overflows: clipping zeroes the member's update
+        assert all(np.array_equal(c, m) for c, m in zip(clipped, model, strict=True))
+    else:  # min(1, clip / NaN) is 1: the NaN goes through, and the global model is NaN
+        assert not np.isfinite(poisoned.to_numpy_ndarrays()[0]).all()
+
+    reported: list[tuple[int, list[str]]] = []
+    strategy = _strategy(members, reported, sampled=3)
+    instructions = _round(strategy, 1, model, 3)
+    replies = [_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
+    with caplog.at_level("WARNING", logger="fedattest.flower"):
+        arrays, _ = strategy.aggregate_train(1, replies)
+    assert reported == [(1, ["hospital-b", "hospital-c"])]
+    assert all(np.isfinite(a).all() and np.abs(a).any() for a in arrays.to_numpy_ndarrays())
+    refusals = [r.getMessage() for r in caplog.records if "refused the update" in r.getMessage()]
+    assert len(refusals) == 1 and "hospital-a" in refusals[0], refusals
+    assert ("NaN" if poison == "nan" else "infinite" if poison == "+inf" else "norm") in refusals[0]
+    assert strategy.refused[1][0][0] == "hospital-a"
+
+
+def test_malformed_updates_are_refused_rather_than_stopping_the_run(run7: None, caplog: pytest.LogCaptureFixture) -> None:
+    names = ("hospital-a", "hospital-b", "hospital-c", "hospital-d", "hospital-e")
+    members = {name: member_identity(name) for name in names}
+    model = [np.zeros((8, 4), dtype=np.float32)]
+    reported: list[tuple[int, list[str]]] = []
+    strategy = _strategy(members, reported, sampled=5)
+    instructions = _round(strategy, 1, model, 5)
+    bad = {
+        "hospital-e": ([np.full((8, 4), 1j, dtype=np.complex64)], 10.0),  # not real numbers
+        "hospital-a": ([np.zeros((4, 8), dtype=np.float32)], 10.0),  # not the model's shape: Flower would raise
+        "hospital-b": ([np.full((8, 4), 3e38, dtype=np.float32)], 10.0),  # finite, but the float32 norm overflows
+        "hospital-c": ([np.zeros((8, 4), dtype=np.float32)], float("nan")),  # a NaN weight
+        "hospital-d": ([np.full((8, 4), 0.1, dtype=np.float32)], 10.0),
+    }
+    replies = [_reply(m, members[n], bad[n][0], bad[n][1]) for m, n in zip(instructions, names, strict=True)]
+    with caplog.at_level("WARNING", logger="fedattest.flower"):
+        arrays, _ = strategy.aggregate_train(1, replies)
+    assert reported == [(1, ["hospital-d"])]
+    assert arrays is not None and np.isfinite(arrays.to_numpy_ndarrays()[0]).all()
+    reasons = dict(strategy.refused[1])
+    assert "global model's shapes" in reasons["hospital-a"]
+    assert "norm" in reasons["hospital-b"] and "overflows" in reasons["hospital-b"]
+    assert "metric" in reasons["hospital-c"]
+    assert "not an array of real numbers" in reasons["hospital-e"]
+
+
+def test_a_reply_is_bound_to_its_round_and_run(
+    run7: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("hospital-a", "hospital-b")
+    members = {name: member_identity(name) for name in names}
+    model = [np.zeros(4)]
+    reported: list[tuple[int, list[str]]] = []
+    strategy = _strategy(members, reported, sampled=2)
+    first = [_reply(m, members[n], [np.full(4, 0.1)]) for m, n in zip(_round(strategy, 1, model, 2), names, strict=True)]
+    strategy.aggregate_train(1, first)
+
+    second_round = _round(strategy, 2, model, 2)
+    b_round2 = _reply(second_round[1], members["hospital-b"], [np.full(4, 0.2)])
+    replayed = first[0]  # hospital-a's signed reply of round 1, offered again in round 2
+    relabelled = _reply(_round(strategy, 1, model, 2)[0], members["hospital-a"], [np.full(4, 0.3)])
+    relabelled.metadata.group_id = "2"  # the round changed after signing
+    monkeypatch.setattr(TaskIdentity, "_run_id", 8)  # the same round of another run
+    from_run8 = _reply(_round(strategy, 2, model, 2)[0], members["hospital-a"], [np.full(4, 0.4)])
+    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
+    _round(strategy, 2, model, 2)
+    with caplog.at_level("WARNING", logger="fedattest.flower"):
+        strategy.aggregate_train(2, [replayed, relabelled, from_run8, b_round2, b_round2])
+    assert reported == [(1, ["hospital-a", "hospital-b"]), (2, ["hospital-b"])]
+    assert [r.metadata.group_id for r in first] == ["1", "1"]  # the strategy names the round in each instruction
+    reasons = [why for _, why in strategy.refused[2]]
+    assert "signed for round '1', not round 2" in reasons[0]
+    assert "signature does not verify" in reasons[1]
+    assert "signed for run 8, not this run (7)" in reasons[2]
+    assert "a second update from 'hospital-b' in this round" in reasons[3]
+    who = [who for who, _ in strategy.refused[2]]
+    assert who[0] == who[2] == "hospital-a" and who[3] == "hospital-b"
+    assert who[1].startswith("node ")  # a signer whose signature does not verify is named by its node
+
+
+def test_a_real_superlink_refuses_oversized_bodies_and_keeps_serving(tmp_path: Path) -> None:
+    """`fedattest flower superlink` as a process (activated with a real coordinator), over TLS."""
+    from fedattest.tee import SimulatedPlatform
+    from tests.coordinator_harness import AGG, coordinator
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        (tmp_path / "root.pem").write_text(running.root_pem)
+        state, log = tmp_path / "superlink", tmp_path / "superlink.log"
+        argv = [sys.executable, "-m", "fedattest", "flower", "superlink", "--coordinator", running.url, "--root-ca",
+                str(tmp_path / "root.pem"), "--member", "aggregator", "--state", str(state), "--platform",
+                str(platform.directory), "--mrenclave", AGG.hex(), "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
+                "--max-fleet-body", str(LIMIT)]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120  # only stops a hung start
+            while not (state / "superlink.json").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.1)
+            fleet = json.loads((state / "superlink.json").read_text())["fleet"]
+            tls = ssl.create_default_context(cadata=running.root_pem)
+            tls.check_hostname = False  # the certificate names aggregator.example.org; the CA is what matters here
+
+            def post(content: bytes | Iterator[bytes]) -> httpx.Response:
+                headers = {"content-type": "application/protobuf"}
+                return httpx.post(f"https://{fleet}{FLEET}", content=content, headers=headers, verify=tls, timeout=60)
+
+            assert _refused_as_too_large(post(bytes(LIMIT + 1)))
+            assert _refused_as_too_large(post(bytes(64 * 1024) for _ in range(2 * LIMIT // (64 * 1024))))  # chunked
+            assert post(bytes(1000)).status_code in {400, 401}  # within the limit: Flower's own answer
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert "Fleet request bodies up to 1048576 bytes" in log.read_text()
+    assert "over the limit of 1048576" in log.read_text()
