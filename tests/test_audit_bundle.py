@@ -14,15 +14,19 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedattest.coordinator.audit import AuditEntry, export_log, import_log, next_entry, sign_head
 from fedattest.coordinator.bundle import BundleError, read_bundle, verify_bundle
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.flower.rounds import report_round
 from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform
-from tests.coordinator_harness import AGG, COLLAB, Running, start, stop, tee
+from tests.coordinator_harness import AGG, COLLAB, COORD, Running, start, stop, tee
 
 
 @dataclass
@@ -226,3 +230,92 @@ def test_unreadable_bundles_are_refused_with_the_reason(exported: Exported) -> N
     assert set(files) >= {"audit-log.json", "root_ca.pem", "policies/v1.toml", "policies/v1.approvals.json"}
     done = cli("audit", "verify", str(exported.tmp / "bundle.tar"), "--platform", str(exported.tmp / "missing"))
     assert done.returncode == 2 and done.stderr.startswith("error:")
+
+
+# -- replays, swapped collateral, malformed records, large honest bundles -------------------------------------
+
+
+def coordinator_key(exported: Exported) -> ec.EllipticCurvePrivateKey:
+    """The coordinator's log (token) key, unsealed from its state: to write logs it would have signed."""
+    from fedattest.coordinator.core import load_or_create_state
+
+    return load_or_create_state(exported.running.state, tee(exported.running, COORD), "hospitals").token_key
+
+
+def relog(exported: Exported, files: dict[str, bytes], extra: Callable[[AuditEntry], list[tuple[str, dict[str, Any]]]]) -> None:
+    """Append entries (kind, data) to the bundle's log, chained and signed with the coordinator's own key: what
+    a coordinator that accepted them (or whoever holds its key) would export."""
+    entries, _head, _key = import_log(files["audit-log.json"])
+    for kind, data in extra(entries[-1]):
+        entries.append(next_entry(entries[-1], entries[-1].time, kind, data))
+    key = coordinator_key(exported)
+    files["audit-log.json"] = export_log(entries, sign_head(entries[-1], key), key.public_key())
+
+
+def test_replayed_round_reports_are_a_failed_check(exported: Exported) -> None:
+    files = read_bundle(exported.bundle)
+    entries, _head, _key = import_log(files["audit-log.json"])
+    first = next(e for e in entries if e.kind == "round")
+    relog(exported, files, lambda _last: [("round", dict(first.data))] * 5)
+    key = coordinator_key(exported).public_key()
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for, audit_key=key)
+    failed = [c for c in report.checks if not c.ok]
+    assert not report.ok and len(failed) == 5, failed
+    assert all("a replay: aggregator already reported run 7 round 1 (entry #3)" in c.detail for c in failed)
+    assert [(r["run_id"], r["round"]) for r in report.rounds] == [(7, 1), (7, 2)]
+
+
+def test_collateral_that_is_not_the_logged_one_is_a_failed_check(exported: Exported) -> None:
+    files = read_bundle(exported.bundle)
+    [name] = [n for n in files if n.startswith("collateral/")]
+    # The same collateral, formatted differently: it parses and the quotes verify with it, but it is not the
+    # document the coordinator verified them with and logged the hash of.
+    files[name] = json.dumps(json.loads(files[name]), indent=4).encode()
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for)
+    failed = {c.subject: c.detail for c in report.checks if not c.ok}
+    for subject in ("activation #1 aggregator (aggregator)", "activation #2 hospital-a (collaborator)"):
+        assert "the collateral in the bundle is not the one the log names" in failed[subject], failed
+
+
+def test_a_deeply_nested_activation_record_is_a_failed_check(exported: Exported) -> None:
+    files = read_bundle(exported.bundle)
+    name = records(files)["hospital-a"]
+    files[name] = b'{"fingerprint": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for)
+    failed = {c.subject: c.detail for c in report.checks if not c.ok}
+    assert "nested deeper than 64" in failed[name], failed
+
+
+def test_an_honest_bundle_larger_than_16_mib_verifies(exported: Exported) -> None:
+    # 17,000 entries of about 1 KB each (a kind the offline checks pass over), chained and signed by the
+    # coordinator's key: a log of the size 1,550 activations make, beyond read_input's 16 MiB.
+    filler = {"note": "x" * 1000}
+    files = read_bundle(exported.bundle)
+    relog(exported, files, lambda _last: [("coordinator-note", filler)] * 17_000)
+    bundle = exported.tmp / "large.tar"
+    bundle.write_bytes(build_bundle_from(files))
+    assert bundle.stat().st_size > 17 << 20
+    key = exported.tmp / "large-key.pem"
+    key.write_bytes(
+        coordinator_key(exported)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    done = cli("audit", "verify", str(bundle), "--key", str(key), "--platform", str(exported.running.platform.directory))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 6 of 6 checks pass; 2 activations, 2 rounds" in done.stdout
+    assert "17005 entries chain to the signed head" in done.stdout
+
+
+def build_bundle_from(files: dict[str, bytes]) -> bytes:
+    """A bundle as 'audit export' writes it (current manifest format, with sizes), of these members."""
+    manifest = {"format": "fedattest-audit-bundle", "version": 2,
+                "files": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(files.items())},
+                "sizes": {n: len(b) for n, b in sorted(files.items())}}  # fmt: skip
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted({**files, "MANIFEST.json": json.dumps(manifest).encode()}.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

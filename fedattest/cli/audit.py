@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import typer
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, read_input
+from fedattest.coordinator import bundle
 from fedattest.coordinator.audit import AuditError, import_log, public_key_from_pem, verify_log
 from fedattest.coordinator.bundle import BundleError, build_bundle, verify_bundle
 from fedattest.dcap.verify import QuoteVerifier
@@ -32,7 +34,8 @@ app = typer.Typer(
         "Verify an exported audit log: every entry chains to the one before it and the last one is the head the"
         " coordinator signed. Pin the coordinator's key with --key (without it, the key inside the file is"
         " used, which only proves the log is self-consistent, and the output says so).\n\n"
-        "Exit codes: 0 the log verifies, 1 it does not (the first bad entry is named), 2 unreadable input.\n\n"
+        "Exit codes: 0 the log verifies, 1 it does not (the first bad entry is named; for a bundle: a check"
+        " fails, or the bundle breaks its format or limits), 2 unreadable input.\n\n"
         "Example: fedattest audit verify audit.json --key coordinator.pub.pem"
     ),
 )
@@ -45,6 +48,17 @@ def verify(
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
+    if str(log) != "-" and _is_tar(log):
+        # A bundle may be much larger than any other input: stream it from the file (the bundle reader
+        # bounds what it reads), instead of reading it whole with read_input's cap.
+        try:
+            with log.open("rb") as fh:
+                if (size := os.fstat(fh.fileno()).st_size) > bundle.MAX_ARCHIVE_BYTES:
+                    raise CliError(f"{log}: {size} bytes, over the bundle limit of {bundle.MAX_ARCHIVE_BYTES}", EXIT_REJECTED)
+                _verify_bundle(log, fh, key, platform, json_out)
+        except OSError as exc:
+            raise CliUsageError(f"cannot read audit bundle {str(log)!r}: {exc.strerror or exc}") from None
+        return
     data = read_input(str(log), "audit bundle or log")
     if data[257:262] == b"ustar":
         _verify_bundle(log, data, key, platform, json_out)
@@ -68,7 +82,17 @@ def verify(
         print("note: verified with the key inside the log; pass --key to check it is the coordinator's")
 
 
-def _verify_bundle(path: Path, data: bytes, key: Path | None, platform: Path | None, json_out: bool) -> None:
+def _is_tar(path: Path) -> bool:
+    """Whether ``path`` starts like a tar archive (ustar magic in the first header); False if unreadable
+    (read_input then reports why)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(512)[257:262] == b"ustar"
+    except OSError:
+        return False
+
+
+def _verify_bundle(path: Path, data: bytes | BinaryIO, key: Path | None, platform: Path | None, json_out: bool) -> None:
     from fedattest.tee.simulated import SimulatedPlatform  # noqa: PLC0415
 
     try:
@@ -86,8 +110,8 @@ def _verify_bundle(path: Path, data: bytes, key: Path | None, platform: Path | N
 
     try:
         report = verify_bundle(data, verifier_for=verifier_for, audit_key=pinned)
-    except BundleError as exc:
-        raise CliUsageError(f"{path}: {exc}") from None
+    except BundleError as exc:  # examined and refused: not a bundle this verifier accepts
+        raise CliError(f"{path}: {exc}", EXIT_REJECTED) from None
     if json_out:
         print_json({
             "ok": report.ok, "key_pinned": pinned is not None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,56 @@ from fedattest.errors import FedattestError
 ENTRY_LABEL = b"fedattest-audit-v1\n"
 HEAD_LABEL = b"fedattest-audit-head-v1\n"
 GENESIS = bytes(32)
+
+
+# Offline verification parses documents someone else wrote (a bundle, a log, a policy, an approval). The
+# parsers (json, tomllib) recurse once per nesting level and fail with RecursionError around 1,000 levels;
+# the documents fedattest writes nest at most 6 deep. So refuse anything nested deeper than this before parsing.
+MAX_NESTING = 64
+
+# Strings and comments, whose brackets do not count. Each pattern also matches a string that is never closed,
+# so removing them is linear in the input.
+_JSON_SKIP = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)
+_TOML_SKIP = re.compile(
+    r"'''.*?(?:'''|\Z)|\"\"\"(?:[^\\]|\\.)*?(?:\"\"\"|\Z)|'[^'\n]*+(?:'|$)|\"(?:[^\"\\\n]|\\.)*+(?:\"|$)|#[^\n]*+",
+    re.DOTALL | re.MULTILINE,
+)
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def nesting_depth(text: str, *, toml: bool = False, limit: int = MAX_NESTING) -> int:
+    """An upper bound of how deep ``[`` and ``{`` nest in a JSON (or, with ``toml``, TOML) document, outside
+    strings and comments, i.e. of the recursion its parser needs; capped at ``limit + 1``.
+
+    Each pass removes the innermost matched pairs, so a document nested d deep empties in d passes; an
+    unmatched opening bracket may still nest what follows it, so each left over counts one level more.
+    Linear time per pass (at most ``limit + 1`` passes of C string operations)."""
+    brackets = _NOT_BRACKETS.sub("", (_TOML_SKIP if toml else _JSON_SKIP).sub("", text))
+    for passes in range(limit + 1):
+        if not brackets:
+            return passes
+        shorter = brackets.replace("[]", "").replace("{}", "")
+        if shorter == brackets:
+            return min(passes + shorter.count("[") + shorter.count("{"), limit + 1)
+        brackets = shorter
+    return limit + 1
+
+
+def check_nesting(text: str | bytes, what: str, *, toml: bool = False) -> None:
+    """Raise ``ValueError`` when ``text`` nests deeper than :data:`MAX_NESTING`."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if nesting_depth(text, toml=toml) > MAX_NESTING:
+        raise ValueError(f"{what}: nested deeper than {MAX_NESTING} levels")
+
+
+def load_json(data: str | bytes, what: str) -> Any:
+    """``json.loads`` for documents from someone else: refuses deep nesting (``ValueError``) up front."""
+    check_nesting(data, what)
+    try:
+        return json.loads(data)
+    except RecursionError:  # pragma: no cover - check_nesting refuses these first
+        raise ValueError(f"{what}: nested too deeply") from None
 
 
 class AuditError(FedattestError):
@@ -160,10 +211,11 @@ def export_log(entries: Iterable[AuditEntry], head: SignedHead, public_key: ec.E
 
 def import_log(data: bytes) -> tuple[list[AuditEntry], SignedHead, ec.EllipticCurvePublicKey]:
     try:
-        doc = json.loads(data)
+        doc = load_json(data, "audit log")
         if doc.get("format") != "fedattest-audit-log" or doc.get("version") != 1:
             raise ValueError("not a fedattest audit log (format/version)")
         entries = [AuditEntry.from_json(e) for e in doc["entries"]]
         return entries, SignedHead.from_json(doc["head"]), public_key_from_pem(doc["public_key"].encode())
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise AuditError(f"audit log: {exc}") from None
+        message = str(exc)
+        raise AuditError(message if message.startswith("audit log") else f"audit log: {message}") from None

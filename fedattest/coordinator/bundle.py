@@ -2,7 +2,7 @@
 
 Layout (deterministic: sorted names, zero mtimes, so the same state gives the same bytes)::
 
-    MANIFEST.json                    SHA-256 of every other member
+    MANIFEST.json                    SHA-256 and size of every other member (the first member: read first)
     audit-log.json                   the hash-chained log with the coordinator's signed head
     root_ca.pem                      the coordinator's root CA (certificates chain to it)
     policies/v<N>.toml               every policy version, as approved
@@ -13,10 +13,12 @@ Layout (deterministic: sorted names, zero mtimes, so the same state gives the sa
 :func:`verify_bundle` re-does every decision the coordinator logged: the log chains to its signed head;
 each policy version hashes to what the log says and has enough approvals; each activation's certificate
 chains to the root, its token is signed by the log key and names that certificate, and its quote verifies
-(at the activation time, with the recorded collateral, against the trust anchor the auditor chooses),
-binds the claims, which bind the certificate's key, and matches the role's reference values in the policy
-then in force; each round is signed by an activated aggregator and names only activated collaborators.
-Pure functions: the caller reads and writes files.
+(at the activation time, with the recorded collateral, whose hash the log names, against the trust anchor
+the auditor chooses), binds the claims, which bind the certificate's key, and matches the role's reference
+values in the policy then in force; each round is signed by an activated aggregator, names only activated
+collaborators and is reported once (run, round and signer identify a report; a repeat is a failed check).
+A bundle comes from whoever hands it to the auditor: :func:`read_bundle` bounds what it reads (the limits
+below). Pure functions: the caller reads and writes files.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import base64
 import hashlib
 import io
 import json
+import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, cast
 
 import jwt
 from cryptography import x509
@@ -38,7 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.coordinator import identity as ident
-from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
+from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, load_json, verify_log
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
@@ -47,7 +50,37 @@ from fedattest.policy.approval import Approval, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 
 FORMAT = "fedattest-audit-bundle"
-MAX_MEMBER_BYTES = 64 << 20
+MANIFEST_VERSION = 2  # 2: the manifest states each member's size; 1 (hashes only) is still read
+
+# Limits for reading a bundle, which whoever hands it to the auditor wrote. They are derived from what an
+# honest bundle holds: one activation record (about 11 KB: certificate, token, quote and claims) per
+# activation, one collateral document (about 20 KB) per TCB collateral set in use, two small files per policy
+# version, and the log (about 1 KB per entry). 256 MiB is about 24,000 activations, far beyond a cross-silo
+# federation; every member is read only if the manifest lists it and its size fits, so memory stays bounded
+# by these limits whatever the tar's headers claim (sparse and link members are refused outright).
+MAX_BUNDLE_BYTES = 256 << 20  # all members together, as the manifest declares them
+MAX_MEMBERS = 32_768  # 24,000 activation records at the total limit, plus collateral and policies
+MAX_MANIFEST_BYTES = MAX_MEMBERS * 256  # a line of name, size and SHA-256 per member
+READ_CHUNK = 1 << 20  # members are read (and hashed) in chunks of this size
+# The whole archive: the members, the manifest, and at most 4 KiB of tar headers and padding per member. It
+# also bounds what tarfile itself reads into memory (a PAX or long-name header is read whole).
+MAX_ARCHIVE_BYTES = MAX_BUNDLE_BYTES + MAX_MANIFEST_BYTES + (MAX_MEMBERS + 1) * 4096 + (1 << 20)
+_LAYOUT: tuple[tuple[re.Pattern[str], int], ...] = (  # member name -> largest size accepted
+    (re.compile(r"audit-log\.json"), 128 << 20),  # ~1 KB an entry: 100,000+ activations and round reports
+    (re.compile(r"root_ca\.pem"), 64 << 10),  # one certificate
+    (re.compile(r"policies/v[0-9]{1,9}\.toml"), 1 << 20),  # the parser's own limit (MAX_POLICY_BYTES)
+    (re.compile(r"policies/v[0-9]{1,9}\.approvals\.json"), 1 << 20),  # ~500 bytes an approval
+    (re.compile(r"activations/[0-9]{3,9}-[a-z0-9][a-z0-9._-]{0,62}\.json"), 1 << 20),  # ~11 KB each
+    (re.compile(r"collateral/[0-9a-f]{64}\.json"), 8 << 20),  # ~20 KB; room for large CRLs
+)
+
+
+_SHA256 = re.compile("[0-9a-f]{64}")
+
+
+def member_limit(name: str) -> int | None:
+    """The largest size a member of this name may have, or None if the bundle layout has no such member."""
+    return next((cap for pattern, cap in _LAYOUT if pattern.fullmatch(name)), None)
 
 
 class BundleError(FedattestError):
@@ -64,7 +97,12 @@ def build_bundle(log_json: bytes, evidence: dict[str, Any]) -> bytes:
         members[f"activations/{i:03d}-{a['member']}.json"] = _dump(a)
     for sha, document in evidence["collateral"].items():
         members[f"collateral/{sha}.json"] = str(document).encode()
-    manifest = {"format": FORMAT, "version": 1, "files": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(members.items())}}
+    manifest = {
+        "format": FORMAT,
+        "version": MANIFEST_VERSION,
+        "files": {n: hashlib.sha256(b).hexdigest() for n, b in sorted(members.items())},
+        "sizes": {n: len(b) for n, b in sorted(members.items())},
+    }
     members["MANIFEST.json"] = _dump(manifest)
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -79,33 +117,115 @@ def _dump(obj: Any) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode()
 
 
-def read_bundle(data: bytes) -> dict[str, bytes]:
-    """Members of the tar, checked against MANIFEST.json: only regular files, no missing or extra ones."""
+def read_bundle(source: bytes | IO[bytes]) -> dict[str, bytes]:
+    """Members of the tar (bytes, or a binary file read once from its current position), checked against
+    MANIFEST.json, which must come first: only plain relative files of the bundle layout, each listed once,
+    none missing, each within its size limit (and of the size the manifest states) before it is read, and
+    no more than :data:`MAX_MEMBERS` and :data:`MAX_BUNDLE_BYTES` in all. Members are read in chunks and
+    hashed as they are read."""
+    inner = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    fileobj = cast("IO[bytes]", _Bounded(inner, MAX_ARCHIVE_BYTES))  # stream mode only calls read()
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            files: dict[str, bytes] = {}
-            for info in tar:
-                if not info.isfile() or info.name.startswith("/") or ".." in info.name.split("/"):
-                    raise BundleError(f"unexpected tar member {info.name!r} (only plain relative files)")
-                if info.size > MAX_MEMBER_BYTES or info.name in files:
-                    raise BundleError(f"tar member {info.name!r} is too large or repeated")
-                handle = tar.extractfile(info)
-                assert handle is not None
-                files[info.name] = handle.read()
-    except tarfile.TarError as exc:
+        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            return _read_members(tar)
+    except (tarfile.TarError, EOFError) as exc:
         raise BundleError(f"not a tar file: {exc}") from None
+
+
+class _Bounded:
+    """A binary reader that refuses to read past ``limit`` bytes (tarfile's stream mode only calls read)."""
+
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
+        self.inner, self.left, self.limit = inner, limit, limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(self.left + 1 if size < 0 or size > self.left else size)
+        self.left -= len(data)
+        if self.left < 0:
+            raise BundleError(f"the archive is larger than the limit of {self.limit} bytes")
+        return data
+
+
+def _plain(info: tarfile.TarInfo) -> None:
+    name = info.name
+    if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or info.issparse() or name.startswith("/") or ".." in name.split("/"):
+        raise BundleError(f"unexpected tar member {name!r} (only plain relative files)")
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> tuple[bytes, str]:
+    """The member's bytes and their SHA-256, read in chunks (never more than ``info.size`` bytes)."""
+    handle = tar.extractfile(info)
+    assert handle is not None  # a regular file
+    digest, chunks, left = hashlib.sha256(), [], info.size
+    while left:
+        chunk = handle.read(min(READ_CHUNK, left))
+        if not chunk:
+            raise BundleError(f"{info.name}: the archive ends inside this member")
+        digest.update(chunk)
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks), digest.hexdigest()
+
+
+def _manifest(tar: tarfile.TarFile) -> tuple[dict[str, str], dict[str, int] | None]:
+    info = tar.next()
+    if info is None:
+        raise BundleError("an empty archive: no MANIFEST.json")
+    _plain(info)
+    if info.name != "MANIFEST.json":
+        raise BundleError(f"MANIFEST.json must be the first member (found {info.name!r})")
+    if info.size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"MANIFEST.json: {info.size} bytes, over the limit of {MAX_MANIFEST_BYTES}")
     try:
-        manifest = json.loads(files.pop("MANIFEST.json"))
-        listed = dict(manifest["files"])
-        if manifest.get("format") != FORMAT:
-            raise ValueError("format")
-    except (KeyError, ValueError, TypeError) as exc:
+        manifest = load_json(_read_member(tar, info)[0], "MANIFEST.json")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") not in (1, 2):
+            raise ValueError("format or version")
+        listed, sizes = manifest["files"], manifest.get("sizes")
+        if not isinstance(listed, dict) or not all(isinstance(d, str) and _SHA256.fullmatch(d) for d in listed.values()):
+            raise ValueError("files must map names to SHA-256 hex digests")
+        if manifest["version"] >= 2 or sizes is not None:
+            if not isinstance(sizes, dict) or set(sizes) != set(listed):
+                raise ValueError("sizes must state the size of every listed member")
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes.values()):
+                raise ValueError("sizes must be whole numbers of bytes")
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise BundleError(f"MANIFEST.json missing or malformed ({exc})") from None
-    if set(listed) != set(files):
-        raise BundleError(f"members differ from the manifest: {sorted(set(listed) ^ set(files))}")
-    for name, digest in listed.items():
-        if hashlib.sha256(files[name]).hexdigest() != digest:
+    if len(listed) > MAX_MEMBERS:
+        raise BundleError(f"MANIFEST.json lists {len(listed)} members, over the limit of {MAX_MEMBERS}")
+    for name in listed:
+        if name == "MANIFEST.json" or member_limit(name) is None:
+            raise BundleError(f"MANIFEST.json lists {name!r}, which is not a member of the bundle layout")
+        if sizes is not None and sizes[name] > (member_limit(name) or 0):
+            raise BundleError(f"{name}: {sizes[name]} bytes, over the limit of {member_limit(name)} for this member")
+    if sizes is not None and sum(sizes.values()) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"MANIFEST.json declares {sum(sizes.values())} bytes in all, over the limit of {MAX_BUNDLE_BYTES}")
+    return dict(listed), sizes
+
+
+def _read_members(tar: tarfile.TarFile) -> dict[str, bytes]:
+    listed, sizes = _manifest(tar)
+    files: dict[str, bytes] = {}
+    total = 0
+    while (info := tar.next()) is not None:
+        _plain(info)
+        name = info.name
+        if name not in listed or name in files:
+            problem = "is repeated" if name in files else "is not listed"
+            raise BundleError(f"members differ from the manifest: {name!r} {problem}")
+        limit = member_limit(name) or 0
+        if info.size > limit:
+            raise BundleError(f"{name}: {info.size} bytes, over the limit of {limit} for this member")
+        if sizes is not None and info.size != sizes[name]:
+            raise BundleError(f"{name}: the tar header says {info.size} bytes, the manifest {sizes[name]}")
+        total += info.size
+        if total > MAX_BUNDLE_BYTES:
+            raise BundleError(f"the members add up to more than the limit of {MAX_BUNDLE_BYTES} bytes")
+        data, digest = _read_member(tar, info)
+        if digest != listed[name]:
             raise BundleError(f"{name}: content does not match the manifest")
+        files[name] = data
+    if missing := sorted(set(listed) - set(files)):
+        raise BundleError(f"members differ from the manifest: missing {missing}")
     return files
 
 
@@ -136,7 +256,7 @@ def _when(text: str) -> datetime:
 
 
 def verify_bundle(
-    data: bytes,
+    data: bytes | IO[bytes],
     *,
     verifier_for: Callable[[bool], QuoteVerifier],
     audit_key: ec.EllipticCurvePublicKey | None = None,
@@ -164,21 +284,37 @@ def verify_bundle(
     records = {}
     for name, blob in files.items():
         if name.startswith("activations/"):
-            record = json.loads(blob)
-            records[str(record["fingerprint"])] = record
+            try:
+                record = load_json(blob, name)
+                records[str(record["fingerprint"])] = record
+            except (KeyError, TypeError, ValueError) as exc:
+                report.add(name, False, f"unreadable activation record: {exc}")
     collateral = {n.removeprefix("collateral/").removesuffix(".json"): b for n, b in files.items() if n.startswith("collateral/")}
     evidence = _Evidence(records, collateral, root, key, verifier_for)
     in_force: FederationPolicy | None = None
     activated: dict[str, tuple[str, str]] = {}  # member -> (role, certificate sha256)
+    reported: dict[tuple[str, str, str], int] = {}  # (run, round, signer) -> seq of the first report
     for entry in entries:
-        if entry.kind == "policy":
-            in_force = policies.get(str(entry.data.get("policy_hash")))
-        elif entry.kind == "activation":
-            ok = _check_activation(report, entry, in_force, evidence)
-            if ok:
-                activated[str(entry.data["member"])] = (str(entry.data["role"]), str(entry.data["cert_sha256"]))
-        elif entry.kind == "round":
-            _check_round(report, entry, in_force, evidence, activated)
+        try:
+            if entry.kind == "policy":
+                in_force = policies.get(str(entry.data.get("policy_hash")))
+            elif entry.kind == "activation":
+                ok = _check_activation(report, entry, in_force, evidence)
+                if ok:
+                    activated[str(entry.data["member"])] = (str(entry.data["role"]), str(entry.data["cert_sha256"]))
+            elif entry.kind == "round":
+                d = entry.data
+                ident_ = (str(d.get("run_id")), str(d.get("round")), str(d.get("reported_by")))
+                if ident_ in reported:
+                    report.add(
+                        f"round #{entry.seq} run {ident_[0]} round {ident_[1]}", False,
+                        f"a replay: {ident_[2]} already reported run {ident_[0]} round {ident_[1]} (entry #{reported[ident_]})",
+                    )  # fmt: skip
+                    continue
+                reported[ident_] = entry.seq
+                _check_round(report, entry, in_force, evidence, activated)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            report.add(f"{entry.kind} #{entry.seq}", False, f"malformed log entry or evidence: {exc!r}")
     return report
 
 
@@ -189,8 +325,8 @@ def _check_policies(report: BundleReport, files: dict[str, bytes], entries: list
         subject = f"policy v{version}"
         try:
             policy = parse_policy(files[f"policies/v{version}.toml"].decode())
-            approvals = [Approval.from_json(a) for a in json.loads(files[f"policies/v{version}.approvals.json"])]
-        except (KeyError, ValueError, FedattestError) as exc:
+            approvals = [Approval.from_json(a) for a in load_json(files[f"policies/v{version}.approvals.json"], "approvals")]
+        except (KeyError, ValueError, TypeError, FedattestError) as exc:
             report.add(subject, False, f"missing or unreadable: {exc}")
             continue
         if policy.policy_hash().hex() != digest:
@@ -250,7 +386,14 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     try:
         raw = base64.b64decode(str(verdict["quote_b64"]), validate=True)
         claims = dict(verdict["claims"])
-        bundle_collateral = Collateral.from_json(collateral[str(d["collateral_sha256"])])
+        collateral_doc = collateral[str(d["collateral_sha256"])]
+        if hashlib.sha256(collateral_doc).hexdigest() != d["collateral_sha256"]:
+            return report.add(
+                subject,
+                False,
+                f"the collateral in the bundle is not the one the log names (SHA-256 {str(d['collateral_sha256'])[:16]}...)",
+            )
+        bundle_collateral = Collateral.from_json(collateral_doc)
     except (KeyError, ValueError, TypeError, FedattestError) as exc:
         return report.add(subject, False, f"quote, claims or collateral missing from the bundle ({exc})")
     if hashlib.sha256(raw).hexdigest() != d.get("quote_sha256"):

@@ -16,10 +16,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from fedattest.coordinator.audit import load_json
 from fedattest.policy.federation import FederationPolicy, PolicyError
 
 APPROVAL_FORMAT = "fedattest-policy-approval"
 APPROVAL_LABEL = b"fedattest-policy-approval-v1\n"
+MAX_APPROVAL_BYTES = 64 << 10  # an approval is about 400 bytes: a name, a hash and a signature
 
 
 def approval_message(policy_hash: bytes) -> bytes:
@@ -78,8 +80,10 @@ class Approval:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Approval:
+        if len(text) > MAX_APPROVAL_BYTES:
+            raise PolicyError(f"approval: larger than {MAX_APPROVAL_BYTES >> 10} KiB")
         try:
-            doc: Any = json.loads(text)
+            doc: Any = load_json(text, "approval")
             if doc.get("format") != APPROVAL_FORMAT or doc.get("version") != 1:
                 raise ValueError("not a fedattest policy approval (format/version)")
             digest = bytes.fromhex(doc["policy_hash"])
@@ -88,7 +92,8 @@ class Approval:
             signature = base64.b64decode(doc["signature"], validate=True)
             return cls(str(doc["policy_name"]), digest, str(doc["approver"]), signature)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise PolicyError(f"approval: {exc}") from None
+            message = str(exc)
+            raise PolicyError(message if message.startswith("approval") else f"approval: {message}") from None
 
 
 def approve(policy: FederationPolicy, approver: str, key: ed25519.Ed25519PrivateKey) -> Approval:

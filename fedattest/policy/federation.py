@@ -29,11 +29,16 @@ from pydantic import (
     model_validator,
 )
 
+from fedattest.coordinator.audit import MAX_NESTING, nesting_depth
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import ReferenceValues
 from fedattest.policy.dp import DpSettings
 
 POLICY_HASH_LABEL = b"fedattest-policy-v1\n"
+# A policy is a few KB (about 300 bytes a member, 500 an approver key); 1 MiB is thousands of members. The
+# limits hold for every policy parsed, so a document read from an audit bundle or a file cannot exhaust memory
+# or the parser's recursion (tomllib recurses once per nested array or inline table).
+MAX_POLICY_BYTES = 1 << 20
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _DNS = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
@@ -238,12 +243,20 @@ def parse_policy(text: str | bytes) -> FederationPolicy:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise PolicyError("policy: not UTF-8 text") from None
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy: larger than {MAX_POLICY_BYTES >> 20} MiB")
+    if nesting_depth(text, toml=True) > MAX_NESTING:
+        raise PolicyError(f"policy: arrays or tables nested deeper than {MAX_NESTING} levels")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"policy: not valid TOML: {exc}") from None
+    except RecursionError:  # e.g. a key dotted thousands of times deep; the nesting check catches the rest
+        raise PolicyError("policy: nested too deeply") from None
     try:
         return FederationPolicy.model_validate(doc)
+    except RecursionError:
+        raise PolicyError("policy: nested too deeply") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
