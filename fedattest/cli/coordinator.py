@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import serialization
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, parse_hex, print_json, read_input
 from fedattest.cli.policy import load_policy
+from fedattest.coordinator.api import NONCE_BURST, NONCE_RATE_PER_SECOND
 from fedattest.coordinator.core import Coordinator
-from fedattest.coordinator.server import parse_listen, serve
+from fedattest.coordinator.server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS, parse_listen, serve
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
@@ -119,6 +120,19 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
     name: Annotated[
         list[str] | None, typer.Option("--dns-name", metavar="NAME", help="Extra DNS name for the TLS certificate.")
     ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option("--header-timeout", metavar="SECONDS", min=0.1, help="Close a connection whose headers take longer."),
+    ] = HEADER_TIMEOUT_SECONDS,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", metavar="N", min=1, help="Open connections at most; more are closed at once.")
+    ] = MAX_CONNECTIONS,
+    nonce_rate: Annotated[
+        float, typer.Option("--nonce-rate", metavar="PER_S", min=0.01, help="POST /nonce per client address, sustained.")
+    ] = NONCE_RATE_PER_SECOND,
+    nonce_burst: Annotated[
+        int, typer.Option("--nonce-burst", metavar="N", min=1, help="POST /nonce per client address in a burst.")
+    ] = NONCE_BURST,
 ) -> None:
     try:
         host, port = parse_listen(listen)
@@ -131,7 +145,10 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
             policy_text=read_input(str(policy), "policy file").decode("utf-8", "replace") if policy else None,
             approvals=[read_input(str(a), "approval file").decode("utf-8", "replace") for a in approval or []],
         )
-        serve(coordinator, host, port, name or [])
+        serve(
+            coordinator, host, port, name or [], header_timeout=header_timeout, max_connections=max_connections,
+            nonce_rate=nonce_rate, nonce_burst=nonce_burst,
+        )  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
 

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import math
+import re
+import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 import anyio
@@ -10,11 +15,144 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fedattest.coordinator.core import ActivationError, Coordinator
 from fedattest.errors import FedattestError
 
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = 256 * 1024  # the largest legitimate body (an activation with a quote) is ~20 KiB
+MAX_JSON_DEPTH = 16  # our deepest document (activation: body -> claims -> keys) is 3 levels
+MAX_JSON_ITEMS = 20_000  # keys plus array items in one body: a round report names at most 10,000 members
+BODY_TIMEOUT_SECONDS = 30.0  # to receive a whole body once its headers are in (slow-body drip)
+NONCE_RATE_PER_SECOND = 100.0  # POST /nonce per client address, sustained ...
+NONCE_BURST = 500  # ... and in a burst (50 participants starting at once, each retrying)
+MAX_RATE_CLIENTS = 4096  # client addresses remembered by the rate limiter (least recently seen go first)
+
+# The next string or structural character, and the rest of a string after its opening quote ("unrolled
+# loop": no two ways to match the same text, so a match, or a failure, costs one pass over the string).
+_JSON_NEXT = re.compile(rb'["\[\]{},]')
+_JSON_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+
+
+def json_shape_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> str | None:
+    """Why ``body`` is too deep or has too many keys/items for the parser, or None. Scans without parsing,
+    in one pass: strings are skipped whole, so brackets and commas inside them do not count."""
+    depth = items = pos = 0
+    while (match := _JSON_NEXT.search(body, pos)) is not None:
+        token, pos = match.group(), match.end()
+        if token == b'"':
+            rest = _JSON_STRING_REST.match(body, pos)
+            if rest is None:
+                return None  # an unterminated string: the parser refuses it
+            pos = rest.end()
+            continue
+        if token in (b"[", b"{"):
+            depth += 1
+            items += 1
+            if depth > max_depth:
+                return f"JSON nested deeper than {max_depth} levels"
+        elif token in (b"]", b"}"):
+            depth -= 1
+        else:
+            items += 1
+        if items > max_items:
+            return f"JSON with more than {max_items} keys and items"
+    return None
+
+
+_CLOSE = [(b"connection", b"close")]
+
+
+async def _send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await JSONResponse({"error": message}, status_code=status, headers={k.decode(): v.decode() for k, v in headers or []})(
+        {"type": "http"}, _no_receive, send
+    )
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a response never reads
+    return {"type": "http.disconnect"}
+
+
+class BodyLimit:
+    """Pure ASGI middleware: reads each request body *as it arrives*, counting bytes, and refuses with 413 as
+    soon as the count passes ``max_bytes`` (a Content-Length over the limit is refused before reading; a
+    chunked or under-declared body when the count passes it). A body that is not UTF-8, or JSON nested too
+    deep or with too many keys/items, is refused with 400 before any parser sees it. The body must arrive
+    within ``timeout`` seconds (408). The application then gets the body in one piece."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, timeout: float = BODY_TIMEOUT_SECONDS) -> None:
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body larger than {self.max_bytes} bytes"
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
+                await _send_error(send, 413, too_large, _CLOSE)
+                return
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.timeout) as scope_timeout:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:  # refuse now, and close rather than read (and discard) the rest
+                    await _send_error(send, 413, too_large, _CLOSE)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        if scope_timeout.cancelled_caught:
+            await _send_error(send, 408, f"request body not received within {self.timeout:g} seconds", _CLOSE)
+            return
+        body = b"".join(chunks)
+        if body:
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                await _send_error(send, 400, f"request body is not valid UTF-8 (byte {exc.start})")
+                return
+            problem = json_shape_problem(body)
+            if problem is not None:
+                await _send_error(send, 400, f"request body refused: {problem}")
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RateLimiter:
+    """A token bucket per client address, in a bounded table (the least recently seen address goes first)."""
+
+    def __init__(self, rate: float, burst: int, max_clients: int = MAX_RATE_CLIENTS, clock: Any = time.monotonic) -> None:
+        self.rate, self.burst, self.max_clients, self.clock = rate, burst, max_clients, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float:
+        """0 if ``client`` may go ahead now (and takes a token), else the seconds until it may."""
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+            self._buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        return wait
 
 
 class Claims(BaseModel):
@@ -59,8 +197,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(coordinator: Coordinator) -> FastAPI:
+def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_SECOND, nonce_burst: int = NONCE_BURST) -> FastAPI:
     activation_threads = anyio.CapacityLimiter(2)
+    nonce_limiter = RateLimiter(nonce_rate, nonce_burst)
     app = FastAPI(
         title="fedattest coordinator",
         version="1",
@@ -69,13 +208,11 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         redoc_url=None,
     )
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return _error(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,8 +248,16 @@ def create_app(coordinator: Coordinator) -> FastAPI:
         return result
 
     @app.post("/api/v1/nonce")
-    async def nonce() -> dict[str, str]:
-        return {"nonce": coordinator.new_nonce()}
+    async def nonce(request: Request) -> Response:
+        wait = nonce_limiter.retry_after(request.client.host if request.client else "")
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            return JSONResponse(
+                {"error": f"too many nonce requests from this address: retry after {seconds} s"},
+                status_code=429,
+                headers={"Retry-After": str(seconds)},
+            )
+        return JSONResponse({"nonce": coordinator.new_nonce()})
 
     @app.post("/api/v1/activate")
     async def activate(body: ActivationRequest) -> dict[str, Any]:

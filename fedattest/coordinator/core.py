@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -43,7 +44,12 @@ from fedattest.tee.base import TEE
 STATE_PURPOSE = b"fedattest-coordinator-state-v1"
 NONCE_TTL_SECONDS = 300.0
 MAX_QUOTE_BYTES = 64 * 1024
-MAX_OPEN_NONCES = 100_000
+# Issued nonces are not stored: each is ``random (12) || issue time (4, big-endian seconds) || MAC (16)``,
+# the MAC an HMAC-SHA256 under a key that exists only in this process's memory (a restart invalidates every
+# outstanding nonce, which is as safe as forgetting them was). Only *redeemed* nonces are remembered, until
+# they expire, so the table grows with real activations, never with unauthenticated POST /nonce.
+_NONCE_MAC = b"fedattest-nonce-v1"
+MAX_REDEEMED_NONCES = 100_000
 
 
 class ActivationError(FedattestError):
@@ -160,7 +166,8 @@ class Coordinator:
         self.state = load_or_create_state(self.state_dir, self.tee, self.policy.name)
         self.metrics: dict[str, int] = {"activations_accepted": 0, "activations_refused": 0, "quotes_served": 0}
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
-        self._nonces: dict[str, float] = {}
+        self._nonce_key = secrets.token_bytes(32)
+        self._redeemed: dict[bytes, float] = {}  # redeemed nonce -> when it expires
         self._nonce_lock = threading.Lock()
         self._collateral_docs: dict[int, tuple[Collateral, str, str]] = {}
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
@@ -266,26 +273,35 @@ class Coordinator:
             "policy": self.policy.canonical_bytes().decode(),
         }
 
+    def _nonce_mac(self, body: bytes) -> bytes:
+        return hmac.new(self._nonce_key, _NONCE_MAC + body, hashlib.sha256).digest()[:16]
+
     def new_nonce(self) -> str:
-        # Nonces live in memory: forgetting them in a crash is safe (an unknown nonce is refused), and it
-        # keeps a disk sync off the nonce round trip.
-        nonce = secrets.token_hex(32)
-        now = self.clock()
-        with self._nonce_lock:
-            if len(self._nonces) > MAX_OPEN_NONCES:
-                self._nonces = {n: t for n, t in self._nonces.items() if t > now - NONCE_TTL_SECONDS}
-            if len(self._nonces) > MAX_OPEN_NONCES:
-                raise ActivationError("too many open nonces: try again later", 503)
-            self._nonces[nonce] = now
-        return nonce
+        # Stateless: nothing is stored until the nonce is redeemed (see _NONCE_MAC).
+        body = secrets.token_bytes(12) + int(self.clock()).to_bytes(4, "big")
+        return (body + self._nonce_mac(body)).hex()
 
     def _use_nonce(self, nonce: str) -> None:
-        with self._nonce_lock:
-            created = self._nonces.pop(nonce, None)
-        if created is None:
-            raise ActivationError("unknown nonce, or used already (replay): get one from POST /api/v1/nonce", 409)
-        if created < self.clock() - NONCE_TTL_SECONDS:
+        try:
+            raw = bytes.fromhex(nonce)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32 or not hmac.compare_digest(raw[16:], self._nonce_mac(raw[:16])):
+            raise ActivationError(
+                "unknown nonce: not issued by this coordinator (or before it restarted): get one from POST /api/v1/nonce", 409
+            )
+        now = self.clock()
+        issued = int.from_bytes(raw[12:16], "big")
+        if issued < now - NONCE_TTL_SECONDS:
             raise ActivationError("this nonce has expired: get a fresh one", 409)
+        with self._nonce_lock:
+            if raw in self._redeemed:
+                raise ActivationError("nonce used already (replay): get a fresh one from POST /api/v1/nonce", 409)
+            if len(self._redeemed) >= MAX_REDEEMED_NONCES:
+                self._redeemed = {n: t for n, t in self._redeemed.items() if t > now}
+            if len(self._redeemed) >= MAX_REDEEMED_NONCES:  # only attested activations get here
+                raise ActivationError("too many activations in the last 5 minutes: try again later", 503)
+            self._redeemed[raw] = issued + NONCE_TTL_SECONDS + 1
 
     def activate(
         self,
@@ -453,12 +469,16 @@ class Coordinator:
         if unknown:
             raise ActivationError(f"round report names members not in the policy: {unknown}", 400)
         now = self._now()
-        with self.store.transaction() as tx:
-            cert_sha256 = hashlib.sha256(x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(
-                serialization.Encoding.DER)).hexdigest()  # fmt: skip
-            entry = tx.append_audit(
-                now, "round", {"reported_by": member, **report, "certificate_sha256": cert_sha256, "signature": signature_b64}
-            )
+        try:
+            with self.store.transaction() as tx:
+                cert_sha256 = hashlib.sha256(x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(
+                    serialization.Encoding.DER)).hexdigest()  # fmt: skip
+                entry = tx.append_audit(
+                    now, "round", {"reported_by": member, **report, "certificate_sha256": cert_sha256, "signature": signature_b64}
+                )
+                tx.add_round(int(report["run_id"]), int(report["round"]), member, entry.seq)  # unique: a replay rolls back
+        except StoreError as exc:
+            raise ActivationError(str(exc), 409) from None
         return {"seq": entry.seq}
 
     def public_keys(self, name: str, role: str | None = None) -> list[dict[str, Any]]:

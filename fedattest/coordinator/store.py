@@ -7,6 +7,7 @@ the store does not know about. Only this module speaks SQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -30,11 +31,30 @@ CREATE TABLE IF NOT EXISTS activations (
 CREATE INDEX IF NOT EXISTS activations_member ON activations(member);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS collateral (sha256 TEXT PRIMARY KEY, document TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    run_id TEXT NOT NULL, round INTEGER NOT NULL, signer TEXT NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (run_id, round, signer)
+);
 """
 
 
 class StoreError(FedattestError):
-    """The store refused an operation (a used nonce, an exhausted member, ...)."""
+    """The store refused an operation (a used nonce, an exhausted member, ...), or cannot be opened."""
+
+
+def _refusal(path: Path, exc: Exception) -> str:
+    """One line saying why the store at ``path`` cannot be used, and what to do."""
+    text = str(exc)
+    if "disk is full" in text or "disk I/O error" in text:
+        return f"cannot open the store {path}: {text} (free space on its disk, then start again)"
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return f"cannot open the store {path}: {text} (is another coordinator running on this state directory?)"
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return f"cannot open the store {path}: {text}"
+    return (
+        f"the store {path} is corrupt ({text}); the coordinator will not run on it: restore it from a backup, or"
+        " move it away to start an empty one"
+    )
 
 
 @dataclass(frozen=True)
@@ -74,11 +94,31 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._open()
+        except (sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+            with contextlib.suppress(Exception):
+                self._db.close()
+            raise StoreError(_refusal(path, exc)) from None
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Refuse to start on a damaged file rather than answer 500s later (quick_check reads every page once).
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(str(p) for p in problems))
+        had_rounds = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rounds'").fetchone()
         self._db.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+        if had_rounds is None:  # a store from before the rounds table: index the rounds its log already holds
+            for (text,) in self._db.execute("SELECT entry FROM audit ORDER BY seq").fetchall():
+                entry = AuditEntry.from_json(json.loads(text))
+                if entry.kind == "round":
+                    data = entry.data
+                    row = (str(data["run_id"]), int(data["round"]), str(data["reported_by"]), entry.seq)
+                    self._db.execute("INSERT OR IGNORE INTO rounds VALUES (?, ?, ?, ?)", row)
         row = self._db.execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         # The chain's last entry, kept in memory so an append needs no read.
         self._last: AuditEntry | None = AuditEntry.from_json(json.loads(row[0])) if row else None
@@ -163,6 +203,20 @@ class Transaction:
 
     def add_collateral(self, sha256: str, document: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO collateral VALUES (?, ?)", (sha256, document))
+
+    def add_round(self, run_id: int, round_number: int, signer: str, seq: int) -> None:
+        """Record that ``signer`` reported round ``round_number`` of run ``run_id`` (audit entry ``seq``); a
+        second report of the same round by the same signer is a :class:`StoreError` (the primary key)."""
+        try:
+            self._db.execute("INSERT INTO rounds VALUES (?, ?, ?, ?)", (str(run_id), round_number, signer, seq))
+        except sqlite3.IntegrityError:
+            row = self._db.execute(
+                "SELECT seq FROM rounds WHERE run_id = ? AND round = ? AND signer = ?", (str(run_id), round_number, signer)
+            ).fetchone()
+            raise StoreError(
+                f"round {round_number} of run {run_id} is already recorded (reported by {signer!r}, audit entry"
+                f" {row[0] if row else '?'}): a replay"
+            ) from None
 
     def append_audit(self, time: str, kind: str, data: dict[str, Any]) -> AuditEntry:
         entry = next_entry(self.last, time, kind, data)
