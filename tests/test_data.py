@@ -3,6 +3,7 @@ or on verify, and bad input is refused with a clear message."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -853,3 +854,33 @@ def test_progress_callback_sees_every_file(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
     commitment = write_commitment(directory, chunk_size=CS, progress=lambda f, b: seen.append((f, b)))
     assert seen[-1] == (commitment.files, commitment.total_bytes)
+
+
+@pytest.mark.parametrize("name", ["train/x.bin", "empty"])
+def test_a_committed_file_replaced_by_a_fifo_is_refused_at_once(committed: tuple[Path, bytes], name: str) -> None:
+    import threading
+
+    directory, root = committed
+    (directory / name).unlink()
+    os.mkfifo(directory / name)  # nobody ever writes: a blocking open() would wait forever
+    ds = open_dataset(directory, root)
+    raised: dict[str, BaseException | None] = {}
+
+    def attempt(what: str, call: object) -> None:
+        try:
+            call()  # type: ignore[operator]
+            raised[what] = None
+        except BaseException as exc:
+            raised[what] = exc
+
+    for what, call in (("read_bytes", lambda: ds.read_bytes(name)), ("verify_all", ds.verify_all)):
+        worker = threading.Thread(target=attempt, args=(what, call), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        if worker.is_alive():  # a regression: let the blocked open() go, then fail rather than hang the suite
+            with contextlib.suppress(OSError):
+                os.close(os.open(directory / name, os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail(f"{what} of a FIFO hangs")
+        exc = raised[what]
+        assert isinstance(exc, DataIntegrityError), exc
+        assert exc.path == name and "not a regular file" in str(exc) and "FIFO" in str(exc), exc

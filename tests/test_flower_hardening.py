@@ -132,13 +132,17 @@ def _reply(instruction: Any, signer: UpdateSigner, arrays: list[Any], examples: 
     return signing_mod(signer)(instruction, None, train)
 
 
-def _strategy(members: dict[str, UpdateSigner], reported: list[tuple[int, list[str]]], sampled: int) -> Any:
+def _strategy(
+    members: dict[str, UpdateSigner], reported: list[tuple[int, list[str]]], sampled: int, sent: list[Any] | None = None
+) -> Any:
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
 
     from fedattest.flower.serverapp import AttestedStrategy
 
-    def report(server_round: int, participants: list[str], content_id: str) -> int:
+    def report(server_round: int, participants: list[str], content_id: str, *refused: Any) -> int:
         reported.append((server_round, sorted(participants)))
+        if sent is not None:
+            sent.append(refused)
         return len(reported)
 
     dp = DifferentialPrivacyServerSideFixedClipping(
@@ -298,3 +302,20 @@ def test_a_real_superlink_refuses_oversized_bodies_and_keeps_serving(tmp_path: P
             proc.wait(timeout=30)
     assert "Fleet request bodies up to 1048576 bytes" in log.read_text()
     assert "over the limit of 1048576" in log.read_text()
+
+
+def test_the_refused_updates_are_sent_with_the_round_report(run7: None) -> None:
+    names = ("hospital-a", "hospital-b", "hospital-c")
+    members = {name: member_identity(name) for name in names}
+    model = [np.zeros((8, 4))]
+    updates = {name: [np.full((8, 4), 0.01)] for name in names}
+    updates["hospital-a"][0][0, 0] = np.nan
+    reported: list[tuple[int, list[str]]] = []
+    sent: list[Any] = []
+    strategy = _strategy(members, reported, sampled=3, sent=sent)
+    instructions = _round(strategy, 1, model, 3)
+    replies = [_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
+    strategy.aggregate_train(1, replies)
+    assert reported == [(1, ["hospital-b", "hospital-c"])]
+    assert sent == [([("hospital-a", strategy.refused[1][0][1])],)]
+    assert "NaN" in strategy.refused[1][0][1]

@@ -169,12 +169,23 @@ class PolicyUpdate(BaseModel):
     approvals: list[str] = Field(max_length=256)
 
 
+class Refusal(BaseModel):
+    """An update the aggregator refused: ``member`` is who signed it, or ``node N`` when no signature
+    verified (so it need not be a policy member)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    member: str = Field(max_length=64)
+    reason: str = Field(max_length=512)
+
+
 class RoundReport(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     run_id: int = Field(ge=0, lt=1 << 64)  # Flower run ids are uint64
     round: int = Field(ge=0, lt=1 << 31)
     participants: list[str] = Field(max_length=10_000)
     params_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # Optional, and signed only when present: a report without it is signed over the four keys above.
+    refused: list[Refusal] | None = Field(default=None, max_length=10_000)
 
 
 class SignedRoundReport(BaseModel):
@@ -272,7 +283,7 @@ def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_S
     @app.post("/api/v1/rounds")
     async def rounds(body: SignedRoundReport) -> dict[str, Any]:
         result: dict[str, Any] = await anyio.to_thread.run_sync(
-            lambda: coordinator.report_round(body.certificate, body.signature, body.report.model_dump()),
+            lambda: coordinator.report_round(body.certificate, body.signature, body.report.model_dump(exclude_none=True)),
             limiter=activation_threads,
         )
         return result

@@ -15,8 +15,9 @@ each policy version hashes to what the log says and has enough approvals; each a
 chains to the root, its token is signed by the log key and names that certificate, and its quote verifies
 (at the activation time, with the recorded collateral, whose hash the log names, against the trust anchor
 the auditor chooses), binds the claims, which bind the certificate's key, and matches the role's reference
-values in the policy then in force; each round is signed by an activated aggregator, names only activated
-collaborators and is reported once (run, round and signer identify a report; a repeat is a failed check).
+values in the policy then in force; each round is signed by an activated aggregator (over the updates it
+refused too, when the report lists any), names only activated collaborators and is reported once (run,
+round and signer identify a report; a repeat is a failed check).
 A bundle comes from whoever hands it to the auditor: :func:`read_bundle` bounds what it reads (the limits
 below). Pure functions: the caller reads and writes files.
 """
@@ -419,6 +420,12 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     return report.add(subject, outcome.accepted, detail)
 
 
+def _printable(text: object) -> str:
+    """``text`` with control characters escaped: a refusal's reason may quote what a member sent, and the
+    detail is printed to the auditor's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _check_round(
     report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence, activated: dict[str, tuple[str, str]]
 ) -> None:
@@ -435,7 +442,9 @@ def _check_round(
     if record is None or policy is None:
         report.add(subject, False, "the reporter's certificate is not in the bundle")
         return
-    body = {k: d[k] for k in ("run_id", "round", "participants", "params_sha256")}
+    # The signed report: the four keys, and the refused updates when the aggregator reported any (a report
+    # without refusals, as older aggregators send, is signed over exactly the four keys).
+    body = {k: d[k] for k in ("run_id", "round", "participants", "params_sha256", "refused") if k in d}
     try:
         member = UpdateVerifier(root, policy.name).verify(
             str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
@@ -446,10 +455,14 @@ def _check_round(
         return
     strangers = [m for m in d["participants"] if activated.get(m, ("", ""))[0] != "collaborator"]
     report.rounds.append(body)
+    refused = list(d.get("refused", []))
+    shown = "; ".join(f"{_printable(r['member'])}: {_printable(r['reason'])}" for r in refused[:5])
+    shown += "; ..." if len(refused) > 5 else ""
     report.add(
         subject,
         member == by and not strangers,
         f"signed by {member}; {len(d['participants'])} attested participants; model {str(d['params_sha256'])[:16]}..."
+        + (f"; {len(refused)} refused updates ({shown})" if refused else "")
         if not strangers
         else f"names members that were not activated collaborators: {strangers}",
     )

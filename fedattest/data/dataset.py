@@ -9,9 +9,11 @@ when it is read. Nothing unverified is ever returned.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import io
 import os
+import stat
 from pathlib import Path
 
 from fedattest.data import tree
@@ -39,6 +41,15 @@ def parse_root(root: bytes | str) -> bytes:
     if len(root) != 32:
         raise DatasetArgumentError(f"the dataset root must be 32 bytes, got {len(root)}")
     return root
+
+
+def _require_regular(path: str, mode: int) -> None:
+    """:class:`DataIntegrityError` naming ``path`` unless ``mode`` is a regular file's (committed files are)."""
+    if not stat.S_ISREG(mode):
+        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}  # fmt: skip
+        actual = kind.get(stat.S_IFMT(mode), "a special file")
+        raise DataIntegrityError(path, None, "a regular file", f"{actual}, not a regular file", what="file type")
 
 
 def _committed_path(path: object) -> str:
@@ -94,14 +105,27 @@ class CommittedDataset:
         '/'-separated); reads raise :class:`DataIntegrityError` on any mismatch with the commitment."""
         entry = self._entry(path)
         path = entry.path
+        real = self._real(path)
+        # Non-blocking, so a FIFO (or a device) swapped in for a committed file cannot make open() wait for a
+        # writer; not following a symbolic link swapped in after _real resolved the path. The descriptor is
+        # then required to be a regular file (what was committed) before anything is read.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(self._real(path), os.O_RDONLY)
+            top = os.open(self._top, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                fd = os.open(os.path.relpath(real, self._top), flags, dir_fd=top)
+            finally:
+                os.close(top)
         except FileNotFoundError:
             raise DataIntegrityError(path, None, "present", "missing", what="file") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataIntegrityError(path, None, "a regular file", "a symbolic link", what="file type") from None
             raise DatasetError(f"{path}: {exc.strerror or exc}") from None
         try:
-            actual = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            _require_regular(path, st.st_mode)
+            actual = st.st_size
             if actual != entry.size:
                 raise DataIntegrityError(path, None, str(entry.size), str(actual), what="size in bytes")
         except BaseException:
@@ -121,9 +145,11 @@ class CommittedDataset:
         for entry in self.index.files:
             real = self._real(entry.path)
             try:
-                actual = os.stat(real).st_size
+                st = os.stat(real)
             except FileNotFoundError:
                 raise DataIntegrityError(entry.path, None, "present", "missing", what="file") from None
+            _require_regular(entry.path, st.st_mode)  # hashing opens it: a FIFO would block there
+            actual = st.st_size
             if actual != entry.size:
                 raise DataIntegrityError(entry.path, None, str(entry.size), str(actual), what="size in bytes")
             found.append(FoundFile(entry.path, Path(real), entry.size))

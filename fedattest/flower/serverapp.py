@@ -76,15 +76,16 @@ def check_update_values(reply: Any, model: list[Any] | None) -> None:
 class AttestedStrategy:
     """Wraps a Flower strategy: drops (and logs) every reply not signed by a currently attested collaborator
     for this run and round, or whose values would poison the model (:func:`check_update_values`), and after each
-    aggregation reports round, participants and the aggregate's content hash to the coordinator. A round the
-    coordinator refuses to record stops the run (the audit log must not have gaps)."""
+    aggregation reports round, participants, the aggregate's content hash and the refused updates (member or
+    node, and reason) to the coordinator. A round the coordinator refuses to record stops the run (the audit
+    log must not have gaps)."""
 
     def __init__(
         self,
         strategy: Any,
         verifier: UpdateVerifier,
         attested_members: Callable[[], set[str]],
-        report: Callable[[int, list[str], str], int],
+        report: Callable[[int, list[str], str, list[tuple[str, str]]], int],
         *,
         run_id: int,
     ) -> None:
@@ -135,7 +136,7 @@ class AttestedStrategy:
         refused = "; ".join(f"{who}: {why}" for who, why in self.refused.get(server_round, []))
         if arrays is not None:
             aggregated = time.perf_counter()
-            seq = self.report(server_round, members, str(arrays.object_id))
+            seq = self.report(server_round, members, str(arrays.object_id), list(self.refused.get(server_round, [])))
             log.info("round %d: %d attested updates (%s); recorded in the audit log as #%d (checks %.0f ms, report %.0f ms)%s",
                      server_round, len(members), ", ".join(sorted(members)), seq, (checked - began) * 1000,
                      (time.perf_counter() - aggregated) * 1000, f"; refused: {refused}" if refused else "")  # fmt: skip
@@ -176,9 +177,9 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
             log.error("cannot read the attested collaborators from the coordinator (%s): dropping this round's updates", exc)
             return set()
 
-    def report(server_round: int, members: list[str], content_id: str) -> int:
+    def report(server_round: int, members: list[str], content_id: str, refused: list[tuple[str, str]]) -> int:
         try:
-            return report_round(url, root_pem, identity, run_id, server_round, members, content_id)
+            return report_round(url, root_pem, identity, run_id, server_round, members, content_id, refused)
         except FedattestError as exc:
             raise FedattestError(f"round {server_round} could not be recorded by the coordinator, stopping: {exc}") from None
 
