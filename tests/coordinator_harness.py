@@ -120,3 +120,41 @@ def coordinator(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path
 
 def tee(running: Running, mrenclave: bytes) -> Any:
     return running.platform.tee(WorkloadIdentity(mrenclave, SIGNER))
+
+
+@dataclass
+class Outcome:
+    """How a start ended: ``running`` when the coordinator listens (the caller stops it), else its exit code
+    and output."""
+
+    returncode: int | None
+    output: str
+    running: Running | None = None
+
+
+def try_start(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path | None = None) -> Outcome:
+    """Start a coordinator that may refuse to start: its exit code and output, or the running coordinator."""
+    policy_path = tmp / "policy.toml"
+    if not policy_path.exists():
+        policy_path.write_text(policy_text())
+        (tmp / "alice.json").write_text(approve(parse_policy(policy_text()), "alice", KEY).to_json())
+    state = state or tmp / "state"
+    args = [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(state),
+            "--platform", str(platform.directory), "--policy", str(policy_path),
+            "--approval", str(tmp / "alice.json"), "--listen", "127.0.0.1:0", *extra]  # fmt: skip
+    (state / "url").unlink(missing_ok=True)
+    log = tmp / f"coordinator-{next(_logs)}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    running = Running("", state, platform, policy_path, process, log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not (state / "url").exists():
+        if process.poll() is not None:
+            return Outcome(process.returncode, log.read_text(errors="replace"))
+        if time.monotonic() > deadline:
+            stop(running, signal.SIGKILL)
+            raise AssertionError(f"the coordinator neither started nor exited: {log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.05)
+    running.url = (state / "url").read_text().strip()
+    running.root_pem = (state / "root_ca.pem").read_text()
+    return Outcome(None, log.read_text(errors="replace"), running)

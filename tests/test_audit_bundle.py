@@ -28,6 +28,9 @@ from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform
 from tests.coordinator_harness import AGG, COLLAB, COORD, Running, start, stop, tee
 
+# The updates the aggregator refused in round 2: "node N" when no signature verified (not a policy member).
+REFUSED = [("node 12", "the reply is not signed"), ("hospital-b", "arrays['0'] has 1 NaN and 0 infinite values")]
+
 
 @dataclass
 class Exported:
@@ -51,7 +54,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
         activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg")
         activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a")
         report_round(running.url, running.root_pem, tmp / "agg", 7, 1, ["hospital-a"], "cd" * 32)
-        report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32)
+        report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32, REFUSED)
         done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
                    "-o", str(tmp / "bundle.tar"))  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -319,3 +322,109 @@ def build_bundle_from(files: dict[str, bytes]) -> bytes:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def test_refused_updates_are_logged_signed_and_shown(exported: Exported) -> None:
+    with exported.running.http() as http:
+        logged = [e["data"] for e in http.get(f"{exported.running.url}/api/v1/audit").json()["entries"] if e["kind"] == "round"]
+    assert "refused" not in logged[0]
+    assert logged[1]["refused"] == [{"member": m, "reason": r} for m, r in REFUSED]
+    report = verify_bundle(exported.bundle, verifier_for=exported.verifier_for)
+    assert report.ok and report.rounds[1]["refused"] == logged[1]["refused"] and "refused" not in report.rounds[0]
+    shown = next(c.detail for c in report.checks if c.subject == "round #4 run 7 round 2")
+    assert "2 refused updates (node 12: the reply is not signed; hospital-b: arrays['0'] has 1 NaN" in shown
+
+
+def test_a_refusal_edited_after_signing_is_a_failed_check(exported: Exported) -> None:
+    files = read_bundle(exported.bundle)
+    entries, _head, _key = import_log(files["audit-log.json"])
+    assert entries[-1].kind == "round" and entries[-1].data["refused"]
+    for edit in ("drop", "reword"):
+        data = json.loads(json.dumps(entries[-1].data))
+        if edit == "drop":  # hiding a refusal
+            del data["refused"][1]
+        else:
+            data["refused"][0]["reason"] = "timed out"
+        edited = [*entries[:-1], next_entry(entries[-2], entries[-1].time, "round", data)]
+        key = coordinator_key(exported)
+        files["audit-log.json"] = export_log(edited, sign_head(edited[-1], key), key.public_key())
+        report = verify_bundle(repack(files), verifier_for=exported.verifier_for, audit_key=key.public_key())
+        failed = {c.subject: c.detail for c in report.checks if not c.ok}
+        assert list(failed) == ["round #4 run 7 round 2"], failed
+        assert "the report's signature does not verify" in failed["round #4 run 7 round 2"]
+
+
+def test_the_coordinator_bounds_refusals_and_needs_no_member_for_them(exported: Exported) -> None:
+    from fedattest.flower.rounds import signed_round_report
+    from fedattest.flower.signing import UpdateSigner
+
+    agg = exported.tmp / "agg"
+    signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())
+    url = f"{exported.running.url}/api/v1/rounds"
+    with exported.running.http() as http:
+        for field, value in (("member", "m" * 65), ("reason", "r" * 513)):
+            body = signed_round_report(signer, 8, 1, [], "cd" * 32, [("node 3", "bad")])
+            body["report"]["refused"][0][field] = value  # the aggregator's own limits cut these; a hand-made report
+            refused = http.post(url, json=body)
+            assert refused.status_code == 422 and f"refused.0.{field}" in refused.json()["error"], refused.text
+        extra = signed_round_report(signer, 8, 1, [], "cd" * 32, [("node 3", "bad")])
+        extra["report"]["refused"][0]["weight"] = 1
+        assert http.post(url, json=extra).status_code == 422
+        ok = http.post(url, json=signed_round_report(signer, 8, 1, [], "cd" * 32, [("node 3", "x" * 600)]))
+        assert ok.status_code == 200, ok.text
+        entry = http.get(f"{exported.running.url}/api/v1/audit").json()["entries"][-1]
+    assert entry["data"]["refused"] == [{"member": "node 3", "reason": "x" * 512}]
+
+
+def test_no_endpoint_takes_a_token_as_a_credential(exported: Exported) -> None:
+    # The activation token (served by GET /api/v1/audit/evidence, in every bundle) is a signed public statement
+    # like the certificate: nothing accepts it as a credential, so publishing it grants nothing.
+    import fedattest
+
+    running, tmp = exported.running, exported.tmp
+    with running.http() as http:
+        openapi = http.get(f"{running.url}/api/v1/openapi.json").json()
+        assert "securitySchemes" not in openapi.get("components", {})
+        for path, operations in openapi["paths"].items():
+            for method, operation in operations.items():
+                assert "security" not in operation, (method, path)
+                headers = [p["name"] for p in operation.get("parameters", []) if p.get("in") in ("header", "cookie")]
+                assert not headers, (method, path, headers)
+        evidence = http.get(f"{running.url}/api/v1/audit/evidence").json()
+        agg_token = next(a["token"] for a in evidence["activations"] if a["member"] == "aggregator")
+        assert agg_token == (tmp / "agg" / "token.jwt").read_text()
+        # The aggregator's token with a collaborator's signature: refused (only the aggregator's signature counts) ...
+        from fedattest.flower.rounds import signed_round_report
+        from fedattest.flower.signing import UpdateSigner
+
+        collab = UpdateSigner((tmp / "a" / "key.pem").read_bytes(), (tmp / "a" / "chain.pem").read_bytes())
+        bearer = {"Authorization": f"Bearer {agg_token}"}
+        forged = http.post(f"{running.url}/api/v1/rounds", json=signed_round_report(collab, 9, 1, [], "cd" * 32), headers=bearer)
+        assert forged.status_code == 403 and "only the aggregator reports rounds" in forged.json()["error"], forged.text
+        # ... and the aggregator's signature with a garbage bearer token: accepted (the header is never read).
+        agg = UpdateSigner((tmp / "agg" / "key.pem").read_bytes(), (tmp / "agg" / "chain.pem").read_bytes())
+        signed = signed_round_report(agg, 9, 1, [], "cd" * 32)
+        assert http.post(f"{running.url}/api/v1/rounds", json=signed, headers={"Authorization": "Bearer x"}).status_code == 200
+    # Nowhere in the package is a token decoded except by the offline verifier, which checks it as evidence.
+    package = Path(fedattest.__file__).parent
+    decoders = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "jwt.decode(" in p.read_text())
+    assert decoders == ["coordinator/bundle.py"]
+    readers = [str(p.relative_to(package)) for p in package.rglob("*.py") if "authorization" in p.read_text().lower()]
+    assert not readers, readers
+
+
+def test_a_refusal_is_shown_with_its_control_characters_escaped(exported: Exported) -> None:
+    from fedattest.flower.rounds import signed_round_report
+    from fedattest.flower.signing import UpdateSigner
+
+    agg = exported.tmp / "agg"
+    signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())
+    signed = signed_round_report(signer, 11, 1, ["hospital-a"], "cd" * 32, [("node 4", "arrays '\x1b[2J\x07' do not decode")])
+    files = read_bundle(exported.bundle)
+    cert_sha256 = next(e.data["certificate_sha256"] for e in import_log(files["audit-log.json"])[0] if e.kind == "round")
+    data = {"reported_by": "aggregator", **signed["report"], "certificate_sha256": cert_sha256, "signature": signed["signature"]}
+    relog(exported, files, lambda _last: [("round", data)])
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for, audit_key=coordinator_key(exported).public_key())
+    detail = next(c.detail for c in report.checks if c.subject.endswith("run 11 round 1"))
+    assert report.ok, [c for c in report.checks if not c.ok]
+    assert "\x1b" not in detail and "\x07" not in detail and "node 4: arrays '\\x1b[2J\\x07' do not decode" in detail

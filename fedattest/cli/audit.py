@@ -10,7 +10,15 @@ import typer
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, read_input
 from fedattest.coordinator import bundle
-from fedattest.coordinator.audit import AuditError, import_log, public_key_from_pem, verify_log
+from fedattest.coordinator.audit import (
+    AuditError,
+    check_extends,
+    export_head,
+    import_log,
+    import_pinned_head,
+    public_key_from_pem,
+    verify_log,
+)
 from fedattest.coordinator.bundle import BundleError, build_bundle, verify_bundle
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
@@ -34,12 +42,15 @@ app = typer.Typer(
         "Verify an exported audit log: every entry chains to the one before it and the last one is the head the"
         " coordinator signed. Pin the coordinator's key with --key (without it, the key inside the file is"
         " used, which only proves the log is self-consistent, and the output says so).\n\n"
+        "With --since HEAD (a log or head saved earlier, e.g. by --save-head), also check that this log extends that"
+        " signed head: the same key, the entry at its seq has its hash, and the log is not shorter. A fork or a"
+        " rollback exits 1 naming the seq.\n\n"
         "Exit codes: 0 the log verifies, 1 it does not (the first bad entry is named; for a bundle: a check"
         " fails, or the bundle breaks its format or limits), 2 unreadable input.\n\n"
-        "Example: fedattest audit verify audit.json --key coordinator.pub.pem"
+        "Example: fedattest audit verify audit.json --key coordinator.pub.pem --since head.json --save-head head.json"
     ),
 )
-def verify(
+def verify(  # noqa: PLR0917 - typer maps parameters to options
     log: Annotated[Path, typer.Argument(metavar="BUNDLE|LOG", help="Audit bundle (.tar) or log (JSON).", show_default=False)],
     key: Annotated[Path | None, typer.Option("--key", metavar="PEM", help="The coordinator's audit public key.")] = None,
     platform: Annotated[
@@ -47,7 +58,17 @@ def verify(
         typer.Option("--platform", metavar="DIR", help="Accept simulated evidence from this simulated platform's root."),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    since: Annotated[
+        Path | None,
+        typer.Option("--since", metavar="HEAD", help="A signed head saved earlier (head or log JSON): the log must extend it."),
+    ] = None,
+    save_head: Annotated[
+        Path | None,
+        typer.Option("--save-head", metavar="FILE", help="After a successful check, save this log's signed head to pin."),
+    ] = None,
 ) -> None:
+    if (since is not None or save_head is not None) and str(log) != "-" and _is_tar(log):
+        raise CliUsageError("--since and --save-head take an exported log (JSON), not a bundle")
     if str(log) != "-" and _is_tar(log):
         # A bundle may be much larger than any other input: stream it from the file (the bundle reader
         # bounds what it reads), instead of reading it whole with read_input's cap.
@@ -61,6 +82,8 @@ def verify(
         return
     data = read_input(str(log), "audit bundle or log")
     if data[257:262] == b"ustar":
+        if since is not None or save_head is not None:
+            raise CliUsageError("--since and --save-head take an exported log (JSON), not a bundle")
         _verify_bundle(log, data, key, platform, json_out)
         return
     try:
@@ -69,15 +92,26 @@ def verify(
     except AuditError as exc:
         raise CliUsageError(f"{log}: {exc}") from None
     try:
+        earlier = import_pinned_head(read_input(str(since), "pinned head")) if since is not None else None
+    except AuditError as exc:
+        raise CliUsageError(f"{since}: {exc}") from None
+    try:
         count = verify_log(entries, head, pinned or embedded)
+        if earlier is not None:
+            check_extends(entries, pinned or embedded, *earlier)
     except AuditError as exc:
         if json_out:
             print_json({"ok": False, "reason": str(exc), "seq": exc.seq})
         raise CliError(f"{log}: {exc}", EXIT_REJECTED) from None
+    if save_head is not None:
+        atomic_write(save_head, export_head(head, pinned or embedded), mode=0o644)
     if json_out:
-        print_json({"ok": True, "entries": count, "head": head.hash.hex(), "key_pinned": pinned is not None})
+        result = {"ok": True, "entries": count, "head": head.hash.hex(), "key_pinned": pinned is not None}
+        print_json(result if earlier is None else {**result, "extends_seq": earlier[0].seq})
         return
     print(f"OK: {count} entries chain to the signed head {head.hash.hex()}")
+    if earlier is not None:
+        print(f"OK: the log extends the pinned head (seq {earlier[0].seq}) signed by the same key")
     if pinned is None:
         print("note: verified with the key inside the log; pass --key to check it is the coordinator's")
 

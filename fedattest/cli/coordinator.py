@@ -133,6 +133,22 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
     nonce_burst: Annotated[
         int, typer.Option("--nonce-burst", metavar="N", min=1, help="POST /nonce per client address in a burst.")
     ] = NONCE_BURST,
+    new_state: Annotated[
+        bool,
+        typer.Option(
+            "--new-state",
+            help="Begin a brand-new federation state (new root CA and keys, empty log); the old state.sealed, head.sealed"
+            " and store are moved aside into STATE/replaced-TIME/. Members must verify the coordinator again.",
+        ),
+    ] = False,
+    accept_store: Annotated[
+        bool,
+        typer.Option(
+            "--accept-store",
+            help="Run on the store as it is although head.sealed does not match it (missing after an upgrade, or a"
+            " backup restored on purpose); the override is recorded in the audit log.",
+        ),
+    ] = False,
 ) -> None:
     try:
         host, port = parse_listen(listen)
@@ -144,6 +160,8 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
             collateral_for=collateral_for,
             policy_text=read_input(str(policy), "policy file").decode("utf-8", "replace") if policy else None,
             approvals=[read_input(str(a), "approval file").decode("utf-8", "replace") for a in approval or []],
+            new_state=new_state,
+            accept_store=accept_store,
         )
         serve(
             coordinator, host, port, name or [], header_timeout=header_timeout, max_connections=max_connections,

@@ -219,3 +219,64 @@ def import_log(data: bytes) -> tuple[list[AuditEntry], SignedHead, ec.EllipticCu
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         message = str(exc)
         raise AuditError(message if message.startswith("audit log") else f"audit log: {message}") from None
+
+
+# -- pinning: a head saved earlier, and proof that a later log extends it -----------------------------------
+
+
+def export_head(head: SignedHead, public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """A signed head to keep (``fedattest-audit-head``): the head and the key that signed it."""
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    doc = {"format": "fedattest-audit-head", "version": 1, "head": head.to_json(), "public_key": pem}
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def import_pinned_head(data: bytes) -> tuple[SignedHead, ec.EllipticCurvePublicKey]:
+    """A head saved earlier: a ``fedattest-audit-head`` document, or a whole exported audit log (its head and
+    key). Only its signature is checked here (:func:`check_extends`); the log it came from is not needed."""
+    try:
+        doc = load_json(data, "pinned head")
+        if doc.get("format") not in {"fedattest-audit-head", "fedattest-audit-log"} or doc.get("version") != 1:
+            raise ValueError("not a fedattest audit head or log (format/version)")
+        return SignedHead.from_json(doc["head"]), public_key_from_pem(doc["public_key"].encode())
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        message = str(exc)
+        raise AuditError(message if message.startswith("pinned head") else f"pinned head: {message}") from None
+
+
+def _spki(key: ec.EllipticCurvePublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def check_extends(
+    entries: list[AuditEntry],
+    public_key: ec.EllipticCurvePublicKey,
+    pinned: SignedHead,
+    pinned_key: ec.EllipticCurvePublicKey,
+) -> None:
+    """Check that a log (already verified with :func:`verify_log` under ``public_key``) extends the head
+    ``pinned`` saved earlier: the same key signed both, the log reaches the pinned sequence number and its
+    entry there has the pinned hash. Raises :class:`AuditError` naming the seq otherwise."""
+    try:
+        pinned_key.verify(pinned.signature, pinned.message(), ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise AuditError("the pinned head's signature does not verify under its own key", pinned.seq) from None
+    if _spki(pinned_key) != _spki(public_key):
+        raise AuditError(
+            f"the pinned head (seq {pinned.seq}) was signed by another key than this log: the coordinator's state was"
+            " replaced (new root CA and keys), so this is not a continuation of the history you pinned",
+            pinned.seq,
+        )
+    last = entries[-1].seq if entries else -1
+    if last < pinned.seq:
+        raise AuditError(
+            f"the log ends at seq {last}, before the pinned head at seq {pinned.seq}: the history was rolled back or truncated",
+            pinned.seq,
+        )
+    found = entries[pinned.seq].hash
+    if found != pinned.hash:
+        raise AuditError(
+            f"entry {pinned.seq} has hash {found.hex()[:16]}..., the pinned head says {pinned.hash.hex()[:16]}...: a fork"
+            " (another history signed by the same key)",
+            pinned.seq,
+        )

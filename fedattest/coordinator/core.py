@@ -30,13 +30,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
-from fedattest.coordinator.sealing import seal, sealing_key, unseal
+from fedattest.coordinator.sealing import HeadGuard, seal, sealing_key, unseal
 from fedattest.coordinator.store import ActivationRecord, SqliteStore, StoreError
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import appraise
-from fedattest.policy.approval import Approval, check_approvals
+from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
@@ -139,6 +139,18 @@ def _bound_public_keys(public_keys: dict[str, str], claimed: dict[str, Any]) -> 
     return hashes
 
 
+def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, approvals: list[Approval]) -> ApprovalCheck:
+    """:class:`ActivationError` (403) unless ``approvals`` approve ``new`` enough both by ``current``'s
+    approvers (so nobody takes over by rewriting the approver list) and by ``new``'s; else the latter check.
+    The one check for replacing a policy: ``POST /api/v1/policy`` and a different policy given at start-up."""
+    by_current = check_approvals(current, approvals, digest=new.policy_hash())
+    by_new = check_approvals(new, approvals)
+    for who, check in (("the current policy's approvers", by_current), ("the new policy's approvers", by_new)):
+        if not check.enough:
+            raise ActivationError(f"not approved by {who}: {check.reason}", 403)
+    return by_new
+
+
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 thumbprint (base64url SHA-256 of the required members, sorted, no whitespace)."""
     required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
@@ -158,12 +170,18 @@ class Coordinator:
     approvals: list[str] = field(default_factory=list)
     cert_lifetime: timedelta = timedelta(days=1)
     clock: Callable[[], float] = time.time
+    new_state: bool = False  # --new-state: move the old state and store aside and begin a new federation state
+    accept_store: bool = False  # --accept-store: run on the store as it is, although head.sealed disagrees (logged)
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        guard = HeadGuard(self.state_dir, sealing_key(self.tee), new_state=self.new_state, accept_store=self.accept_store)
+        guard.before_open()  # a missing store is refused before an empty one is created
         self.store = SqliteStore(self.state_dir / "store.sqlite")
+        self._attach_store(guard)
         self.policy = self._load_policy()
         self.state = load_or_create_state(self.state_dir, self.tee, self.policy.name)
+        guard.bind_state(ident.spki_sha256(self.state.root_ca))
         self.metrics: dict[str, int] = {"activations_accepted": 0, "activations_refused": 0, "quotes_served": 0}
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
         self._nonce_key = secrets.token_bytes(32)
@@ -173,6 +191,18 @@ class Coordinator:
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
         self.jwk = {**jwk, "use": "sig", "alg": "ES256", "kid": jwk_thumbprint(jwk)}
 
+    def _attach_store(self, guard: HeadGuard) -> None:
+        """Refuse a store that is not the one ``head.sealed`` records (deleted, older, forked, another state's),
+        then seal every later commit's head (see :class:`fedattest.coordinator.sealing.HeadGuard`)."""
+        try:
+            guard.attach(self.store)
+            if guard.accepted is not None:  # --accept-store: the override is part of the history
+                with self.store.transaction() as tx:
+                    tx.append_audit(self._now(), "store-accepted", guard.accepted)
+        except BaseException:
+            self.store.close()
+            raise
+
     # -- policy ---------------------------------------------------------------------------------------
     def _load_policy(self) -> FederationPolicy:
         stored = self.store.latest_policy()
@@ -181,13 +211,19 @@ class Coordinator:
                 raise FedattestError("no policy: start the coordinator with --policy FILE and its --approval files")
             return parse_policy(stored[1])
         policy = parse_policy(self.policy_text)
-        check = check_approvals(policy, [Approval.from_json(a) for a in self.approvals])
+        parsed = [Approval.from_json(a) for a in self.approvals]
+        check = check_approvals(policy, parsed)
         if not check.enough:
             raise FedattestError(f"policy {policy.name!r} is not approved: {check.reason}")
         if stored is not None and parse_policy(stored[1]).policy_hash() == policy.policy_hash():
             return policy
         if stored is not None and parse_policy(stored[1]).name != policy.name:
             raise FedattestError(f"this state belongs to federation {parse_policy(stored[1]).name!r}, not {policy.name!r}")
+        if stored is not None:  # replacing the policy in force: the approvals POST /api/v1/policy needs
+            try:
+                _check_update_approvals(parse_policy(stored[1]), policy, parsed)
+            except ActivationError as exc:
+                raise FedattestError(f"policy {policy.name!r} would replace the policy in force: {exc}") from None
         now = self._now()
         with self.store.transaction() as tx:
             version = tx.add_policy(policy.policy_hash().hex(), self.policy_text, self.approvals, now)
@@ -209,11 +245,7 @@ class Coordinator:
             raise ActivationError(f"this coordinator serves federation {self.policy.name!r}, not {new.name!r}", 400)
         if new.policy_hash() == self.policy.policy_hash():
             raise ActivationError("this policy version is already in force", 409)
-        by_current = check_approvals(self.policy, parsed, digest=new.policy_hash())
-        by_new = check_approvals(new, parsed)
-        for who, check in (("the current policy's approvers", by_current), ("the new policy's approvers", by_new)):
-            if not check.enough:
-                raise ActivationError(f"not approved by {who}: {check.reason}", 403)
+        by_new = _check_update_approvals(self.policy, new, parsed)
         now = self._now()
         with self.store.transaction() as tx:
             version = tx.add_policy(new.policy_hash().hex(), text, approvals, now)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,15 @@ CREATE TABLE IF NOT EXISTS rounds (
     run_id TEXT NOT NULL, round INTEGER NOT NULL, signer TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (run_id, round, signer)
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+# Called inside each transaction that appends to the audit chain, after its statements and before COMMIT,
+# with the chain's committed last entry (None: empty) and the last entry the transaction appends. The
+# coordinator seals the pair (see fedattest.coordinator.sealing.HeadGuard); if it raises, nothing commits.
+# ``after_commit`` then gets the new last entry (it must not raise: the transaction is committed).
+BeforeCommit = Callable[[AuditEntry | None, AuditEntry], None]
+AfterCommit = Callable[[AuditEntry], None]
 
 
 class StoreError(FedattestError):
@@ -95,6 +104,8 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self.before_commit: BeforeCommit | None = None
+        self.after_commit: AfterCommit | None = None
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._open()
@@ -119,6 +130,9 @@ class SqliteStore:
                     data = entry.data
                     row = (str(data["run_id"]), int(data["round"]), str(data["reported_by"]), entry.seq)
                     self._db.execute("INSERT OR IGNORE INTO rounds VALUES (?, ?, ?, ?)", row)
+        # A random identity, made with the store: the sealed head names it, so another store is recognised.
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (secrets.token_hex(16),))
+        self.store_id = str(self._db.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0])
         row = self._db.execute("SELECT entry FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         # The chain's last entry, kept in memory so an append needs no read.
         self._last: AuditEntry | None = AuditEntry.from_json(json.loads(row[0])) if row else None
@@ -134,11 +148,16 @@ class SqliteStore:
             tx = Transaction(self._db, self._last)
             try:
                 yield tx
+                if self.before_commit is not None and tx.last is not self._last:
+                    assert tx.last is not None  # appended
+                    self.before_commit(self._last, tx.last)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self._last = tx.last
+            appended, self._last = tx.last is not self._last, tx.last
+            if appended and self.after_commit is not None and tx.last is not None:
+                self.after_commit(tx.last)
 
     # -- reads ------------------------------------------------------------------------------------
     def latest_policy(self) -> tuple[int, str, list[str]] | None:
@@ -162,6 +181,26 @@ class SqliteStore:
         with self._lock:
             rows = self._db.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
         return [AuditEntry.from_json(json.loads(r[0])) for r in rows]
+
+    def chain_hashes(self) -> list[bytes]:
+        """Every audit entry's hash, by sequence number, after checking that each entry chains to the one
+        before it (hashes recomputed from the content, not read). A broken chain is a :class:`StoreError`."""
+        hashes: list[bytes] = []
+        with self._lock:
+            rows = self._db.execute("SELECT seq, entry FROM audit ORDER BY seq").fetchall()
+        for seq, text in rows:
+            try:
+                entry = AuditEntry.from_json(json.loads(text))
+            except (ValueError, FedattestError) as exc:
+                message = f"the store {self.path} has a malformed audit entry {seq} ({exc}): restore it from a backup"
+                raise StoreError(message) from None
+            if entry.seq != len(hashes) or seq != entry.seq or entry.prev != (hashes[-1] if hashes else bytes(32)):
+                raise StoreError(
+                    f"the store {self.path}'s audit chain is broken at entry {seq} (missing, changed or reordered"
+                    " entries): restore it from a backup"
+                )
+            hashes.append(entry.hash)
+        return hashes
 
     def policy_versions(self) -> list[PolicyVersion]:
         with self._lock:
