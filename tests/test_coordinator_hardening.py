@@ -310,3 +310,18 @@ def test_a_corrupt_store_refuses_to_start_with_one_line(tmp_path: Path, damage: 
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.count("\n") == 1 and f"the store {store} is corrupt" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and "bug" not in proc.stderr
+
+
+def test_sigterm_removes_the_tls_key_and_url_before_the_process_ends(tmp_path: Path) -> None:
+    """uvicorn re-raises SIGTERM as soon as it has shut down, which used to end the process before the
+    coordinator removed its TLS private key file and ``url`` from the state directory."""
+    import signal as signals
+
+    running = start(tmp_path, SimulatedPlatform.create(tmp_path / "platform"))
+    try:
+        assert (running.state / "url").exists() and list(running.state.glob("tls-*.key"))
+    finally:
+        stop(running)
+    assert running.process.returncode == -signals.SIGTERM  # still ends as the signal asks
+    assert not (running.state / "url").exists()
+    assert not list(running.state.glob("tls-*.key")) and not list(running.state.glob("tls-*.pem"))

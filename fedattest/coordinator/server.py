@@ -8,8 +8,10 @@ import contextlib
 import functools
 import ipaddress
 import os
+import signal
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -83,7 +85,21 @@ class GuardedH11Protocol(H11Protocol):
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server with a TLS handshake timeout on its listeners (uvicorn has no setting for it)."""
+    """uvicorn's server with a TLS handshake timeout on its listeners (uvicorn has no setting for it), and
+    that does not re-raise SIGTERM/SIGINT itself: uvicorn re-raises a captured signal as soon as it has shut
+    down, which ends the process before :func:`serve` has removed the TLS key file and ``url`` and closed
+    the coordinator. The signal is kept in ``stop_signal`` for :func:`serve` to raise after that."""
+
+    stop_signal: int | None = None
+    on_started: Callable[[], None] | None = None  # once serving, with the signal handlers in place
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            if self._captured_signals:
+                self.stop_signal = self._captured_signals[-1]
+            self._captured_signals.clear()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -93,6 +109,8 @@ class _Server(uvicorn.Server):
             await super().startup(sockets)
         finally:
             del loop.create_server
+        if self.started and self.on_started is not None:
+            self.on_started()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -140,9 +158,6 @@ def serve(
     audit_key = coordinator.state.token_key.public_key()
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     atomic_write(state / "audit-key.pub.pem", audit_key.public_bytes(serialization.Encoding.PEM, spki), mode=0o644)
-    atomic_write(state / "url", (url + "\n").encode(), mode=0o644)
-    sys.stderr.write(f"fedattest coordinator for {coordinator.policy.name!r} listening on {url}\n")
-    sys.stderr.flush()
     per_client = min(MAX_CONNECTIONS_PER_CLIENT, max_connections)
     limits = type(
         "Limits", (_Limits,), {"header_timeout": header_timeout, "max_connections": max_connections, "max_per_client": per_client}
@@ -153,10 +168,22 @@ def serve(
         ssl_keyfile=str(tls_key), log_level="warning", access_log=False, lifespan="off", http=protocol,
         timeout_keep_alive=int(min(KEEP_ALIVE_SECONDS, header_timeout)) or 1, limit_concurrency=max_connections + 1,
     )  # fmt: skip
+    server = _Server(config)
+
+    def announce() -> None:
+        # Written only once uvicorn serves with its signal handlers installed: whoever waits for `url`
+        # (an operator's script, the tests) may then stop the coordinator and its clean-up still runs.
+        atomic_write(state / "url", (url + "\n").encode(), mode=0o644)
+        sys.stderr.write(f"fedattest coordinator for {coordinator.policy.name!r} listening on {url}\n")
+        sys.stderr.flush()
+
+    server.on_started = announce
     try:
-        _Server(config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         for path in (tls_cert, tls_key, state / "url"):
             with contextlib.suppress(OSError):
                 path.unlink()
         coordinator.close()
+    if server.stop_signal is not None:
+        signal.raise_signal(server.stop_signal)  # end as the signal asks (SIGTERM: killed by it; SIGINT: interrupted)
