@@ -67,31 +67,10 @@ class Running:
 
 def start(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path | None = None) -> Running:
     """Start a coordinator and wait until it has written its URL. Pair with :func:`stop` in a ``finally``."""
-    policy_path = tmp / "policy.toml"
-    if not policy_path.exists():
-        policy_path.write_text(policy_text())
-        (tmp / "alice.json").write_text(approve(parse_policy(policy_text()), "alice", KEY).to_json())
-    state = state or tmp / "state"
-    args = [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(state),
-            "--platform", str(platform.directory),
-            "--policy", str(policy_path), "--approval", str(tmp / "alice.json"), "--listen", "127.0.0.1:0", *extra]  # fmt: skip
-    (state / "url").unlink(missing_ok=True)  # left behind by a coordinator that was killed
-    log = tmp / f"coordinator-{next(_logs)}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    running = Running("", state, platform, policy_path, process, log)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not (state / "url").exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the coordinator did not start: {log.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.05)
-        running.url = (state / "url").read_text().strip()
-        running.root_pem = (state / "root_ca.pem").read_text()
-    except BaseException:
-        stop(running, signal.SIGKILL)
-        raise
-    return running
+    outcome = try_start(tmp, platform, *extra, state=state)
+    if outcome.running is None:
+        raise AssertionError(f"the coordinator did not start (exit {outcome.returncode}): {outcome.output[-3000:]}")
+    return outcome.running
 
 
 def stop(running: Running, sig: int = signal.SIGTERM) -> None:
@@ -147,14 +126,17 @@ def try_start(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path |
     with log.open("wb") as out:
         process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     running = Running("", state, platform, policy_path, process, log)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not (state / "url").exists():
-        if process.poll() is not None:
-            return Outcome(process.returncode, log.read_text(errors="replace"))
-        if time.monotonic() > deadline:
-            stop(running, signal.SIGKILL)
-            raise AssertionError(f"the coordinator neither started nor exited: {log.read_text(errors='replace')[-3000:]}")
-        time.sleep(0.05)
-    running.url = (state / "url").read_text().strip()
-    running.root_pem = (state / "root_ca.pem").read_text()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not (state / "url").exists():
+            if process.poll() is not None:
+                return Outcome(process.returncode, log.read_text(errors="replace"))
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the coordinator neither started nor exited: {log.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+        running.url = (state / "url").read_text().strip()
+        running.root_pem = (state / "root_ca.pem").read_text()
+    except BaseException:
+        stop(running, signal.SIGKILL)
+        raise
     return Outcome(None, log.read_text(errors="replace"), running)
