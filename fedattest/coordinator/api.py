@@ -16,8 +16,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
 from fedattest.coordinator.core import ActivationError, Coordinator
 from fedattest.errors import FedattestError
 
@@ -61,19 +62,6 @@ def json_shape_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH, max_items: 
     return None
 
 
-_CLOSE = [(b"connection", b"close")]
-
-
-async def _send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await JSONResponse({"error": message}, status_code=status, headers={k.decode(): v.decode() for k, v in headers or []})(
-        {"type": "http"}, _no_receive, send
-    )
-
-
-async def _no_receive() -> Message:  # pragma: no cover - a response never reads
-    return {"type": "http.disconnect"}
-
-
 class BodyLimit:
     """Pure ASGI middleware: reads each request body *as it arrives*, counting bytes, and refuses with 413 as
     soon as the count passes ``max_bytes`` (a Content-Length over the limit is refused before reading; a
@@ -88,50 +76,29 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = f"request body larger than {self.max_bytes} bytes"
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await _send_error(send, 413, too_large, _CLOSE)
-                return
-        chunks: list[bytes] = []
-        size = 0
+        body: bytes | None = b""
         with anyio.move_on_after(self.timeout) as scope_timeout:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_bytes:  # refuse now, and close rather than read (and discard) the rest
-                    await _send_error(send, 413, too_large, _CLOSE)
-                    return
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            try:
+                body = await read_body(scope, receive, self.max_bytes)
+            except BodyTooLargeError:
+                await send_json_error(send, 413, f"request body larger than {self.max_bytes} bytes", CLOSE)
+                return
         if scope_timeout.cancelled_caught:
-            await _send_error(send, 408, f"request body not received within {self.timeout:g} seconds", _CLOSE)
+            await send_json_error(send, 408, f"request body not received within {self.timeout:g} seconds", CLOSE)
             return
-        body = b"".join(chunks)
+        if body is None:
+            return  # the client went away
         if body:
             try:
                 body.decode("utf-8")
             except UnicodeDecodeError as exc:
-                await _send_error(send, 400, f"request body is not valid UTF-8 (byte {exc.start})")
+                await send_json_error(send, 400, f"request body is not valid UTF-8 (byte {exc.start})")
                 return
             problem = json_shape_problem(body)
             if problem is not None:
-                await _send_error(send, 400, f"request body refused: {problem}")
+                await send_json_error(send, 400, f"request body refused: {problem}")
                 return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(receive, body), send)
 
 
 class RateLimiter:

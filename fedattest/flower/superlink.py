@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
 from fedattest.errors import FedattestError
 from fedattest.files import PRIVATE_DIR, atomic_write
 from fedattest.flower.apps import AppGate, AppNotAllowedError
@@ -83,10 +84,7 @@ class PathFilter:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
-                body = json.dumps({"error": reason}).encode()
-                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                await send({"type": "http.response.start", "status": 403, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await send_json_error(send, 403, reason)
                 return
         await self.app(scope, receive, send)
 
@@ -119,49 +117,21 @@ class BodyLimit:
             raise ValueError("the body limit must be at least 1 byte")
         self.app, self.max_body, self.listener = app, max_body, listener
 
-    async def _refuse(self, scope: dict[str, Any], send: Any, size: str) -> None:
-        client = scope.get("client") or ("?", 0)
-        log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
-                    scope.get("path"), *client, self.listener, size, self.max_body)  # fmt: skip
-        body = json.dumps({"error": TOO_LARGE.format(limit=self.max_body)}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]  # fmt: skip
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name.lower() == b"content-length" and (not value.strip().isdigit() or int(value) > self.max_body):
-                await self._refuse(scope, send, value.decode("latin-1")[:32])
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._refuse(scope, send, f"more than {size - len(chunk)}+{len(chunk)}")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-        chunks.clear()
-
-        async def replay() -> dict[str, Any]:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # type: ignore[no-any-return]
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        try:
+            body = await read_body(scope, receive, self.max_body)
+        except BodyTooLargeError as exc:
+            client = scope.get("client") or ("?", 0)
+            log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
+                        scope.get("path"), *client, self.listener, exc.size, self.max_body)  # fmt: skip
+            await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE)
+            return
+        if body is None:
+            return  # the client went away
+        await self.app(scope, replaying(receive, body), send)
 
 
 def public_listener_app(app: Any, max_body: int) -> Any:
