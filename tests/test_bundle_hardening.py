@@ -204,3 +204,26 @@ def test_a_bundle_file_over_the_archive_limit_is_refused_unread(tmp_path: Path) 
         fh.truncate(bundle_mod.MAX_ARCHIVE_BYTES + 1)  # sparse on disk: nothing is written
     result = runner.invoke(app, ["audit", "verify", str(path)])
     assert_one_line_error(result, 1, f"over the bundle limit of {bundle_mod.MAX_ARCHIVE_BYTES}")
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "text"),
+    [
+        ("policy", "quotes.toml", '"\\' * 400_000),  # a basic string that never ends, closed by a lone backslash
+        ("policy", "multiline.toml", '"""\\' * 200_000),
+        ("audit", "quotes.json", '"\\' * 400_000),
+    ],
+)
+def test_the_nesting_scan_stays_linear_on_unterminated_strings(tmp_path: Path, command: str, name: str, text: str) -> None:
+    """A string left open with a trailing backslash made the scan retry from every later quote: quadratic
+    (20,000 repeats took 3.3 s, these 400,000 would take tens of minutes). Now one pass, and the document is
+    refused by its parser with one line. The subprocess timeout only stops a hang; no time is asserted."""
+    import subprocess
+    import sys
+
+    path = tmp_path / name
+    path.write_text(text)
+    argv = ["policy", "check", str(path)] if command == "policy" else ["audit", "verify", str(path)]
+    done = subprocess.run([sys.executable, "-m", "fedattest", *argv], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode in (1, 2) and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

@@ -52,13 +52,15 @@ def test_a_report_without_refusals_is_signed_over_the_same_bytes_as_before() -> 
 def test_a_round_with_very_many_refusals_still_fits_the_coordinators_limits() -> None:
     import json
 
-    from fedattest.coordinator.api import MAX_BODY_BYTES, json_shape_problem
+    from fedattest.coordinator.api import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_JSON_ITEMS
+    from fedattest.shape import json_shape_problem
 
     participants = [f"hospital-{i}" for i in range(10_000)]
     for refused in ([(f"node {i}", "é" * 600) for i in range(5_000)], [(f"node {i}", "x") for i in range(20_000)]):
         body = signed_round_report(cast(UpdateSigner, _Capture()), 7, 2, participants, "ef" * 32, refused)
         sent = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        assert len(sent) < MAX_BODY_BYTES - 16 * 1024 and json_shape_problem(sent) is None  # room for a certificate
+        assert len(sent) < MAX_BODY_BYTES - 16 * 1024  # room for a certificate
+        assert json_shape_problem(sent, MAX_JSON_DEPTH, MAX_JSON_ITEMS) is None
         listed = body["report"]["refused"]
         assert all(len(r["member"]) <= 64 and len(r["reason"]) <= 512 for r in listed)
         assert listed[0] == {"member": "node 0", "reason": refused[0][1][:512]}
@@ -108,3 +110,16 @@ def test_a_startup_policy_needs_the_approvals_an_update_needs(tmp_path: Path) ->
         assert http.get(f"{running.url}/api/v1/policy").json()["policy_hash"] == b.policy_hash().hex()
         logged = [e["data"] for e in http.get(f"{running.url}/api/v1/audit").json()["entries"] if e["kind"] == "policy"]
     assert [(d["version"], d["policy_hash"]) for d in logged] == [(1, first), (2, b.policy_hash().hex())]
+
+
+def test_request_bodies_and_documents_share_one_shape_check() -> None:
+    """fedattest.shape: strings (closed or not, a lone trailing backslash included) hide their brackets and
+    commas; depth and items are counted outside them."""
+    from fedattest.shape import json_shape_problem, nesting_depth
+
+    assert nesting_depth('{"a": "[[[[", "b": [1, [2]]}') == 2
+    assert nesting_depth('["unterminated \\') == 1
+    assert nesting_depth("[[1]]\n# [[[[[\nx = '[['", toml=True) == 2
+    assert json_shape_problem(b'{"a": "[[[[,,,,"}', 1, 1) is None
+    assert json_shape_problem(b"[[1]]", 1, 10) == "JSON nested deeper than 1 levels"
+    assert json_shape_problem(b"[1,2,3]", 5, 2) == "JSON with more than 2 keys and items"

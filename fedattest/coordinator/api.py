@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
 from fedattest.coordinator.core import ActivationError, Coordinator
 from fedattest.errors import FedattestError
+from fedattest.shape import json_shape_problem
 
 MAX_BODY_BYTES = 256 * 1024  # the largest legitimate body (an activation with a quote) is ~20 KiB
 MAX_JSON_DEPTH = 16  # our deepest document (activation: body -> claims -> keys) is 3 levels
@@ -29,37 +29,6 @@ BODY_TIMEOUT_SECONDS = 30.0  # to receive a whole body once its headers are in (
 NONCE_RATE_PER_SECOND = 100.0  # POST /nonce per client address, sustained ...
 NONCE_BURST = 500  # ... and in a burst (50 participants starting at once, each retrying)
 MAX_RATE_CLIENTS = 4096  # client addresses remembered by the rate limiter (least recently seen go first)
-
-# The next string or structural character, and the rest of a string after its opening quote ("unrolled
-# loop": no two ways to match the same text, so a match, or a failure, costs one pass over the string).
-_JSON_NEXT = re.compile(rb'["\[\]{},]')
-_JSON_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-
-
-def json_shape_problem(body: bytes, max_depth: int = MAX_JSON_DEPTH, max_items: int = MAX_JSON_ITEMS) -> str | None:
-    """Why ``body`` is too deep or has too many keys/items for the parser, or None. Scans without parsing,
-    in one pass: strings are skipped whole, so brackets and commas inside them do not count."""
-    depth = items = pos = 0
-    while (match := _JSON_NEXT.search(body, pos)) is not None:
-        token, pos = match.group(), match.end()
-        if token == b'"':
-            rest = _JSON_STRING_REST.match(body, pos)
-            if rest is None:
-                return None  # an unterminated string: the parser refuses it
-            pos = rest.end()
-            continue
-        if token in (b"[", b"{"):
-            depth += 1
-            items += 1
-            if depth > max_depth:
-                return f"JSON nested deeper than {max_depth} levels"
-        elif token in (b"]", b"}"):
-            depth -= 1
-        else:
-            items += 1
-        if items > max_items:
-            return f"JSON with more than {max_items} keys and items"
-    return None
 
 
 class BodyLimit:
@@ -94,7 +63,7 @@ class BodyLimit:
             except UnicodeDecodeError as exc:
                 await send_json_error(send, 400, f"request body is not valid UTF-8 (byte {exc.start})")
                 return
-            problem = json_shape_problem(body)
+            problem = json_shape_problem(body, MAX_JSON_DEPTH, MAX_JSON_ITEMS)
             if problem is not None:
                 await send_json_error(send, 400, f"request body refused: {problem}")
                 return

@@ -42,13 +42,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.coordinator import identity as ident
-from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, load_json, verify_log
+from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import appraise
 from fedattest.policy.approval import Approval, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
+from fedattest.shape import load_json
 
 FORMAT = "fedattest-audit-bundle"
 MANIFEST_VERSION = 2  # 2: the manifest states each member's size; 1 (hashes only) is still read

@@ -16,8 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from fedattest.coordinator.audit import load_json
 from fedattest.policy.federation import FederationPolicy, PolicyError
+from fedattest.shape import load_json
 
 APPROVAL_FORMAT = "fedattest-policy-approval"
 APPROVAL_LABEL = b"fedattest-policy-approval-v1\n"

@@ -29,10 +29,10 @@ from pydantic import (
     model_validator,
 )
 
-from fedattest.coordinator.audit import MAX_NESTING, nesting_depth
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import ReferenceValues
 from fedattest.policy.dp import DpSettings
+from fedattest.shape import MAX_NESTING, nesting_depth
 
 POLICY_HASH_LABEL = b"fedattest-policy-v1\n"
 # A policy is a few KB (about 300 bytes a member, 500 an approver key); 1 MiB is thousands of members. The
