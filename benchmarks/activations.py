@@ -43,9 +43,11 @@ WORKLOAD = hashlib.sha256(b"benchmark collaborator").digest()
 SIGNER = hashlib.sha256(b"fedattest unsigned development workload").digest()
 
 
-def policy(clients: int, per_client: int, approver_pem: str) -> str:
+def policy(clients: int, per_client: int, approver_pem: str, member_pem: str) -> str:
+    """Every member has the same enrolment key here (the benchmark plays all of them)."""
+    key = f'enrolment_key = """\n{member_pem.strip()}\n"""\n'
     members = "".join(
-        f'[[members]]\nname = "c{i}"\nrole = "collaborator"\ndata_commitment = "{"ab" * 32}"\n'
+        f'[[members]]\nname = "c{i}"\nrole = "collaborator"\n{key}data_commitment = "{"ab" * 32}"\n'
         f"max_activations = {per_client + 2}\n\n"
         for i in range(clients)
     )
@@ -63,7 +65,7 @@ allow_simulation = true
 [[members]]
 name = "agg"
 role = "aggregator"
-{members}[dp]
+{key}{members}[dp]
 noise_multiplier = 1.0
 clipping_norm = 1.0
 sampled_clients = 1
@@ -90,7 +92,8 @@ def main() -> int:
         tmp = Path(tmp_name)
         platform = SimulatedPlatform.create(tmp / "platform")
         key = generate_key()
-        text = policy(args.clients, args.per_client, public_key_pem(key.public_key()))
+        member_key = generate_key()
+        text = policy(args.clients, args.per_client, public_key_pem(key.public_key()), public_key_pem(member_key.public_key()))
         (tmp / "policy.toml").write_text(text)
         (tmp / "approval.json").write_text(approve(parse_policy(text), "bench", key).to_json())
         log = tmp / "coordinator.log"  # a file, not a pipe: nobody reads it while the server runs
@@ -149,6 +152,7 @@ def main() -> int:
                             "quote": base64.b64encode(quote).decode(),
                             "csr": ident.make_csr(k, f"c{i}"),
                             "claims": claims,
+                            "enrolment": ident.sign_enrolment(member_key, claims),
                         }
                         response = http.post(f"{url}/api/v1/activate", json=body)
                         with lock:

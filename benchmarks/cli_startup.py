@@ -53,7 +53,11 @@ def make_inputs(d: Path) -> dict[str, Path | str]:
     fedattest("sim", "init", d / "platform")
     fedattest("sim", "quote", "-p", d / "platform", "--mrenclave", "ab" * 32, "--mrsigner", "cd" * 32, "-o", d / "q.bin")
     fedattest("sim", "collateral", "-p", d / "platform", "-o", d / "collateral.json")
-    fedattest("policy", "init", "-o", d / "policy.toml")
+    keys = []
+    for member in ("aggregator", "hospital-a"):
+        fedattest("policy", "keygen", member, "--dir", d)
+        keys += ["--enrolment-key", f"{member}={d / f'{member}.pub.pem'}"]
+    fedattest("policy", "init", *keys, "-o", d / "policy.toml")
     dataset = d / "dataset"
     dataset.mkdir()
     for i in range(10):

@@ -49,6 +49,7 @@ import run_demo  # noqa: E402 - the example's federation driver
 from fedattest.cli.flower import SIM_SUPERNODE_MRENCLAVE  # noqa: E402
 from fedattest.coordinator import identity as ident  # noqa: E402
 from fedattest.participant import activate  # noqa: E402
+from fedattest.policy.approval import load_private_key  # noqa: E402
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity  # noqa: E402
 
 STAMP = re.compile(r"fedattest-example: round (\d+): accuracy ([0-9.]+) \(t=([0-9.]+)\)")
@@ -199,7 +200,8 @@ def attested_run(out: Path, rounds: int, extra_env: dict[str, str]) -> tuple[lis
         timings = []
         for i in range(3):
             t = time.perf_counter()
-            activate(started.url, started.root_ca.read_text(), "hospital-a", tee, out / f"timed-activation-{i}")
+            activate(started.url, started.root_ca.read_text(), "hospital-a", tee, out / f"timed-activation-{i}",
+                     enrolment_key=load_private_key((out / "keys" / "hospital-a.key").read_bytes()))  # fmt: skip
             timings.append(time.perf_counter() - t)
         launchers = {name: float(m[-1]) for name in ("superlink", *run_demo.HOSPITALS)
                      if (m := re.findall(r"ACTIVATED: .* in ([0-9.]+) s", procs.log(name)))}  # fmt: skip

@@ -35,12 +35,15 @@ AGG = hashlib.sha256(b"aggregator build").digest()
 COLLAB = hashlib.sha256(b"collaborator build").digest()
 COMMITMENT = "ab" * 32
 KEY = generate_key()
+# Each member's own key: the policy lists its public half, and an activation as the member carries its signature.
+ENROL = {"aggregator": generate_key(), "hospital-a": generate_key()}
 STARTUP_TIMEOUT = 120  # only stops a hung start; a loaded machine may need many seconds
 _logs = itertools.count()
 
 
 def policy_text() -> str:
-    text = policy_template("hospitals", [("alice", public_key_pem(KEY.public_key()))], 1)
+    members = {name: public_key_pem(key.public_key()) for name, key in ENROL.items()}
+    text = policy_template("hospitals", [("alice", public_key_pem(KEY.public_key()))], 1, members)
     zero = '"' + "00" * 32 + '"'
     text = text.replace(f"[coordinator]\nmrenclave = [{zero}]", f'[coordinator]\nmrenclave = ["{COORD.hex()}"]')
     text = text.replace(f"[roles.aggregator]\nattestation_required = true\nmrenclave = [{zero}]",

@@ -26,7 +26,7 @@ from fedattest.dcap.verify import QuoteVerifier
 from fedattest.flower.rounds import report_round
 from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform
-from tests.coordinator_harness import AGG, COLLAB, COORD, Running, start, stop, tee
+from tests.coordinator_harness import AGG, COLLAB, COORD, ENROL, Running, start, stop, tee
 
 # The updates the aggregator refused in round 2: "node N" when no signature verified (not a policy member).
 REFUSED = [("node 12", "the reply is not signed"), ("hospital-b", "arrays['0'] has 1 NaN and 0 infinite values")]
@@ -51,8 +51,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     tmp = tmp_path_factory.mktemp("bundle")
     running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
     try:
-        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg")
-        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a")
+        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg", enrolment_key=ENROL["aggregator"])
+        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a", enrolment_key=ENROL["hospital-a"])
         report_round(running.url, running.root_pem, tmp / "agg", 7, 1, ["hospital-a"], "cd" * 32)
         report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32, REFUSED)
         done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
@@ -135,10 +135,22 @@ def _flip_quote(record: dict[str, object]) -> None:
     verdict["quote_b64"] = base64.b64encode(bytes(raw)).decode()
 
 
-def _claims_member(record: dict[str, object]) -> None:
+def _claims_nonce(record: dict[str, object], *, resign: bool) -> None:
+    """Claims changed after the quote; re-signed with the member's key (which a forger does not have) when
+    ``resign``, so that the quote's binding is what is tested."""
+    from fedattest.coordinator import identity as ident
+
     verdict = record["verdict"]
     assert isinstance(verdict, dict)
-    verdict["claims"]["member"] = "hospital-b"
+    verdict["claims"]["nonce"] = "00" * 32
+    if resign:
+        verdict["enrolment"] = ident.sign_enrolment(ENROL["aggregator"], verdict["claims"])
+
+
+def _no_enrolment(record: dict[str, object]) -> None:
+    verdict = record["verdict"]
+    assert isinstance(verdict, dict)
+    verdict["enrolment"] = None
 
 
 def _tamper(case: str, files: dict[str, bytes]) -> None:
@@ -161,7 +173,11 @@ def _tamper(case: str, files: dict[str, bytes]) -> None:
     elif case == "quote changed":
         edit_record(files, "aggregator", _flip_quote)
     elif case == "claims changed":
-        edit_record(files, "aggregator", _claims_member)
+        edit_record(files, "aggregator", lambda r: _claims_nonce(r, resign=True))
+    elif case == "claims changed without the member's key":
+        edit_record(files, "aggregator", lambda r: _claims_nonce(r, resign=False))
+    elif case == "enrolment signature removed":
+        edit_record(files, "hospital-a", _no_enrolment)
     elif case == "collateral missing":
         for n in [n for n in files if n.startswith("collateral/")]:
             del files[n]
@@ -184,6 +200,8 @@ CASES = {
     "token of another member": ("activation #1 aggregator (aggregator)", "token names another certificate"),
     "quote changed": ("activation #1 aggregator (aggregator)", "quote is not the one the log names"),
     "claims changed": ("activation #1 aggregator (aggregator)", "does not bind the recorded claims"),
+    "claims changed without the member's key": ("activation #1 aggregator (aggregator)", "not authorised by the member"),
+    "enrolment signature removed": ("activation #2 hospital-a (collaborator)", "not authorised by the member"),
     "collateral missing": ("activation #2 hospital-a (collaborator)", "missing from the bundle"),
     "activation record missing": ("round #3 run 7 round 1", "not an aggregator with a verified activation"),
     "root CA replaced": ("activation #1 aggregator (aggregator)", "not issued by the coordinator's root"),

@@ -45,8 +45,8 @@ class Inputs:
     root_ca: Path
     dataset: Path
     dataset_root: str
-    policy: Path  # as 'policy init' writes it
-    approved_policy: Path  # with one approver...
+    policy: Path  # as 'policy init' writes it (placeholder keys)
+    approved_policy: Path  # with one approver and the members' enrolment keys...
     approval: Path  # ...and that approver's approval
 
 
@@ -70,7 +70,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     assert found, "data commit printed no root"
     cli("policy", "init", "-o", d / "policy.toml")
     cli("policy", "keygen", "alice", "--dir", d)
-    cli("policy", "init", "--approver", f"alice={d / 'alice.pub.pem'}", "-o", d / "approved.toml")
+    members = []
+    for member in ("aggregator", "hospital-a"):
+        cli("policy", "keygen", member, "--dir", d)
+        members += ["--enrolment-key", f"{member}={d / f'{member}.pub.pem'}"]
+    cli("policy", "init", "--approver", f"alice={d / 'alice.pub.pem'}", *members, "-o", d / "approved.toml")
     cli("policy", "approve", d / "approved.toml", "--name", "alice", "--key", d / "alice.key", "-o", d / "alice.json")
     return Inputs(
         quote=d / "q.bin",
@@ -160,7 +164,7 @@ LIGHT_COMMANDS = [
     ),
     ("data-commit", lambda i: ["data", "commit", i.dataset], "", set()),
     ("data-verify", lambda i: ["data", "verify", i.dataset, "--root", i.dataset_root], "", set()),
-    ("policy-check", lambda i: ["policy", "check", i.policy], "OK: policy", set()),
+    ("policy-check", lambda i: ["policy", "check", i.approved_policy], "OK: policy", set()),
     (
         "policy-check-approval",
         lambda i: ["policy", "check", i.approved_policy, "--approval", i.approval],

@@ -23,6 +23,7 @@ import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import import_log, verify_log
@@ -40,6 +41,7 @@ from tests.coordinator_harness import (
     COLLAB,
     COMMITMENT,
     COORD,
+    ENROL,
     KEY,
     SIGNER,
     Running,
@@ -102,7 +104,9 @@ def test_cli_verify(server: Running, tmp_path: Path) -> None:
 
 
 def test_activation_issues_identity_token_and_parameters(server: Running, tmp_path: Path) -> None:
-    result = activate(server.url, server.root_pem, "aggregator", tee(server, AGG), tmp_path / "id")
+    result = activate(
+        server.url, server.root_pem, "aggregator", tee(server, AGG), tmp_path / "id", enrolment_key=ENROL["aggregator"]
+    )
     for name in ("key.pem", "chain.pem", "token.jwt", "provisioned.json"):
         assert stat.S_IMODE((tmp_path / "id" / name).stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "id").stat().st_mode) == 0o700
@@ -127,10 +131,14 @@ def test_activation_issues_identity_token_and_parameters(server: Running, tmp_pa
 
 
 def test_collaborator_gets_its_commitment_once(server: Running, tmp_path: Path) -> None:
-    result = activate(server.url, server.root_pem, "hospital-a", tee(server, COLLAB), tmp_path / "a")
+    result = activate(
+        server.url, server.root_pem, "hospital-a", tee(server, COLLAB), tmp_path / "a", enrolment_key=ENROL["hospital-a"]
+    )
     assert result.provisioned["data_commitment"] == COMMITMENT and len(result.provisioned["member_secret"]) == 64
     with pytest.raises(CoordinatorError, match="used all 1 activations"):
-        activate(server.url, server.root_pem, "hospital-a", tee(server, COLLAB), tmp_path / "b")
+        activate(
+            server.url, server.root_pem, "hospital-a", tee(server, COLLAB), tmp_path / "b", enrolment_key=ENROL["hospital-a"]
+        )
 
 
 # -- refusals: each check, and nothing is stored --------------------------------------------------------------
@@ -139,14 +147,22 @@ def test_collaborator_gets_its_commitment_once(server: Running, tmp_path: Path) 
 def build(
     server: Running, member: str, mrenclave: bytes, *, nonce: str | None = None, policy_hash: str | None = None
 ) -> dict[str, Any]:
-    """A well-formed activation request: fresh key, claims, quote over the claims, CSR."""
+    """A well-formed activation request: fresh key, claims, quote over the claims, CSR, and the member's
+    enrolment signature over the claims."""
     key = ident.new_key()
     with server.http() as http:
         policy_hash = policy_hash or http.get(f"{server.url}/api/v1/policy").json()["policy_hash"]
         nonce = nonce or http.post(f"{server.url}/api/v1/nonce").json()["nonce"]
     claims = {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": {"tls": ident.spki_sha256(key.public_key())}}
     quote = tee(server, mrenclave).quote(ident.claims_report_data(claims))
-    return {"member": member, "quote": base64.b64encode(quote).decode(), "csr": ident.make_csr(key, member), "claims": claims}
+    body = {"member": member, "quote": base64.b64encode(quote).decode(), "csr": ident.make_csr(key, member), "claims": claims}
+    return enrol(body)
+
+
+def enrol(body: dict[str, Any], key: Ed25519PrivateKey | None = None) -> dict[str, Any]:
+    """``body`` signed by its member's enrolment key (or ``key``): what the member adds to its enclave's request."""
+    signer = key or ENROL.get(body["claims"]["member"]) or ENROL["aggregator"]
+    return {**body, "enrolment": ident.sign_enrolment(signer, body["claims"])}
 
 
 def post(server: Running, body: dict[str, Any]) -> httpx.Response:
@@ -189,6 +205,20 @@ REFUSALS: dict[str, tuple[Any, int, str]] = {
     "wrong-type": (lambda s, t: build(s, "aggregator", AGG) | {"member": 42}, 422, "member"),
     "extra-field": (lambda s, t: build(s, "aggregator", AGG) | {"admin": True}, 422, "admin"),
     "bad-csr": (lambda s, t: build(s, "aggregator", AGG) | {"csr": "-----BEGIN NOTHING-----"}, 400, "csr"),
+    # Member binding: only the member's own enrolment key, over these very claims, makes an enclave the member.
+    "no-enrolment": (
+        lambda s, t: {k: v for k, v in build(s, "aggregator", AGG).items() if k != "enrolment"},
+        403, "needs 'aggregator''s enrolment signature",
+    ),
+    "enrolment-by-another-member": (
+        lambda s, t: enrol(build(s, "aggregator", AGG), ENROL["hospital-a"]), 403, "is not 'aggregator''s",
+    ),
+    "enrolment-for-other-claims": (
+        lambda s, t: build(s, "aggregator", AGG) | {"enrolment": build(s, "aggregator", AGG)["enrolment"]},
+        403, "is not 'aggregator''s",
+    ),
+    "enrolment-not-base64": (lambda s, t: build(s, "aggregator", AGG) | {"enrolment": "!!!"}, 403, "is not 'aggregator''s"),
+    "enrolment-too-long": (lambda s, t: build(s, "aggregator", AGG) | {"enrolment": "A" * 200}, 422, "enrolment"),
 }  # fmt: skip
 
 
@@ -282,7 +312,14 @@ def test_sigkill_during_load_keeps_every_issued_activation(tmp_path: Path) -> No
     def load(worker: int) -> None:
         for i in range(100):
             try:
-                result = activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / f"w{worker}-{i}")
+                result = activate(
+                    running.url,
+                    running.root_pem,
+                    "aggregator",
+                    tee(running, AGG),
+                    tmp_path / f"w{worker}-{i}",
+                    enrolment_key=ENROL["aggregator"],
+                )
             except FedattestError:
                 return  # the coordinator died (or the member ran out of activations): stop this worker
             with lock:
@@ -317,7 +354,7 @@ def test_sigkill_during_load_keeps_every_issued_activation(tmp_path: Path) -> No
 def test_tls_is_pinned_to_the_root(server: Running, tmp_path: Path) -> None:
     other_root = SimulatedPlatform.create(tmp_path / "p").root_ca.public_bytes(serialization.Encoding.PEM).decode()
     with pytest.raises(CoordinatorError):
-        activate(server.url, other_root, "aggregator", tee(server, AGG), tmp_path / "x")
+        activate(server.url, other_root, "aggregator", tee(server, AGG), tmp_path / "x", enrolment_key=ENROL["aggregator"])
     assert os.path.exists(server.state / "state.sealed")
 
 
@@ -350,7 +387,9 @@ def test_policy_update_needs_the_approvers_and_is_logged(tmp_path: Path) -> None
         verify_log(entries, head, key)
         assert [e.data["version"] for e in entries if e.kind == "policy"] == [1, 2]
         # Activation now needs claims for the new version; old-version claims are refused.
-        result = activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id")
+        result = activate(
+            running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id", enrolment_key=ENROL["aggregator"]
+        )
         assert result.provisioned["dp"]["noise_multiplier"] == 1.5
     finally:
         stop(running)
@@ -361,7 +400,7 @@ def test_a_restarted_enclave_resumes_its_sealed_identity(server: Running, tmp_pa
     from fedattest.participant import resume
 
     out = tmp_path / "id"
-    first = activate(server.url, server.root_pem, "aggregator", tee(server, AGG), out)
+    first = activate(server.url, server.root_pem, "aggregator", tee(server, AGG), out, enrolment_key=ENROL["aggregator"])
     again = resume(out, tee(server, AGG))  # same enclave, later: no new activation needed
     assert again is not None and again.certificate_chain == first.certificate_chain and again.token == first.token
     assert resume(out, tee(server, AGG), now=datetime.now(UTC) + timedelta(days=2)) is None  # expired: activate again
@@ -407,7 +446,7 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
     from fedattest.flower.signing import UpdateSigner
 
     agg = tmp_path / "agg"
-    activate(server.url, server.root_pem, "aggregator", tee(server, AGG), agg)
+    activate(server.url, server.root_pem, "aggregator", tee(server, AGG), agg, enrolment_key=ENROL["aggregator"])
     params = hashlib.sha256(b"aggregated weights").hexdigest()
     seq = report_round(server.url, server.root_pem, agg, 42, 1, ["hospital-a"], params)
     with server.http() as http:
@@ -485,6 +524,7 @@ def test_attested_node_keys_are_published_for_the_aggregator(tmp_path: Path) -> 
             "hospital-a",
             tee(running, COLLAB),
             tmp_path / "a",
+            enrolment_key=ENROL["hospital-a"],
             extra_keys={"node": node_key.public_key()},
         )
         with running.http() as http:

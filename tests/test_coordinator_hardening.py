@@ -30,7 +30,7 @@ from fedattest.participant import activate
 from fedattest.policy.approval import approve
 from fedattest.policy.federation import parse_policy
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
-from tests.coordinator_harness import AGG, COORD, KEY, SIGNER, Running, coordinator, policy_text, start, stop, tee
+from tests.coordinator_harness import AGG, COORD, ENROL, KEY, SIGNER, Running, coordinator, policy_text, start, stop, tee
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,9 @@ def test_a_nonce_flood_does_not_deny_a_legitimate_activation(tmp_path: Path) -> 
                     assert response.status_code == 200, response.text
         assert refused and all(int(r) >= 1 for r in refused)
         time.sleep(int(refused[-1]))  # what Retry-After asks; the flood itself left nothing behind
-        result = activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id")
+        result = activate(
+            running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id", enrolment_key=ENROL["aggregator"]
+        )
         assert result.provisioned["role"] == "aggregator"
 
 
@@ -207,7 +209,7 @@ def test_a_replayed_round_report_is_refused_by_the_store(tmp_path: Path) -> None
     platform = SimulatedPlatform.create(tmp_path / "platform")
     agg = tmp_path / "agg"
     with coordinator(tmp_path, platform) as running:
-        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), agg)
+        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), agg, enrolment_key=ENROL["aggregator"])
         signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())
         body = signed_round_report(signer, 7, 1, ["hospital-a"], "cd" * 32)
         with running.http() as http:
@@ -292,7 +294,9 @@ def test_slow_headers_do_not_starve_legitimate_requests(tmp_path: Path) -> None:
 def test_a_corrupt_store_refuses_to_start_with_one_line(tmp_path: Path, damage: str) -> None:
     platform = SimulatedPlatform.create(tmp_path / "platform")
     with coordinator(tmp_path, platform) as running:
-        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id")
+        activate(
+            running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "id", enrolment_key=ENROL["aggregator"]
+        )
     store = tmp_path / "state" / "store.sqlite"
     with contextlib.closing(sqlite3.connect(store)) as db:  # everything into the main file, then damage it
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

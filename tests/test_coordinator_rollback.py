@@ -22,12 +22,14 @@ from fedattest.coordinator.sealing import HEAD_FILE, HEAD_PURPOSE, SLOT_BYTES, S
 from fedattest.errors import FedattestError
 from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
-from tests.coordinator_harness import AGG, COORD, SIGNER, Outcome, Running, coordinator, start, stop, tee, try_start
+from tests.coordinator_harness import AGG, COORD, ENROL, SIGNER, Outcome, Running, coordinator, start, stop, tee, try_start
 
 
 def _activate(running: Running, out: Path, times: int = 1) -> None:
     for i in range(times):
-        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), out / f"id-{i}")
+        activate(
+            running.url, running.root_pem, "aggregator", tee(running, AGG), out / f"id-{i}", enrolment_key=ENROL["aggregator"]
+        )
 
 
 def _export(running: Running, path: Path) -> Path:
@@ -227,7 +229,14 @@ def test_sigkill_during_load_still_starts(tmp_path: Path, platform: SimulatedPla
     def load(worker: int) -> None:
         for i in range(40):
             try:
-                activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / f"w{worker}-{i}")
+                activate(
+                    running.url,
+                    running.root_pem,
+                    "aggregator",
+                    tee(running, AGG),
+                    tmp_path / f"w{worker}-{i}",
+                    enrolment_key=ENROL["aggregator"],
+                )
             except FedattestError:
                 return
             count[0] += 1

@@ -85,6 +85,7 @@ def test_outsiders_cannot_use_control_or_runtime(demo: tuple[dict[str, Any], str
 def test_unattested_node_unapproved_app_and_changed_data_are_refused(demo: tuple[dict[str, Any], str, Path]) -> None:
     summary, stdout, out = demo
     assert summary["attacks"]["unattested_node_refused"]
+    assert summary["attacks"]["impostor_refused"]  # before member binding: activated, and hospital-b's node evicted
     assert "No SuperNode found with the given public key" in stdout
     assert summary["attacks"]["unapproved_app_refused"]
     assert "is not in the policy's allowed apps: refusing to install or run it" in stdout

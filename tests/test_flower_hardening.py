@@ -268,15 +268,18 @@ def test_a_reply_is_bound_to_its_round_and_run(
 
 def test_a_real_superlink_refuses_oversized_bodies_and_keeps_serving(tmp_path: Path) -> None:
     """`fedattest flower superlink` as a process (activated with a real coordinator), over TLS."""
+    from fedattest.policy.approval import private_key_pem
     from fedattest.tee import SimulatedPlatform
-    from tests.coordinator_harness import AGG, coordinator
+    from tests.coordinator_harness import AGG, ENROL, coordinator
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     with coordinator(tmp_path, platform) as running:
         (tmp_path / "root.pem").write_text(running.root_pem)
+        (tmp_path / "aggregator.key").write_bytes(private_key_pem(ENROL["aggregator"]))
         state, log = tmp_path / "superlink", tmp_path / "superlink.log"
         argv = [sys.executable, "-m", "fedattest", "flower", "superlink", "--coordinator", running.url, "--root-ca",
-                str(tmp_path / "root.pem"), "--member", "aggregator", "--state", str(state), "--platform",
+                str(tmp_path / "root.pem"), "--member", "aggregator", "--enrolment-key", str(tmp_path / "aggregator.key"),
+                "--state", str(state), "--platform",
                 str(platform.directory), "--mrenclave", AGG.hex(), "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
                 "--max-fleet-body", str(LIMIT)]  # fmt: skip
         with log.open("wb") as out:

@@ -207,7 +207,7 @@ def test_a_role_with_attestation_off_says_so(tmp_path: Path, caplog: pytest.LogC
     from fedattest.policy.approval import approve
     from fedattest.policy.federation import parse_policy
     from fedattest.tee import SimulatedPlatform
-    from tests.coordinator_harness import COLLAB, KEY, policy_text, start, stop, tee
+    from tests.coordinator_harness import COLLAB, ENROL, KEY, policy_text, start, stop, tee
 
     on = "[roles.collaborator]\nattestation_required = true"
     assert on in policy_text()
@@ -218,7 +218,8 @@ def test_a_role_with_attestation_off_says_so(tmp_path: Path, caplog: pytest.LogC
     try:
         with caplog.at_level("WARNING", logger="fedattest"):
             who = activate_participant(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp_path / "a",
-                                       node_key=True, expected_role="collaborator")  # fmt: skip
+                                       node_key=True, expected_role="collaborator",
+                                       enrolment_key=lambda: ENROL["hospital-a"])  # fmt: skip
     finally:
         stop(running)
     assert who.provisioned.attestation == "off"

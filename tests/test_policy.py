@@ -24,13 +24,15 @@ from fedattest.policy.federation import PolicyError, parse_policy
 from fedattest.policy.template import policy_template
 from tests.conftest import assert_one_line_error
 
-KEYS = {name: generate_key() for name in ("alice", "bob", "carol")}
+KEYS = {name: generate_key() for name in ("alice", "bob", "carol", "aggregator", "hospital-a")}
+MEMBER_KEYS = {name: public_key_pem(KEYS[name].public_key()) for name in ("aggregator", "hospital-a")}
 runner = CliRunner()
 NO_AGGREGATOR = 'role = "collaborator"\ndata_commitment = "' + "11" * 32 + '"'
+ONLY_COLLABORATORS = r"\1" + NO_AGGREGATOR + "\n"  # the aggregator made a collaborator, keeping its enrolment key
 
 
 def template(required: int = 2, names: tuple[str, ...] = ("alice", "bob", "carol")) -> str:
-    return policy_template("hospitals", [(n, public_key_pem(KEYS[n].public_key())) for n in names], required)
+    return policy_template("hospitals", [(n, public_key_pem(KEYS[n].public_key())) for n in names], required, MEMBER_KEYS)
 
 
 def test_the_template_is_a_valid_policy() -> None:
@@ -39,6 +41,31 @@ def test_the_template_is_a_valid_policy() -> None:
     assert [m.role for m in policy.members] == ["aggregator", "collaborator"]
     assert policy.roles["collaborator"].reference is not None
     assert policy.member("hospital-a") is not None and policy.member("nobody") is None
+
+
+def test_every_member_needs_an_ed25519_enrolment_key() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()  # fmt: skip
+    pem = MEMBER_KEYS["hospital-a"].strip()
+    cases = {
+        "": "members[1].enrolment_key: missing",
+        "enrolment_key = \"PASTE it here\"": "members[1].enrolment_key: not a PEM public key: run 'fedattest policy keygen",
+        f'enrolment_key = """\n{ec_pem}"""': "members[1].enrolment_key: must be an Ed25519 public key",
+        "enrolment_key = 7": "members[1].enrolment_key: expected the PEM text of an Ed25519 public key",
+    }
+    for replacement, error in cases.items():
+        text = template().replace(f'enrolment_key = """\n{pem}\n"""\n', replacement + ("\n" if replacement else ""))
+        assert text != template()
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(text)
+        assert str(caught.value).startswith(error), str(caught.value)
+    # Without keys, the template says what to paste where.
+    with pytest.raises(PolicyError, match=r"members\[0\].enrolment_key: not a PEM public key"):
+        parse_policy(policy_template("hospitals", [("alice", MEMBER_KEYS["aggregator"])], 1))
 
 
 def test_hash_ignores_formatting_order_comments_and_hex_case() -> None:
@@ -61,7 +88,8 @@ def test_hash_ignores_formatting_order_comments_and_hex_case() -> None:
         (lambda t: t.replace("[dp]\n", "[dp]\nepsilon = 3\n"), "dp.epsilon: unknown key"),
         (lambda t: t.replace('data_commitment = "' + "00" * 32 + '"', 'data_commitment = "abc"'), "members[1].data_commitment"),
         (lambda t: re.sub(r'data_commitment = "0+".*\n', "", t), "needs a data_commitment"),
-        (lambda t: t.replace('role = "aggregator"\ndns_names = ["aggregator.example.org"]', NO_AGGREGATOR), "exactly one member"),
+        (lambda t: re.sub(r'role = "aggregator"\n(enrolment_key = """[^"]*"""\n)dns_names = .*\n', ONLY_COLLABORATORS, t),
+         "exactly one member"),
         (lambda t: t.replace('name = "hospital-a"', 'name = "aggregator"'), "member names must be unique"),
         (lambda t: t.replace('dns_names = ["aggregator.example.org"]', 'dns_names = ["Bad_Name"]'), "valid lower-case DNS"),
         (lambda t: t.replace("required = 2", "required = 4"), "only 3 approvers"),
@@ -152,6 +180,15 @@ def test_cli_flow(tmp_path: Path) -> None:
         "--approver",
         f"bob={tmp_path / 'bob.pub.pem'}",
     ]
+    placeholders = tmp_path / "placeholders.toml"
+    assert runner.invoke(app, [*args, "-o", str(placeholders)]).exit_code == 0
+    unfilled = runner.invoke(app, ["policy", "check", str(placeholders)])
+    assert_one_line_error(unfilled, 2, "members[0].enrolment_key: not a PEM public key")
+    for name in ("aggregator", "hospital-a"):
+        assert runner.invoke(app, ["policy", "keygen", name, "--dir", str(tmp_path)]).exit_code == 0
+        args += ["--enrolment-key", f"{name}={tmp_path / f'{name}.pub.pem'}"]
+    unknown = runner.invoke(app, [*args, "--enrolment-key", f"hospital-z={tmp_path / 'alice.pub.pem'}", "-o", str(policy)])
+    assert_one_line_error(unknown, 2, "--enrolment-key hospital-z: the template's members are aggregator and hospital-a")
     assert runner.invoke(app, [*args, "-o", str(policy)]).exit_code == 0
     ok = runner.invoke(app, ["policy", "check", str(policy), "--json"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["approvals_required"] == 2

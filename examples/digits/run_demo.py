@@ -38,6 +38,7 @@ FEDATTEST = [sys.executable, "-m", "fedattest"]
 # What is in this directory but not part of the Flower app (the app bundle's hash covers only the app).
 NOT_IN_APP = ("__pycache__", "*.fab", "run_demo.py", "prepare_data.py", "README.md", "policy.template.toml")
 HOSPITALS = ["hospital-a", "hospital-b", "hospital-c"]
+MEMBERS = ["aggregator", *HOSPITALS]
 ROUNDS = 3
 # Flower's deployment engine polls (SuperNode idle sleep 3 s, fixed; executor poll 1 s): the executor polls faster here.
 FAST_FLOWER = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
@@ -129,8 +130,11 @@ def build_fab(src: Path, holdout: Path, dest: Path, env: dict[str, str], marker:
     return dest, hashlib.sha256(fab.read_bytes()).hexdigest()
 
 
-def write_policy(path: Path, roots: dict[str, str], app_hash: str, approver_pub: str, rounds: int = ROUNDS) -> None:
-    """policy.template.toml with this run's measurements, commitments, app hash and approver key."""
+def write_policy(  # noqa: PLR0917 - the policy's variable parts
+    path: Path, roots: dict[str, str], app_hash: str, approver_pub: str, keys: Path, rounds: int = ROUNDS
+) -> None:
+    """policy.template.toml with this run's measurements, commitments, app hash, approver key and the members'
+    enrolment keys (``keys/NAME.pub.pem``)."""
     from fedattest.cli.coordinator import DEFAULT_SIM_MRENCLAVE
     from fedattest.cli.flower import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE
 
@@ -139,6 +143,7 @@ def write_policy(path: Path, roots: dict[str, str], app_hash: str, approver_pub:
         coordinator_mrenclave=DEFAULT_SIM_MRENCLAVE, aggregator_mrenclave=SIM_SUPERLINK_MRENCLAVE,
         collaborator_mrenclave=SIM_SUPERNODE_MRENCLAVE, rounds=rounds, app_hash=app_hash,
         alice_public_key=approver_pub.strip(), **{f"commitment_{h.replace('-', '_')}": roots[h] for h in HOSPITALS},
+        **{f"enrolment_key_{m.replace('-', '_')}": (keys / f"{m}.pub.pem").read_text().strip() for m in MEMBERS},
     ))  # fmt: skip
 
 
@@ -204,8 +209,12 @@ def start_attested(out: Path, procs: Processes, env: dict[str, str], rounds: int
 
     say("== 2. the policy, approved; the coordinator, verified")
     run([*FEDATTEST, "policy", "keygen", "alice", "--dir", str(out)], env)
+    keys = out / "keys"  # each member's enrolment key: in a real federation each member makes and keeps its own
+    keys.mkdir()
+    for member in MEMBERS:
+        run([*FEDATTEST, "policy", "keygen", member, "--dir", str(keys)], env)
     policy = out / "policy.toml"
-    write_policy(policy, roots, app_hash, (out / "alice.pub.pem").read_text(), rounds)
+    write_policy(policy, roots, app_hash, (out / "alice.pub.pem").read_text(), keys, rounds)
     run([*FEDATTEST, "policy", "approve", str(policy), "--name", "alice", "--key", str(out / "alice.key"),
          "-o", str(out / "alice.approval.json")], env)  # fmt: skip
     coord_state = out / "coordinator"
@@ -222,7 +231,8 @@ def start_attested(out: Path, procs: Processes, env: dict[str, str], rounds: int
     say("== 3. the aggregator and three collaborators activate and start (separate processes, TLS)")
     common = ["--coordinator", url, "--root-ca", str(root_ca), "--platform", str(out / "platform")]
     sl_state = out / "superlink"
-    procs.start("superlink", [*FEDATTEST, "flower", "superlink", *common, "--member", "aggregator", "--state", str(sl_state),
+    procs.start("superlink", [*FEDATTEST, "flower", "superlink", *common, "--member", "aggregator",
+                              "--enrolment-key", str(keys / "aggregator.key"), "--state", str(sl_state),
                               "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0", "--refresh", "0.5"])  # fmt: skip
     addresses = wait_for("the SuperLink", lambda: (sl_state / "superlink.json").exists()
                          and json.loads((sl_state / "superlink.json").read_text()),
@@ -230,7 +240,8 @@ def start_attested(out: Path, procs: Processes, env: dict[str, str], rounds: int
     fleet, control = addresses["fleet"], addresses["control"]
     say(f"   SuperLink: Fleet API on {fleet} (public), Control/Runtime on {control} (internal)")
     for h in HOSPITALS:
-        procs.start(h, [*FEDATTEST, "flower", "supernode", *common, "--member", h, "--superlink", fleet,
+        procs.start(h, [*FEDATTEST, "flower", "supernode", *common, "--member", h, "--enrolment-key", str(keys / f"{h}.key"),
+                        "--superlink", fleet,
                         "--data", str(out / "data" / h), "--state", str(out / h)])  # fmt: skip
     flwr_config(out / "flwr-cli", control, root_ca)
     for h in HOSPITALS:
@@ -322,7 +333,19 @@ def main() -> int:
         summary["attacks"]["unattested_node_refused"] = True
         why = re.findall(r"activate-node\].*exception: (.*)", procs.log("superlink"))
         say(f"   a SuperNode whose key is not attested: refused: {line[:60]} (SuperLink: {why[-1] if why else '?'})")
-        # c) an app that is not in the policy.
+        # c) a genuine collaborator enclave (the approved build) that tries to take hospital-b's place, signed with
+        #    the key of the member that runs it (hospital-a): the coordinator wants hospital-b's own signature.
+        from fedattest.cli.flower import SIM_SUPERNODE_MRENCLAVE
+
+        impostor = run([*FEDATTEST, "participant", "activate", "--coordinator", url, "--root-ca", str(root_ca), "--platform",
+                        str(out / "platform"), "--member", "hospital-b", "--enrolment-key",
+                        str(out / "keys" / "hospital-a.key"), "--mrenclave", SIM_SUPERNODE_MRENCLAVE,
+                        "--out", str(out / "impostor")], env, check=False)  # fmt: skip
+        refused = impostor.returncode == 1 and "is not 'hospital-b''s" in impostor.stderr
+        summary["attacks"]["impostor_refused"] = refused
+        say(f"   an approved enclave activating as hospital-b with hospital-a's key: {'refused' if refused else 'NOT REFUSED'}:"
+            f" {impostor.stderr.strip()[-110:]}")  # fmt: skip
+        # d) an app that is not in the policy.
         bad = run([str(BIN / "flwr"), "run", str(rogue_dir), "attested"], env, check=False, timeout=120)
         text = " ".join((bad.stdout + bad.stderr).replace("│", " ").split())
         (out / "logs" / "unapproved-run.log").write_text(bad.stdout + bad.stderr)
@@ -333,7 +356,7 @@ def main() -> int:
             f"   an app that is not in the policy: {'refused' if refused else 'NOT REFUSED'}:"
             f" {why.group(0) if why else text[-150:]}"
         )
-        # d) data changed after commit: hospital-c swaps a byte of its training data; the next read fails.
+        # e) data changed after commit: hospital-c swaps a byte of its training data; the next read fails.
         tampered = out / "data" / "hospital-c" / "train.npz"
         blob = bytearray(tampered.read_bytes())
         blob[len(blob) // 2] ^= 0x01

@@ -17,13 +17,15 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from rich.console import Console
 
 # Evidence files are a few kilobytes; refuse anything absurd (e.g. /dev/zero) instead of reading it.
@@ -73,6 +75,39 @@ def print_error(message: str) -> None:
 def fail(message: str, exit_code: int = EXIT_USAGE) -> NoReturn:
     """Raise a :class:`CliError`; the top-level handler prints it and exits."""
     raise CliError(message, exit_code)
+
+
+EnrolmentKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--enrolment-key",
+        metavar="FILE",
+        help="The member's enrolment private key (NAME.key from 'fedattest policy keygen'): it signs this enclave's"
+        " claims. Needed to activate, not to resume a sealed identity.",
+    ),
+]
+
+
+def enrolment_key_loader(path: Path | None, member: str) -> Callable[[], Ed25519PrivateKey]:
+    """The member's enrolment key from ``--enrolment-key``, read only when an activation needs it (a still
+    valid sealed identity resumes without it); a missing option or unusable file is a usage error then."""
+
+    def load() -> Ed25519PrivateKey:
+        from fedattest.policy.approval import load_private_key  # noqa: PLC0415 - cryptography, only when needed
+
+        if path is None:
+            raise CliUsageError(
+                f"activating as {member!r} needs {member!r}'s enrolment key: --enrolment-key FILE (the private half of"
+                f" the enrolment_key the policy lists for {member!r}; 'fedattest policy keygen {member}' makes one)"
+            )
+        try:
+            return load_private_key(read_input(str(path), "enrolment key"), f"--enrolment-key {path}")
+        except CliError:
+            raise
+        except Exception as exc:  # PolicyError: not a PEM Ed25519 private key
+            raise CliUsageError(str(exc)) from None
+
+    return load
 
 
 # -- output ---------------------------------------------------------------------------------------

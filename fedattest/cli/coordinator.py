@@ -11,7 +11,16 @@ from typing import Annotated
 import typer
 from cryptography.hazmat.primitives import serialization
 
-from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, parse_hex, print_json, read_input
+from fedattest.cli._common import (
+    EXIT_REJECTED,
+    CliError,
+    CliUsageError,
+    EnrolmentKeyOpt,
+    enrolment_key_loader,
+    parse_hex,
+    print_json,
+    read_input,
+)
 from fedattest.cli.policy import load_policy
 from fedattest.coordinator.api import NONCE_BURST, NONCE_RATE_PER_SECOND
 from fedattest.coordinator.core import Coordinator
@@ -43,7 +52,8 @@ participant_app = typer.Typer(
     name="participant",
     help=(
         "Activate an enclave with the coordinator.\n\n"
-        "Example: fedattest participant activate --coordinator URL --root-ca root.pem --member hospital-a --out id/"
+        "Example: fedattest participant activate --coordinator URL --root-ca root.pem --member hospital-a \\\n"
+        "      --enrolment-key hospital-a.key --out id/"
     ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -223,6 +233,7 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
     root_ca: Annotated[Path, typer.Option("--root-ca", metavar="PEM", help="Root CA pinned by 'coordinator verify'.")],
     member: Annotated[str, typer.Option("--member", metavar="NAME", help="Your member name in the policy.")],
     out: Annotated[Path, typer.Option("--out", metavar="DIR", help="Where to write key, chain, token, provisioned params.")],
+    enrolment_key: EnrolmentKeyOpt = None,
     tee: Annotated[str, typer.Option("--tee", metavar="sim|gramine", help="Where this enclave runs.")] = "sim",
     platform: Annotated[
         Path | None, typer.Option("--platform", metavar="DIR", help="Simulated platform (with --mrenclave).")
@@ -237,7 +248,9 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
         if resumed is not None:
             sys.stdout.write(f"RESUMED: {member} as {resumed.provisioned['role']}; sealed identity in {out} is still valid\n")
             return
-        result = activate(coordinator, read_input(str(root_ca), "root CA").decode(), member, enclave, out)
+        root_pem = read_input(str(root_ca), "root CA").decode()
+        key = enrolment_key_loader(enrolment_key, member)()
+        result = activate(coordinator, root_pem, member, enclave, out, enrolment_key=key)
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
     sys.stdout.write(f"ACTIVATED: {member} as {result.provisioned['role']}; identity written to {out}\n")

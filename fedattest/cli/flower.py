@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, read_input
+from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, EnrolmentKeyOpt, enrolment_key_loader, read_input
 from fedattest.cli.coordinator import _tee
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
@@ -21,9 +21,10 @@ app = typer.Typer(
     help=(
         "Run an attested Flower participant: activate with the coordinator inside the TEE, then start Flower.\n\n"
         "Example (aggregator, then each collaborator):\n\n"
-        "  fedattest flower superlink --coordinator https://coord:8443 --root-ca root.pem --member aggregator --state sl/\n\n"
+        "  fedattest flower superlink --coordinator https://coord:8443 --root-ca root.pem --member aggregator \\\n"
+        "      --enrolment-key aggregator.key --state sl/\n\n"
         "  fedattest flower supernode --coordinator https://coord:8443 --root-ca root.pem --member hospital-a \\\n"
-        "      --superlink aggregator.example.org:9093 --data /data --state sn/\n\n"
+        "      --enrolment-key hospital-a.key --superlink aggregator.example.org:9093 --data /data --state sn/\n\n"
         "Submit runs with 'flwr run APP attested' against the SuperLink's internal Control address (written to\n"
         "STATE/superlink.json); only apps whose hash is in the policy run."
     ),
@@ -52,14 +53,17 @@ def _logging() -> None:
     configure_logging()
 
 
-def _activate(coordinator: str, root_pem: str, member: str, enclave: TEE, identity: Path, *, role: str) -> None:
+def _activate(  # noqa: PLR0917 - the launchers' options
+    coordinator: str, root_pem: str, member: str, enclave: TEE, identity: Path, enrolment_key: Path | None, *, role: str
+) -> None:
     """Activate (or resume) as ``role`` and say so on stderr: ``ACTIVATED: NAME as ROLE (verified|off) in N s``.
     A collaborator gets a node key bound in its quote and must have a data commitment provisioned."""
     from fedattest.flower.participant import activate_participant  # noqa: PLC0415 - imports Flower
 
     collaborator = role == "collaborator"
     began = time.perf_counter()
-    who = activate_participant(coordinator, root_pem, member, enclave, identity, node_key=collaborator, expected_role=role)
+    who = activate_participant(coordinator, root_pem, member, enclave, identity, node_key=collaborator, expected_role=role,
+                               enrolment_key=enrolment_key_loader(enrolment_key, member))  # fmt: skip
     commitment = who.provisioned.data_commitment
     if collaborator and commitment is None:
         raise FedattestError(f"no data commitment was provisioned for {member!r}: refusing to start")
@@ -83,6 +87,7 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
     root_ca: RootCaOpt,
     member: MemberOpt,
     state: StateOpt,
+    enrolment_key: EnrolmentKeyOpt = None,
     listen: Annotated[str, typer.Option("--listen", metavar="HOST:PORT", help="Public Fleet API address.")] = "0.0.0.0:9093",
     internal: Annotated[
         str, typer.Option("--internal", metavar="HOST:PORT", help="Control and Runtime APIs (loopback only).")
@@ -116,7 +121,7 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
             raise CliUsageError("--internal must be a loopback address: Control and Runtime are not for the network")
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperLinkPaths(state)
-        _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, role="aggregator")
+        _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, enrolment_key, role="aggregator")
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
                         refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body)  # fmt: skip
     except FedattestError as exc:
@@ -140,6 +145,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     superlink: Annotated[str, typer.Option("--superlink", metavar="HOST:PORT", help="The SuperLink's Fleet API.")],
     data: Annotated[Path, typer.Option("--data", metavar="DIR", help="Your committed dataset.")],
     state: StateOpt,
+    enrolment_key: EnrolmentKeyOpt = None,
     tee: TeeOpt = "sim",
     platform: PlatformOpt = None,
     mrenclave: Annotated[str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity.")] = SIM_SUPERNODE_MRENCLAVE,
@@ -152,7 +158,8 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     try:
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperNodePaths(state)
-        _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, role="collaborator")
+        enclave = _tee(tee, platform, mrenclave)
+        _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="collaborator")
         code = run_supernode(paths, superlink, data.resolve(), list(ctx.args))
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None

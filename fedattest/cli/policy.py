@@ -12,7 +12,7 @@ import typer
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, print_rich, read_input
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
-from fedattest.policy.template import policy_template
+from fedattest.policy.template import TEMPLATE_MEMBERS, policy_template
 
 # The policy schema (pydantic), the approval signatures (cryptography) and rich's tables are imported by
 # the commands that use them: 'policy init' needs none of them, 'policy check' no table.
@@ -25,7 +25,8 @@ app = typer.Typer(
         "Write, check, hash and approve the federation policy (one TOML document all members approve).\n\n"
         "Example:\n\n"
         "  fedattest policy keygen alice            # alice.key (keep it) and alice.pub.pem (share it)\n\n"
-        "  fedattest policy init --approver alice=alice.pub.pem -o policy.toml\n\n"
+        "  fedattest policy keygen hospital-a       # a member's enrolment key, the same way\n\n"
+        "  fedattest policy init --approver alice=alice.pub.pem --enrolment-key hospital-a=hospital-a.pub.pem -o policy.toml\n\n"
         "  fedattest policy approve policy.toml --name alice --key alice.key -o alice.approval.json\n\n"
         "  fedattest policy check policy.toml --approval alice.approval.json"
     ),
@@ -56,9 +57,15 @@ def _write(output: Path | None, data: bytes, what: str, mode: int = 0o644) -> No
     sys.stderr.write(f"wrote {what} to {output}\n")
 
 
-@app.command("keygen", help="Make an approver's Ed25519 key pair: NAME.key (private, 0600) and NAME.pub.pem (for the policy).")
+@app.command(
+    "keygen",
+    help=(
+        "Make an Ed25519 key pair, an approver's or a member's enrolment key: NAME.key (private, 0600) and NAME.pub.pem"
+        " (for the policy: approvals.approvers or the member's enrolment_key)."
+    ),
+)
 def keygen(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Approver name (file prefix).", show_default=False)],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Approver or member name (file prefix).", show_default=False)],
     directory: Annotated[Path, typer.Option("--dir", "-d", metavar="DIR", help="Where to write the files.")] = Path(),
 ) -> None:
     from fedattest.policy.approval import generate_key, private_key_pem, public_key_pem  # noqa: PLC0415
@@ -78,17 +85,34 @@ def init(
         list[str] | None, typer.Option("--approver", metavar="NAME=PUB.pem", help="An approver and its public key; repeatable.")
     ] = None,
     required: Annotated[int | None, typer.Option("--required", min=1, help="Approvals required (default: all).")] = None,
+    enrolment_key: Annotated[
+        list[str] | None,
+        typer.Option("--enrolment-key", metavar="MEMBER=PUB.pem", help="A template member's enrolment public key; repeatable."),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here (default stdout).")] = None,
 ) -> None:
-    approvers = []
-    for item in approver or []:
-        who, sep, path = item.partition("=")
-        if not sep or not who or not path:
-            raise CliUsageError(f"--approver needs NAME=PUBLIC_KEY_FILE, got {item!r}")
-        approvers.append((who, read_input(path, "approver public key").decode("utf-8", "replace")))
+    approvers = [(who, pem) for who, pem in _named_keys(approver, "--approver", "approver public key")]
+    members = dict(_named_keys(enrolment_key, "--enrolment-key", "enrolment public key"))
+    for member in members:
+        if member not in TEMPLATE_MEMBERS:
+            raise CliUsageError(
+                f"--enrolment-key {member}: the template's members are {' and '.join(TEMPLATE_MEMBERS)};"
+                " add other members' keys to the file"
+            )
     if output is not None and output.exists():
         raise CliUsageError(f"{output} exists: refusing to overwrite a policy")
-    _write(output, policy_template(name, approvers, required).encode(), "policy")
+    _write(output, policy_template(name, approvers, required, members).encode(), "policy")
+
+
+def _named_keys(items: list[str] | None, option: str, what: str) -> list[tuple[str, str]]:
+    """``NAME=FILE`` options as (name, file text)."""
+    out = []
+    for item in items or []:
+        who, sep, path = item.partition("=")
+        if not sep or not who or not path:
+            raise CliUsageError(f"{option} needs NAME=PUBLIC_KEY_FILE, got {item!r}")
+        out.append((who, read_input(path, what).decode("utf-8", "replace")))
+    return out
 
 
 def _summary(policy: FederationPolicy) -> dict[str, Any]:

@@ -138,6 +138,8 @@ class ActivationRequest(BaseModel):
     csr: str = Field(max_length=16 * 1024)
     claims: Claims
     public_keys: dict[str, str] = Field(default_factory=dict, max_length=8)
+    # The member's Ed25519 signature over the claims, base64 (64 bytes); refused with 403 when missing.
+    enrolment: str | None = Field(default=None, max_length=128)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -212,7 +214,8 @@ def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_S
         # CPU-bound under the GIL, and many threads would only contend for it and for the store.
         claims = body.claims.model_dump()
         result: dict[str, Any] = await anyio.to_thread.run_sync(
-            lambda: coordinator.activate(body.member, body.quote, body.csr, claims, body.public_keys), limiter=activation_threads
+            lambda: coordinator.activate(body.member, body.quote, body.csr, claims, body.public_keys, enrolment=body.enrolment),
+            limiter=activation_threads,
         )
         return result
 

@@ -14,7 +14,8 @@ Layout (deterministic: sorted names, zero mtimes, so the same state gives the sa
 each policy version hashes to what the log says and has enough approvals; each activation's certificate
 chains to the root, its token is signed by the log key and names that certificate, and its quote verifies
 (at the activation time, with the recorded collateral, whose hash the log names, against the trust anchor
-the auditor chooses), binds the claims, which bind the certificate's key, and matches the role's reference
+the auditor chooses), binds the claims, which bind the certificate's key and are signed by the member's
+enrolment key, and matches the role's reference
 values in the policy then in force; each round is signed by an activated aggregator (over the updates it
 refused too, when the report lists any), names only activated collaborators and is reported once (run,
 round and signer identify a report; a repeat is a failed check).
@@ -377,6 +378,15 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     member = policy.member(str(d["member"]))
     if role is None or member is None or member.role != d["role"]:
         return report.add(subject, False, "the member or role is not in the policy then in force")
+    claimed = record["verdict"].get("claims") if isinstance(record.get("verdict"), dict) else None
+    if not (
+        isinstance(claimed, dict)
+        and claimed.get("member") == d["member"]
+        and ident.enrolment_signed_by(member.enrolment_key, claimed, str(record["verdict"].get("enrolment") or ""))
+    ):
+        return report.add(
+            subject, False, "not authorised by the member: no enrolment signature over its claims by the member's key"
+        )
     summary = {"member": d["member"], "role": d["role"], "attestation": d.get("attestation"), "time": entry.time}
     if d.get("attestation") == "off":
         ok = not role.attestation_required

@@ -342,17 +342,27 @@ class Coordinator:
         csr_pem: str,
         claims: dict[str, Any],
         public_keys: dict[str, str] | None = None,
+        *,
+        enrolment: str | None = None,
     ) -> dict[str, Any]:
+        """Activate an enclave as ``member_name``. ``enrolment`` is the member's signature over ``claims``
+        (:func:`fedattest.coordinator.identity.sign_enrolment`) with the key the policy lists for it."""
         try:
-            result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {})
+            result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {}, enrolment)
         except ActivationError:
             self.metrics["activations_refused"] += 1
             raise
         self.metrics["activations_accepted"] += 1
         return result
 
-    def _activate(
-        self, member_name: str, quote_b64: str | None, csr_pem: str, claims: dict[str, Any], public_keys: dict[str, str]
+    def _activate(  # noqa: PLR0917 - the request's fields
+        self,
+        member_name: str,
+        quote_b64: str | None,
+        csr_pem: str,
+        claims: dict[str, Any],
+        public_keys: dict[str, str],
+        enrolment: str | None,
     ) -> dict[str, Any]:
         policy = self.policy
         member = policy.member(member_name)
@@ -375,6 +385,18 @@ class Coordinator:
         if claims["keys"].get("tls") != key_hash:
             raise ActivationError(
                 "claims do not bind the CSR's key (keys.tls must be the SHA-256 of its SubjectPublicKeyInfo)", 400
+            )
+        # Before any quote is verified: only the member's own key makes an enclave this member (and an outsider
+        # cannot make the coordinator verify quotes for nothing).
+        if not enrolment:
+            raise ActivationError(
+                f"activating as {member.name!r} needs {member.name!r}'s enrolment signature over these claims"
+                " (give the member's key: --enrolment-key)"
+            )
+        if not ident.enrolment_signed_by(member.enrolment_key, claims, enrolment):
+            raise ActivationError(
+                f"the enrolment signature is not {member.name!r}'s: it does not verify over these claims with the"
+                f" enrolment_key the policy lists for {member.name!r}"
             )
         verdict: dict[str, Any] = {"attestation": "off", "simulated": None}
         token_claims: dict[str, Any] = {"attestation": "off"}
@@ -451,7 +473,10 @@ class Coordinator:
                 if tx.activation_count(member.name) >= member.max_activations:
                     raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
                 # Kept for the offline audit bundle: the quote, what it binds, and the collateral it was verified with.
-                record_verdict = {**verdict, "public_key_pems": public_keys, "claims": claims, "quote_b64": quote_b64 or None}
+                record_verdict = {
+                    **verdict, "public_key_pems": public_keys, "claims": claims, "quote_b64": quote_b64 or None,
+                    "enrolment": enrolment,
+                }  # fmt: skip
                 if "collateral_sha256" in verdict:
                     tx.add_collateral(*self._collateral_document(collateral))
                 tx.add_activation(

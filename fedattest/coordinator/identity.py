@@ -3,6 +3,8 @@ coordinator issues after attesting it. Pure (no I/O); used by the coordinator an
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import ipaddress
 import json
@@ -10,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedattest.errors import FedattestError
@@ -36,6 +39,37 @@ def canonical_claims(claims: dict[str, Any]) -> bytes:
 def claims_report_data(claims: dict[str, Any]) -> bytes:
     """Report data for a participant's quote: SHA-256 of its canonical claims, then 32 zero bytes."""
     return hashlib.sha256(b"fedattest-claims-v1\n" + canonical_claims(claims)).digest() + bytes(32)
+
+
+ENROLMENT_LABEL = b"fedattest-enrolment-v1\n"
+
+
+def enrolment_message(claims: dict[str, Any]) -> bytes:
+    """What a member signs to let one enclave activate as it: a label and the enclave's canonical claims (member
+    name, fresh coordinator nonce, policy hash, and the hashes of the enclave's keys). The nonce makes it good
+    for one activation; the key hashes make it useless to any enclave that does not hold those keys."""
+    return ENROLMENT_LABEL + canonical_claims(claims)
+
+
+def sign_enrolment(key: ed25519.Ed25519PrivateKey, claims: dict[str, Any]) -> str:
+    """The member's enrolment signature over ``claims``, base64 (the activation request's ``enrolment``)."""
+    return base64.b64encode(key.sign(enrolment_message(claims))).decode()
+
+
+def enrolment_signed_by(public_key_pem: str, claims: dict[str, Any], signature_b64: str) -> bool:
+    """Whether ``signature_b64`` is the holder of ``public_key_pem`` (an Ed25519 key) signing ``claims``."""
+    try:
+        key = serialization.load_pem_public_key(public_key_pem.encode())
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (ValueError, TypeError, binascii.Error):
+        return False
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        return False
+    try:
+        key.verify(signature, enrolment_message(claims))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def coordinator_report_data(root_public_key_der: bytes, policy_hash: bytes, nonce: bytes) -> bytes:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
@@ -67,15 +68,25 @@ def _load_node_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
 
 
 def activate_participant(
-    url: str, root_ca_pem: str, member: str, tee: TEE, identity_dir: Path, *, node_key: bool, expected_role: str
+    url: str,
+    root_ca_pem: str,
+    member: str,
+    tee: TEE,
+    identity_dir: Path,
+    *,
+    node_key: bool,
+    expected_role: str,
+    enrolment_key: Callable[[], ed25519.Ed25519PrivateKey],
 ) -> ActivatedParticipant:
     """Resume this enclave's sealed identity if still valid (and, for a SuperNode, its node key is there);
-    otherwise activate anew. Refuses if the coordinator provisioned another role than ``expected_role``."""
+    otherwise activate anew, signing the claims with the member's key from ``enrolment_key()`` (called only
+    then). Refuses if the coordinator provisioned another role than ``expected_role``."""
     existing = _load_node_key(identity_dir / NODE_KEY) if node_key else None
     resumed = resume(identity_dir, tee) if (existing is not None or not node_key) else None
     if resumed is None:
         key = ec.generate_private_key(ec.SECP256R1()) if node_key else None
-        activate(url, root_ca_pem, member, tee, identity_dir, extra_keys={"node": key.public_key()} if key else None)
+        activate(url, root_ca_pem, member, tee, identity_dir, enrolment_key=enrolment_key(),
+                 extra_keys={"node": key.public_key()} if key else None)  # fmt: skip
         if key is not None:
             fmt = serialization.PrivateFormat.OpenSSH
             atomic_write(

@@ -27,7 +27,7 @@ import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.sealing import seal, sealing_key, unseal
@@ -146,12 +146,16 @@ def activate(
     tee: TEE,
     out_dir: Path,
     *,
+    enrolment_key: ed25519.Ed25519PrivateKey,
     extra_keys: dict[str, ec.EllipticCurvePublicKey] | None = None,
     timeout: float = 30.0,
 ) -> Activation:
     """Inside the TEE: new key, claims bound into a quote, activation; writes key.pem, chain.pem, token.jwt
     and provisioned.json into ``out_dir`` (0700, files 0600). ``extra_keys`` (e.g. ``{"node": ...}``, the
-    Flower node key) are bound in the quoted claims too, and the coordinator publishes them."""
+    Flower node key) are bound in the quoted claims too, and the coordinator publishes them.
+
+    ``enrolment_key`` is the member's own key (the one the policy lists as its ``enrolment_key``): it signs
+    the claims, which is what lets this enclave, and no other, activate as ``member``."""
     _host_port(url)
     context = _pinned_context(root_ca_pem, leaf_pin=False)
     key = ident.new_key()
@@ -171,6 +175,7 @@ def activate(
                 "csr": ident.make_csr(key, member),
                 "claims": claims,
                 "public_keys": pems,
+                "enrolment": ident.sign_enrolment(enrolment_key, claims),
             }
             result = _json(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
     except httpx.HTTPError as exc:

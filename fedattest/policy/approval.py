@@ -40,13 +40,14 @@ def public_key_pem(key: ed25519.Ed25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def load_private_key(data: bytes) -> ed25519.Ed25519PrivateKey:
+def load_private_key(data: bytes, what: str = "approver key") -> ed25519.Ed25519PrivateKey:
+    """An Ed25519 private key from PEM (an approver's, or a member's enrolment key); ``what`` names it in errors."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise PolicyError("approver key: not an unencrypted PEM private key") from None
+        raise PolicyError(f"{what}: not an unencrypted PEM private key") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise PolicyError("approver key: must be an Ed25519 key ('fedattest policy keygen' makes one)")
+        raise PolicyError(f"{what}: must be an Ed25519 key ('fedattest policy keygen' makes one)")
     return key
 
 

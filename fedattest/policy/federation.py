@@ -92,9 +92,30 @@ class RolePolicy(_Strict):
         return self
 
 
+def _ed25519_public_pem(value: Any) -> str:
+    """The PEM of an Ed25519 public key, checked here so a bad key is a policy error, not a refusal later."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 - keeps `policy check` start-up light
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
+    if not isinstance(value, str):
+        raise ValueError("expected the PEM text of an Ed25519 public key")
+    try:
+        key = serialization.load_pem_public_key(value.strip().encode())
+    except (ValueError, TypeError):
+        raise ValueError("not a PEM public key: run 'fedattest policy keygen NAME' and paste NAME.pub.pem here") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ValueError("must be an Ed25519 public key ('fedattest policy keygen NAME' makes one)")
+    return value.strip() + "\n"
+
+
 class Member(_Strict):
+    """A member of the federation. ``enrolment_key`` is the member's own Ed25519 public key: every activation
+    as this member must carry the member's signature over the enclave's claims (see
+    :func:`fedattest.coordinator.identity.enrolment_message`), so another enclave cannot activate as it."""
+
     name: str
     role: Literal["aggregator", "collaborator"]
+    enrolment_key: Annotated[str, BeforeValidator(_ed25519_public_pem)]
     data_commitment: Hash32 | None = None
     dns_names: tuple[str, ...] = ()
     max_activations: int = Field(default=1, ge=1, le=1_000_000)

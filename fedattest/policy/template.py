@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 EXAMPLE_MRENCLAVE = "00" * 32
+TEMPLATE_MEMBERS = ("aggregator", "hospital-a")  # the example members the template writes
 
 
 def _toml_multiline(pem: str) -> str:
     return '"""\n' + pem.strip() + '\n"""'
 
 
-def policy_template(name: str, approvers: list[tuple[str, str]], required: int | None = None) -> str:
+def _enrolment_key(member: str, keys: dict[str, str]) -> str:
+    pem = keys.get(
+        member, f"PASTE {member}.pub.pem here: the member runs 'fedattest policy keygen {member}' and keeps {member}.key"
+    )
+    return _toml_multiline(pem)
+
+
+def policy_template(
+    name: str, approvers: list[tuple[str, str]], required: int | None = None, enrolment_keys: dict[str, str] | None = None
+) -> str:
     """The template text. ``approvers`` are (name, public key PEM); without any, an approver entry with a
-    placeholder key is written and ``policy check`` will say what to put there."""
+    placeholder key is written and ``policy check`` will say what to put there. ``enrolment_keys`` (member
+    name -> public key PEM) fill in the example members' keys; placeholders otherwise."""
+    keys = enrolment_keys or {}
     blocks = []
     for who, pem in approvers or [("alice", "PASTE the output of 'fedattest policy keygen alice' (alice.pub.pem) here")]:
         blocks.append(f'[[approvals.approvers]]\nname = "{who}"\npublic_key = {_toml_multiline(pem)}\n')
@@ -45,15 +57,19 @@ isv_prod_id = 1
 min_isv_svn = 2
 allow_simulation = false
 
+# Each member's enrolment_key is its own Ed25519 public key ('fedattest policy keygen NAME'): an enclave
+# activates as the member only with the member's signature (participant activate --enrolment-key NAME.key).
 [[members]]
 name = "aggregator"
 role = "aggregator"
+enrolment_key = {_enrolment_key("aggregator", keys)}
 dns_names = ["aggregator.example.org"]
 max_activations = 3
 
 [[members]]
 name = "hospital-a"
 role = "collaborator"
+enrolment_key = {_enrolment_key("hospital-a", keys)}
 data_commitment = "{EXAMPLE_MRENCLAVE}"  # root printed by 'fedattest data commit'
 max_activations = 1
 
