@@ -103,3 +103,12 @@ def _no_process_outlives_its_test() -> Iterator[None]:
     yield
     if leaked := processes.left_behind(before):
         pytest.fail(f"the test left processes running (killed now): {processes.describe(leaked)}")
+
+
+@pytest.fixture
+def run7(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower's task identity as a Flower process of run 7 has it (messages built by hand need one)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):  # what a Flower process sets
+        monkeypatch.setattr(TaskIdentity, name, value)

@@ -446,3 +446,107 @@ def test_a_refusal_is_shown_with_its_control_characters_escaped(exported: Export
     detail = next(c.detail for c in report.checks if c.subject.endswith("run 11 round 1"))
     assert report.ok, [c for c in report.checks if not c.ok]
     assert "\x1b" not in detail and "\x07" not in detail and "node 4: arrays '\\x1b[2J\\x07' do not decode" in detail
+
+
+# -- revocations: each policy change revokes exactly what it no longer allows ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def revoked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
+    """A federation whose policy v2 replaced the collaborator build: hospital-a's identity is revoked."""
+    from fedattest.policy.approval import approve
+    from fedattest.policy.federation import parse_policy
+    from tests.coordinator_harness import KEY, policy_text
+
+    tmp = tmp_path_factory.mktemp("revoked")
+    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
+    try:
+        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg", enrolment_key=ENROL["aggregator"])
+        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a", enrolment_key=ENROL["hospital-a"])
+        report_round(running.url, running.root_pem, tmp / "agg", 7, 1, ["hospital-a"], "cd" * 32)
+        text = policy_text().replace(f'mrenclave = ["{COLLAB.hex()}"]', f'mrenclave = ["{"cd" * 32}"]')
+        with running.http() as http:
+            approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
+            updated = http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals})
+        assert updated.status_code == 200 and [r["member"] for r in updated.json()["revoked"]] == ["hospital-a"]
+        with pytest.raises(Exception, match="names members whose identities were all revoked"):
+            report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32)
+        report_round(running.url, running.root_pem, tmp / "agg", 7, 2, [], "ef" * 32)
+        done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
+                   "-o", str(tmp / "bundle.tar"))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        yield Exported(running, tmp, (tmp / "bundle.tar").read_bytes())
+    finally:
+        stop(running)
+
+
+def _rechained(
+    entries: list[AuditEntry], change: Callable[[list[AuditEntry]], list[tuple[str, str, dict[str, Any]]]]
+) -> list[AuditEntry]:
+    """The log rewritten as (time, kind, data) items by ``change``, chained again (what a coordinator whose
+    key signs it could export)."""
+    out: list[AuditEntry] = []
+    for when, kind, data in change(entries):
+        out.append(next_entry(out[-1] if out else None, when, kind, data))
+    return out
+
+
+def _items(entries: list[AuditEntry]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [(e.time, e.kind, dict(e.data)) for e in entries]
+
+
+def _verify_rewritten(
+    exported: Exported, change: Callable[[list[AuditEntry]], list[tuple[str, str, dict[str, Any]]]]
+) -> dict[str, str]:
+    files = read_bundle(exported.bundle)
+    entries, _head, _key = import_log(files["audit-log.json"])
+    key = coordinator_key(exported)
+    rewritten = _rechained(entries, change)
+    files["audit-log.json"] = export_log(rewritten, sign_head(rewritten[-1], key), key.public_key())
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for, audit_key=key.public_key())
+    return {c.subject: c.detail for c in report.checks if not c.ok}
+
+
+def test_an_honest_log_with_a_revocation_verifies(revoked: Exported) -> None:
+    report = verify_bundle(revoked.bundle, verifier_for=revoked.verifier_for)
+    assert report.ok, [c for c in report.checks if not c.ok]
+    [check] = [c for c in report.checks if c.subject.startswith("revocation #")]
+    assert check.subject.endswith("hospital-a") and "is not an accepted measurement" in check.detail
+    assert _verify_rewritten(revoked, _items) == {}  # re-chaining alone changes nothing
+
+
+def test_a_missing_an_extra_and_an_ignored_revocation_are_failed_checks(revoked: Exported) -> None:
+    def drop(entries: list[AuditEntry]) -> list[tuple[str, str, dict[str, Any]]]:
+        return [i for i in _items(entries) if i[1] != "revocation"]
+
+    failed = _verify_rewritten(revoked, drop)
+    [(subject, detail)] = failed.items()
+    assert subject.startswith("policy #") and "no longer allows hospital-a's identity" in detail
+    assert "but the log has no revocation" in detail
+
+    def extra(entries: list[AuditEntry]) -> list[tuple[str, str, dict[str, Any]]]:
+        items = _items(entries)
+        at = next(i for i, e in enumerate(entries) if e.kind == "revocation")
+        agg = next(e for e in entries if e.kind == "activation" and e.data["member"] == "aggregator")
+        fake = {**entries[at].data, "member": "aggregator", "role": "aggregator", "cert_sha256": agg.data["cert_sha256"]}
+        return [*items[: at + 1], (entries[at].time, "revocation", fake), *items[at + 1 :]]
+
+    failed = _verify_rewritten(revoked, extra)
+    assert any(s.startswith("revocation #") and s.endswith("aggregator") and "allows this identity" in d
+               for s, d in failed.items()), failed  # fmt: skip
+    assert any("reported with a certificate the coordinator had revoked" in d for d in failed.values()), failed
+
+    def round_with_revoked(entries: list[AuditEntry]) -> list[tuple[str, str, dict[str, Any]]]:
+        from fedattest.flower import UpdateSigner
+        from fedattest.flower.rounds import signed_round_report
+
+        signer = UpdateSigner((revoked.tmp / "agg" / "key.pem").read_bytes(), (revoked.tmp / "agg" / "chain.pem").read_bytes())
+        signed = signed_round_report(signer, 7, 3, ["hospital-a"], "ab" * 32)
+        last = entries[-1].data
+        data = {"reported_by": "aggregator", **signed["report"], "certificate_sha256": last["certificate_sha256"],
+                "signature": signed["signature"]}  # fmt: skip
+        return [*_items(entries), (entries[-1].time, "round", data)]
+
+    failed = _verify_rewritten(revoked, round_with_revoked)
+    [(subject, detail)] = failed.items()
+    assert subject.endswith("run 7 round 3") and "not activated (and not revoked) collaborators: ['hospital-a']" in detail

@@ -46,3 +46,17 @@ def test_activation_benchmark_runs_against_a_real_coordinator() -> None:
     report = json.loads(proc.stdout)
     assert report["activations"] == 6 and report["activations_per_s"] > 0
     assert set(report["server_phase_ms_per_activation"]) == {"verify", "issue", "store"}
+
+
+def test_revocation_benchmark_runs_real_processes_and_counts_no_late_update() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "revocation.py"), "--repeat", "1", "--refresh", "0.5", "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report["updates_accepted_after_approval"] == 0 and report["repeat"] == 1
+    assert report["superlink_eviction_s"]["max"] > 0 and report["strategy_refusal_s"]["max"] > 0
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "revocation.py"), "--repeat", "0"],
+                         capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "at least 1" in bad.stderr

@@ -381,7 +381,7 @@ def test_policy_update_needs_the_approvers_and_is_logged(tmp_path: Path) -> None
             assert stale.status_code == 409
             ok = http.post(url, json={"policy": updated, "approvals": [approve(new, "alice", KEY).to_json()]})
             assert ok.status_code == 200, ok.text
-            assert ok.json() == {"version": 2, "policy_hash": new.policy_hash().hex()}
+            assert ok.json() == {"version": 2, "policy_hash": new.policy_hash().hex(), "revoked": []}
             assert http.get(url).json()["policy_hash"] == new.policy_hash().hex()
             entries, head, key = import_log(http.get(f"{running.url}/api/v1/audit").content)
         verify_log(entries, head, key)

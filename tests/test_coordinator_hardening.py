@@ -7,8 +7,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import resource
 import select
+import signal
 import socket
 import sqlite3
 import ssl
@@ -329,3 +331,22 @@ def test_sigterm_removes_the_tls_key_and_url_before_the_process_ends(tmp_path: P
     assert running.process.returncode == -signals.SIGTERM  # still ends as the signal asks
     assert not (running.state / "url").exists()
     assert not list(running.state.glob("tls-*.key")) and not list(running.state.glob("tls-*.pem"))
+
+
+def test_sigterm_ends_the_coordinator_while_a_client_keeps_an_idle_connection(tmp_path: Path) -> None:
+    """The SuperLink and the ServerApp keep one TLS connection to the coordinator open between requests. At
+    SIGTERM asyncio waited up to 30 s on each for a close_notify the idle client never sends, so each restart
+    took 30 s more. The wait is now bounded (1 s); the timeout below only detects that hang."""
+    from fedattest.participant.client import revocation_fetcher
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    running = start(tmp_path, platform)
+    try:
+        revocation_fetcher(running.url, running.root_pem)()  # its connection stays open, idle
+        os.killpg(running.process.pid, signal.SIGTERM)
+        try:
+            running.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the coordinator did not end within 15 s of SIGTERM while a client kept a connection")
+    finally:
+        stop(running)

@@ -23,18 +23,11 @@ import pytest
 
 from fedattest.flower import UpdateSigner, UpdateVerifier
 from fedattest.flower.superlink import MAX_FLEET_BODY, default_max_fleet_body, public_listener_app
+from tests.flower_helpers import configure_round, signed_reply
 from tests.test_flower_pieces import ROOT, member_identity
 
 LIMIT = 1 << 20
 FLEET = "/v1/fleet/pull-messages"
-
-
-@pytest.fixture
-def run7(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flwr.supercore.task_identity import TaskIdentity
-
-    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):  # what a Flower process sets
-        monkeypatch.setattr(TaskIdentity, name, value)
 
 
 def _flower_app(seen: list[str]) -> Any:
@@ -110,28 +103,6 @@ def test_the_default_limit_fits_the_largest_message_flower_sends(run7: None) -> 
 # -- updates: bound to their run and round, and refused when they would poison the model ----------------------
 
 
-class _Nodes:
-    """What FedAvg.configure_train asks of Flower's Grid: the connected nodes."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def get_node_ids(self) -> list[int]:
-        return list(range(1, self.n + 1))
-
-
-def _reply(instruction: Any, signer: UpdateSigner, arrays: list[Any], examples: float = 10) -> Any:
-    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
-
-    from fedattest.flower.mods import signing_mod
-
-    def train(message: Any, context: object) -> Any:
-        content = {"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": examples})}
-        return Message(RecordDict(content), reply_to=message)
-
-    return signing_mod(signer)(instruction, None, train)
-
-
 def _strategy(
     members: dict[str, UpdateSigner], reported: list[tuple[int, list[str]]], sampled: int, sent: list[Any] | None = None
 ) -> Any:
@@ -151,12 +122,6 @@ def _strategy(
     )  # fmt: skip
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
     return wrapper(dp, UpdateVerifier(ROOT, "hospitals"), lambda: set(members), report, run_id=7)
-
-
-def _round(strategy: Any, server_round: int, model: list[Any], n: int) -> list[Any]:
-    from flwr.app import ArrayRecord, ConfigRecord
-
-    return list(strategy.configure_train(server_round, ArrayRecord(model), ConfigRecord(), _Nodes(n)))
 
 
 POISON: dict[str, Callable[[np.ndarray], None]] = {
@@ -179,8 +144,8 @@ def test_a_poisoned_update_is_refused_naming_the_member(poison: str, run7: None,
 
     # Without the check (Flower's DP clipping and FedAvg as they are) the update poisons the model.
     plain = DifferentialPrivacyServerSideFixedClipping(FedAvg(), noise_multiplier=0.1, clipping_norm=1.0, num_sampled_clients=3)
-    instructions = _round(plain, 1, model, 3)
-    replies = [_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
+    instructions = configure_round(plain, 1, model, 3)
+    replies = [signed_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
     with np.errstate(all="ignore"):
         poisoned, _ = plain.aggregate_train(1, replies)
         clipped = [a.copy() for a in updates["hospital-a"]]
@@ -192,8 +157,8 @@ def test_a_poisoned_update_is_refused_naming_the_member(poison: str, run7: None,
 
     reported: list[tuple[int, list[str]]] = []
     strategy = _strategy(members, reported, sampled=3)
-    instructions = _round(strategy, 1, model, 3)
-    replies = [_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
+    instructions = configure_round(strategy, 1, model, 3)
+    replies = [signed_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
     with caplog.at_level("WARNING", logger="fedattest.flower"):
         arrays, _ = strategy.aggregate_train(1, replies)
     assert reported == [(1, ["hospital-b", "hospital-c"])]
@@ -210,7 +175,7 @@ def test_malformed_updates_are_refused_rather_than_stopping_the_run(run7: None, 
     model = [np.zeros((8, 4), dtype=np.float32)]
     reported: list[tuple[int, list[str]]] = []
     strategy = _strategy(members, reported, sampled=5)
-    instructions = _round(strategy, 1, model, 5)
+    instructions = configure_round(strategy, 1, model, 5)
     bad = {
         "hospital-e": ([np.full((8, 4), 1j, dtype=np.complex64)], 10.0),  # not real numbers
         "hospital-a": ([np.zeros((4, 8), dtype=np.float32)], 10.0),  # not the model's shape: Flower would raise
@@ -218,7 +183,7 @@ def test_malformed_updates_are_refused_rather_than_stopping_the_run(run7: None, 
         "hospital-c": ([np.zeros((8, 4), dtype=np.float32)], float("nan")),  # a NaN weight
         "hospital-d": ([np.full((8, 4), 0.1, dtype=np.float32)], 10.0),
     }
-    replies = [_reply(m, members[n], bad[n][0], bad[n][1]) for m, n in zip(instructions, names, strict=True)]
+    replies = [signed_reply(m, members[n], bad[n][0], bad[n][1]) for m, n in zip(instructions, names, strict=True)]
     with caplog.at_level("WARNING", logger="fedattest.flower"):
         arrays, _ = strategy.aggregate_train(1, replies)
     assert reported == [(1, ["hospital-d"])]
@@ -240,18 +205,19 @@ def test_a_reply_is_bound_to_its_round_and_run(
     model = [np.zeros(4)]
     reported: list[tuple[int, list[str]]] = []
     strategy = _strategy(members, reported, sampled=2)
-    first = [_reply(m, members[n], [np.full(4, 0.1)]) for m, n in zip(_round(strategy, 1, model, 2), names, strict=True)]
+    instructions = configure_round(strategy, 1, model, 2)
+    first = [signed_reply(m, members[n], [np.full(4, 0.1)]) for m, n in zip(instructions, names, strict=True)]
     strategy.aggregate_train(1, first)
 
-    second_round = _round(strategy, 2, model, 2)
-    b_round2 = _reply(second_round[1], members["hospital-b"], [np.full(4, 0.2)])
+    second_round = configure_round(strategy, 2, model, 2)
+    b_round2 = signed_reply(second_round[1], members["hospital-b"], [np.full(4, 0.2)])
     replayed = first[0]  # hospital-a's signed reply of round 1, offered again in round 2
-    relabelled = _reply(_round(strategy, 1, model, 2)[0], members["hospital-a"], [np.full(4, 0.3)])
+    relabelled = signed_reply(configure_round(strategy, 1, model, 2)[0], members["hospital-a"], [np.full(4, 0.3)])
     relabelled.metadata.group_id = "2"  # the round changed after signing
     monkeypatch.setattr(TaskIdentity, "_run_id", 8)  # the same round of another run
-    from_run8 = _reply(_round(strategy, 2, model, 2)[0], members["hospital-a"], [np.full(4, 0.4)])
+    from_run8 = signed_reply(configure_round(strategy, 2, model, 2)[0], members["hospital-a"], [np.full(4, 0.4)])
     monkeypatch.setattr(TaskIdentity, "_run_id", 7)
-    _round(strategy, 2, model, 2)
+    configure_round(strategy, 2, model, 2)
     with caplog.at_level("WARNING", logger="fedattest.flower"):
         strategy.aggregate_train(2, [replayed, relabelled, from_run8, b_round2, b_round2])
     assert reported == [(1, ["hospital-a", "hospital-b"]), (2, ["hospital-b"])]
@@ -316,8 +282,8 @@ def test_the_refused_updates_are_sent_with_the_round_report(run7: None) -> None:
     reported: list[tuple[int, list[str]]] = []
     sent: list[Any] = []
     strategy = _strategy(members, reported, sampled=3, sent=sent)
-    instructions = _round(strategy, 1, model, 3)
-    replies = [_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
+    instructions = configure_round(strategy, 1, model, 3)
+    replies = [signed_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
     strategy.aggregate_train(1, replies)
     assert reported == [(1, ["hospital-b", "hospital-c"])]
     assert sent == [([("hospital-a", strategy.refused[1][0][1])],)]

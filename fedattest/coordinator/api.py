@@ -231,6 +231,11 @@ def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_S
     async def public_keys(name: str, role: str | None = None) -> list[dict[str, Any]]:
         return coordinator.public_keys(name, role)
 
+    @app.get("/api/v1/crl")
+    async def crl() -> Response:
+        """The revocation list: DER X.509 CRL signed by the root CA (see fedattest.pki.crl)."""
+        return Response(coordinator.crl(), media_type="application/pkix-crl")
+
     @app.get("/api/v1/members")
     async def members() -> list[dict[str, Any]]:
         return coordinator.members()

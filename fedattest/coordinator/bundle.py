@@ -16,9 +16,12 @@ chains to the root, its token is signed by the log key and names that certificat
 (at the activation time, with the recorded collateral, whose hash the log names, against the trust anchor
 the auditor chooses), binds the claims, which bind the certificate's key and are signed by the member's
 enrolment key, and matches the role's reference
-values in the policy then in force; each round is signed by an activated aggregator (over the updates it
-refused too, when the report lists any), names only activated collaborators and is reported once (run,
-round and signer identify a report; a repeat is a failed check).
+values in the policy then in force; each policy change revokes exactly the live identities the new version
+no longer allows (:mod:`fedattest.coordinator.revocation`, judged again from the recorded evidence: a missing
+or an extra revocation is a failed check); each round is signed by an activated aggregator whose certificate
+was not revoked (over the updates it refused too, when the report lists any), names only activated
+collaborators whose identity was not revoked, and is reported once (run, round and signer identify a report;
+a repeat is a failed check).
 A bundle comes from whoever hands it to the auditor: :func:`read_bundle` bounds what it reads (the limits
 below). Pure functions: the caller reads and writes files.
 """
@@ -44,7 +47,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
+from fedattest.coordinator.revocation import revocation_reason
 from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import appraise
@@ -297,10 +302,16 @@ def verify_bundle(
     in_force: FederationPolicy | None = None
     activated: dict[str, tuple[str, str]] = {}  # member -> (role, certificate sha256)
     reported: dict[tuple[str, str, str], int] = {}  # (run, round, signer) -> seq of the first report
+    revocations = _Revocations()
     for entry in entries:
         try:
-            if entry.kind == "policy":
+            if entry.kind != "revocation":
+                revocations.settle(report)
+            if entry.kind == "revocation":
+                revocations.record(report, entry, evidence, activated)
+            elif entry.kind == "policy":
                 in_force = policies.get(str(entry.data.get("policy_hash")))
+                revocations.expect(entry, in_force, evidence)
             elif entry.kind == "activation":
                 ok = _check_activation(report, entry, in_force, evidence)
                 if ok:
@@ -315,9 +326,14 @@ def verify_bundle(
                     )  # fmt: skip
                     continue
                 reported[ident_] = entry.seq
+                if str(entry.data.get("certificate_sha256")) in revocations.revoked:
+                    report.add(f"round #{entry.seq} run {ident_[0]} round {ident_[1]}", False,
+                               "reported with a certificate the coordinator had revoked")  # fmt: skip
+                    continue
                 _check_round(report, entry, in_force, evidence, activated)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             report.add(f"{entry.kind} #{entry.seq}", False, f"malformed log entry or evidence: {exc!r}")
+    revocations.settle(report)
     return report
 
 
@@ -350,6 +366,59 @@ class _Evidence:
     root: x509.Certificate
     key: ec.EllipticCurvePublicKey
     verifier_for: Callable[[bool], QuoteVerifier]
+    # Identities not revoked yet, by certificate SHA-256: what a later policy version is judged against.
+    live: dict[str, _Live] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Live:
+    member: str
+    role: str
+    then: FederationPolicy
+    verified: VerifiedQuote | None  # None: activated with attestation off
+    not_after: datetime
+
+
+class _Revocations:
+    """The revocations a policy change must bring: the ones the log shows must be exactly these (see
+    :mod:`fedattest.coordinator.revocation`), in the entries right after the policy's."""
+
+    def __init__(self) -> None:
+        self.expected: dict[str, tuple[str, str]] = {}  # certificate -> (member, reason)
+        self.subject = ""
+        self.revoked: set[str] = set()
+
+    def expect(self, entry: AuditEntry, new: FederationPolicy | None, ev: _Evidence) -> None:
+        if new is None:
+            return
+        when = _when(entry.time)
+        self.subject = f"policy #{entry.seq} v{entry.data.get('version')}"
+        for cert, live in ev.live.items():
+            if live.not_after > when:
+                judged = revocation_reason(live.member, live.role, live.verified, live.then, new)
+                if judged is not None:
+                    self.expected[cert] = (live.member, judged[0])
+
+    def record(self, report: BundleReport, entry: AuditEntry, ev: _Evidence, activated: dict[str, tuple[str, str]]) -> None:
+        d = entry.data
+        cert, member = str(d.get("cert_sha256")), str(d.get("member"))
+        subject = f"revocation #{entry.seq} {member}"
+        live = ev.live.pop(cert, None)
+        self.revoked.add(cert)
+        if activated.get(member, ("", ""))[1] == cert:
+            del activated[member]
+        if live is None or live.member != member:
+            report.add(subject, False, "revokes a certificate that was not a live identity of this member")
+        elif self.expected.pop(cert, None) is None:
+            report.add(subject, False, f"the policy in force allows this identity; revoked anyway ({d.get('reason')})")
+        else:
+            report.add(subject, True, f"revoked: {d.get('reason')}")
+
+    def settle(self, report: BundleReport) -> None:
+        """After a policy's revocations: every identity it no longer allows must have been revoked."""
+        for member, reason in self.expected.values():
+            report.add(self.subject, False, f"no longer allows {member}'s identity ({reason}), but the log has no revocation")
+        self.expected = {}
 
 
 def _check_activation(report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence) -> bool:
@@ -390,6 +459,8 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     summary = {"member": d["member"], "role": d["role"], "attestation": d.get("attestation"), "time": entry.time}
     if d.get("attestation") == "off":
         ok = not role.attestation_required
+        if ok:
+            ev.live[str(d["cert_sha256"])] = _Live(str(d["member"]), str(d["role"]), policy, None, cert.not_valid_after_utc)
         report.activations.append(summary)
         return report.add(
             subject, ok, "attestation off, as the policy allows" if ok else "attestation off, but the policy requires it"
@@ -426,6 +497,8 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     summary.update({"mrenclave": d.get("mrenclave"), "tcb_status": verified.tcb_status.value, "simulated": verified.simulated,
                     "data_commitment": member.data_commitment.hex() if member.data_commitment else None})  # fmt: skip
     report.activations.append(summary)
+    if outcome.accepted:
+        ev.live[str(d["cert_sha256"])] = _Live(str(d["member"]), str(d["role"]), policy, verified, cert.not_valid_after_utc)
     detail = (f"quote verifies ({verified.tcb_status.value}{', simulated' if verified.simulated else ''}), binds the"
               f" certificate key, matches the role" if outcome.accepted else "; ".join(outcome.reasons))  # fmt: skip
     return report.add(subject, outcome.accepted, detail)
@@ -475,5 +548,5 @@ def _check_round(
         f"signed by {member}; {len(d['participants'])} attested participants; model {str(d['params_sha256'])[:16]}..."
         + (f"; {len(refused)} refused updates ({shown})" if refused else "")
         if not strangers
-        else f"names members that were not activated collaborators: {strangers}",
+        else f"names members that were not activated (and not revoked) collaborators: {strangers}",
     )

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
+from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.sealing import HeadGuard, seal, sealing_key, unseal
-from fedattest.coordinator.store import ActivationRecord, SqliteStore, StoreError
+from fedattest.coordinator.store import ActivationRecord, RevocationRecord, SqliteStore, StoreError
 from fedattest.dcap.collateral import Collateral
+from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
+from fedattest.pki.crl import RevokedCertificate, build_crl
 from fedattest.policy.appraisal import appraise
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
@@ -179,6 +182,11 @@ class Coordinator:
         guard.before_open()  # a missing store is refused before an empty one is created
         self.store = SqliteStore(self.state_dir / "store.sqlite")
         self._attach_store(guard)
+        # Held while a policy takes force (with its revocations) and around each activation's commit, so no
+        # identity is issued under a policy after it was replaced.
+        self._policy_lock = threading.Lock()
+        self._revoked = {r.cert_sha256: r for r in self.store.revocations()}
+        self._crl: tuple[tuple[int, int], bytes] | None = None  # ((revocations, minute), DER)
         self.policy = self._load_policy()
         self.state = load_or_create_state(self.state_dir, self.tee, self.policy.name)
         guard.bind_state(ident.spki_sha256(self.state.root_ca))
@@ -224,12 +232,7 @@ class Coordinator:
                 _check_update_approvals(parse_policy(stored[1]), policy, parsed)
             except ActivationError as exc:
                 raise FedattestError(f"policy {policy.name!r} would replace the policy in force: {exc}") from None
-        now = self._now()
-        with self.store.transaction() as tx:
-            version = tx.add_policy(policy.policy_hash().hex(), self.policy_text, self.approvals, now)
-            tx.append_audit(
-                now, "policy", {"version": version, "policy_hash": policy.policy_hash().hex(), "approved_by": list(check.valid)}
-            )
+        self._install_policy(policy, self.policy_text, self.approvals, list(check.valid))
         return policy
 
     def update_policy(self, text: str, approvals: list[str]) -> dict[str, Any]:
@@ -246,14 +249,69 @@ class Coordinator:
         if new.policy_hash() == self.policy.policy_hash():
             raise ActivationError("this policy version is already in force", 409)
         by_new = _check_update_approvals(self.policy, new, parsed)
-        now = self._now()
-        with self.store.transaction() as tx:
-            version = tx.add_policy(new.policy_hash().hex(), text, approvals, now)
-            tx.append_audit(
-                now, "policy", {"version": version, "policy_hash": new.policy_hash().hex(), "approved_by": list(by_new.valid)}
-            )
-        self.policy = new
-        return {"version": version, "policy_hash": new.policy_hash().hex()}
+        version, revoked = self._install_policy(new, text, approvals, list(by_new.valid))
+        return {"version": version, "policy_hash": new.policy_hash().hex(), "revoked": revoked}
+
+    def _install_policy(
+        self, new: FederationPolicy, text: str, approvals: list[str], approved_by: list[str]
+    ) -> tuple[int, list[dict[str, str]]]:
+        """Store ``new`` as the policy in force and revoke, in the same transaction, every live identity it
+        no longer allows (:func:`fedattest.coordinator.revocation.revocation_reason`), each with an audit
+        entry. Returns the version and the revocations (member, certificate SHA-256, reason)."""
+        with self._policy_lock:
+            judged = self._judge_live_identities(new)
+            now = self._now()
+            added: list[RevocationRecord] = []
+            with self.store.transaction() as tx:
+                version = tx.add_policy(new.policy_hash().hex(), text, approvals, now)
+                tx.append_audit(
+                    now, "policy", {"version": version, "policy_hash": new.policy_hash().hex(), "approved_by": approved_by}
+                )
+                for record, serial, reason, code in judged:
+                    data = {"member": record.member, "role": record.role, "cert_sha256": record.fingerprint,
+                            "serial": str(serial), "reason": reason, "code": code,
+                            "policy_hash": new.policy_hash().hex()}  # fmt: skip
+                    entry = tx.append_audit(now, "revocation", data)
+                    revocation = RevocationRecord(record.fingerprint, record.member, serial, reason, code, now, entry.seq)
+                    tx.revoke(revocation)
+                    added.append(revocation)
+            self._revoked.update({r.cert_sha256: r for r in added})
+            self.policy = new
+        return version, [{"member": r.member, "cert_sha256": r.cert_sha256, "reason": r.reason} for r in added]
+
+    def _judge_live_identities(self, new: FederationPolicy) -> list[tuple[ActivationRecord, int, str, str]]:
+        """(record, certificate serial, reason, CRL reason code) of each live identity ``new`` revokes. Live:
+        not revoked yet and not expired. Attested ones are re-verified with the quote and collateral recorded
+        at activation, at the activation's time, to appraise them against ``new``'s reference values."""
+        versions = {v.policy_hash: v.document for v in self.store.policy_versions()}
+        collateral = self.store.collateral_documents()
+        policies: dict[str, FederationPolicy | None] = {}
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        out = []
+        for record in self.store.activations():
+            if record.fingerprint in self._revoked:
+                continue
+            cert = x509.load_pem_x509_certificate(record.certificate.encode())
+            if cert.not_valid_after_utc <= now:
+                continue
+            policy_hash = str(record.verdict.get("claims", {}).get("policy_hash", ""))
+            if policy_hash not in policies:
+                document = versions.get(policy_hash)
+                policies[policy_hash] = parse_policy(document) if document is not None else None
+            verified: VerifiedQuote | None = None
+            judged: tuple[str, x509.ReasonFlags] | None
+            try:
+                if record.verdict.get("attestation") == "verified":
+                    raw = base64.b64decode(str(record.verdict["quote_b64"]))
+                    bundle = Collateral.from_json(collateral[str(record.verdict["collateral_sha256"])])
+                    at = datetime.strptime(record.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                    verified = self.verifier.verify(raw, bundle, at=at)
+                judged = revocation_reason(record.member, record.role, verified, policies[policy_hash], new)
+            except (FedattestError, KeyError, ValueError) as exc:  # fail closed: evidence we cannot re-check
+                judged = (f"its recorded evidence cannot be checked again: {exc}", x509.ReasonFlags.privilege_withdrawn)
+            if judged is not None:
+                out.append((record, cert.serial_number, judged[0], judged[1].value))
+        return out
 
     def _collateral_document(self, collateral: Collateral) -> tuple[str, str]:
         """(SHA-256, JSON) of a collateral bundle; memoised because the same bundle serves many activations."""
@@ -469,7 +527,9 @@ class Coordinator:
         self.phase_seconds["issue"] += time.perf_counter() - started
         started = time.perf_counter()
         try:
-            with self.store.transaction() as tx:
+            with self._policy_lock, self.store.transaction() as tx:
+                if self.policy is not policy:  # replaced while this activation was checked: judge it again
+                    raise ActivationError("the policy changed during this activation: fetch the current policy and retry", 409)
                 if tx.activation_count(member.name) >= member.max_activations:
                     raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
                 # Kept for the offline audit bundle: the quote, what it binds, and the collateral it was verified with.
@@ -519,17 +579,28 @@ class Coordinator:
             raise ActivationError(f"malformed round report: {exc}", 400) from None
         except UpdateRejectedError as exc:
             raise ActivationError(f"round report refused: {exc}") from None
+        cert_sha256 = hashlib.sha256(
+            x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(serialization.Encoding.DER)
+        ).hexdigest()
+        revoked = self._revoked.get(cert_sha256)
+        if revoked is not None:
+            raise ActivationError(f"round report refused: the signer's certificate was revoked ({revoked.reason})")
         signer = self.policy.member(member)
         if signer is None or signer.role != "aggregator":
             raise ActivationError(f"only the aggregator reports rounds, not {member!r}")
         unknown = [m for m in report["participants"] if self.policy.member(m) is None]
         if unknown:
             raise ActivationError(f"round report names members not in the policy: {unknown}", 400)
+        revoked_only = []
+        for name in report["participants"] if self._revoked else []:
+            records = self.store.activations(name)
+            if records and all(r.fingerprint in self._revoked for r in records):
+                revoked_only.append(name)
+        if revoked_only:
+            raise ActivationError(f"round report names members whose identities were all revoked: {revoked_only}")
         now = self._now()
         try:
             with self.store.transaction() as tx:
-                cert_sha256 = hashlib.sha256(x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(
-                    serialization.Encoding.DER)).hexdigest()  # fmt: skip
                 entry = tx.append_audit(
                     now, "round", {"reported_by": member, **report, "certificate_sha256": cert_sha256, "signature": signature_b64}
                 )
@@ -549,6 +620,8 @@ class Coordinator:
             records = self.store.activations(member.name)
             if not records or name not in records[-1].verdict.get("public_key_pems", {}):
                 continue
+            if records[-1].fingerprint in self._revoked:  # its identity was revoked: no key until it activates again
+                continue
             cert = x509.load_pem_x509_certificate(records[-1].certificate.encode())
             expires = cert.not_valid_after_utc.timestamp()
             if expires <= now:
@@ -564,10 +637,26 @@ class Coordinator:
             records = self.store.activations(m.name)
             out.append({
                 "name": m.name, "role": m.role, "activations": len(records), "max_activations": m.max_activations,
+                "revoked": sum(r.fingerprint in self._revoked for r in records),
                 "last_activation": records[-1].created if records else None,
                 "attestation": records[-1].verdict.get("attestation") if records else None,
             })  # fmt: skip
         return out
+
+    def crl(self) -> bytes:
+        """The DER X.509 CRL of every revoked member certificate, signed by the root CA, valid for an hour
+        (:mod:`fedattest.pki.crl`). Re-signed at most once a minute, and at once after a revocation."""
+        key = (len(self._revoked), int(self.clock() // 60))
+        if self._crl is None or self._crl[0] != key:
+            revoked = [
+                RevokedCertificate(r.serial, datetime.strptime(r.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+                                   x509.ReasonFlags(r.code))
+                for r in self._revoked.values()
+            ]  # fmt: skip
+            der = build_crl(self.state.root_key, self.state.root_ca, revoked,
+                            now=datetime.fromtimestamp(self.clock(), UTC), number=len(revoked))  # fmt: skip
+            self._crl = (key, der)
+        return self._crl[1]
 
     def signed_head(self) -> SignedHead:
         entries = self.store.audit_entries()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import os
 import signal
@@ -25,10 +24,10 @@ from fedattest.coordinator.core import Coordinator
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.listen import listening_socket
+from fedattest.tls_server import TlsServer
 
 HEADER_TIMEOUT_SECONDS = 10.0  # from connection (or the previous response) to a request's complete headers
 KEEP_ALIVE_SECONDS = 5.0  # an idle connection between requests
-HANDSHAKE_TIMEOUT_SECONDS = 10.0  # TLS handshake (asyncio's default is 60 s)
 MAX_CONNECTIONS = 512  # open HTTP connections; well under the usual 1,024 file descriptors
 MAX_CONNECTIONS_PER_CLIENT = 128  # from one address: one attacker cannot take every slot (50 clients behind a NAT can)
 
@@ -84,9 +83,9 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.abort()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server with a TLS handshake timeout on its listeners (uvicorn has no setting for it), and
-    that does not re-raise SIGTERM/SIGINT itself: uvicorn re-raises a captured signal as soon as it has shut
+class _Server(TlsServer):
+    """uvicorn's server with fedattest's TLS timeouts (:class:`fedattest.tls_server.TlsServer`), and that does
+    not re-raise SIGTERM/SIGINT itself: uvicorn re-raises a captured signal as soon as it has shut
     down, which ends the process before :func:`serve` has removed the TLS key file and ``url`` and closed
     the coordinator. The signal is kept in ``stop_signal`` for :func:`serve` to raise after that."""
 
@@ -102,13 +101,7 @@ class _Server(uvicorn.Server):
             self._captured_signals.clear()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        create_server = loop.create_server
-        loop.create_server = functools.partial(create_server, ssl_handshake_timeout=HANDSHAKE_TIMEOUT_SECONDS)  # type: ignore[method-assign]
-        try:
-            await super().startup(sockets)
-        finally:
-            del loop.create_server
+        await super().startup(sockets)
         if self.started and self.on_started is not None:
             self.on_started()
 

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS rounds (
     run_id TEXT NOT NULL, round INTEGER NOT NULL, signer TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (run_id, round, signer)
 );
+CREATE TABLE IF NOT EXISTS revocations (
+    cert_sha256 TEXT PRIMARY KEY, member TEXT NOT NULL, serial TEXT NOT NULL, reason TEXT NOT NULL, code TEXT NOT NULL,
+    created TEXT NOT NULL, seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -78,6 +82,20 @@ class ActivationRecord:
 
 
 @dataclass(frozen=True)
+class RevocationRecord:
+    """A member certificate revoked by a policy update: ``reason`` for people, ``code`` an RFC 5280 reason
+    name (what the CRL says), ``seq`` the audit entry that records it."""
+
+    cert_sha256: str
+    member: str
+    serial: int
+    reason: str
+    code: str
+    created: str
+    seq: int
+
+
+@dataclass(frozen=True)
 class PolicyVersion:
     version: int
     policy_hash: str
@@ -93,6 +111,7 @@ class Store(Protocol):
     def latest_policy(self) -> tuple[int, str, list[str]] | None: ...
     def activations(self, member: str | None = None) -> list[ActivationRecord]: ...
     def audit_entries(self) -> list[AuditEntry]: ...
+    def revocations(self) -> list[RevocationRecord]: ...
     def policy_versions(self) -> list[PolicyVersion]: ...
     def collateral_documents(self) -> dict[str, str]: ...
     def close(self) -> None: ...
@@ -177,6 +196,14 @@ class SqliteStore:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 
+    def revocations(self) -> list[RevocationRecord]:
+        """Every revoked certificate, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT cert_sha256, member, serial, reason, code, created, seq FROM revocations ORDER BY seq, cert_sha256"
+            ).fetchall()
+        return [RevocationRecord(r[0], r[1], int(r[2]), r[3], r[4], r[5], int(r[6])) for r in rows]
+
     def audit_entries(self) -> list[AuditEntry]:
         with self._lock:
             rows = self._db.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
@@ -232,7 +259,17 @@ class Transaction:
         return version
 
     def activation_count(self, member: str) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM activations WHERE member = ?", (member,)).fetchone()[0])
+        """The member's activations that were not revoked (a revoked one frees its place: the member can
+        activate again, e.g. with the build that replaced a revoked measurement)."""
+        query = "SELECT COUNT(*) FROM activations WHERE member = ? AND fingerprint NOT IN (SELECT cert_sha256 FROM revocations)"
+        return int(self._db.execute(query, (member,)).fetchone()[0])
+
+    def revoke(self, record: RevocationRecord) -> None:
+        r = record
+        self._db.execute(
+            "INSERT OR IGNORE INTO revocations VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (r.cert_sha256, r.member, str(r.serial), r.reason, r.code, r.created, r.seq),
+        )
 
     def add_activation(self, record: ActivationRecord) -> None:
         r = record

@@ -37,6 +37,8 @@ from fedattest.flower.provisioned import load_provisioned
 from fedattest.flower.rounds import report_round
 from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.flower.superlink import coordinator_node_keys
+from fedattest.participant.client import revocation_fetcher
+from fedattest.pki.crl import RevocationList
 
 log = logging.getLogger("fedattest.flower")
 
@@ -75,10 +77,11 @@ def check_update_values(reply: Any, model: list[Any] | None) -> None:
 
 class AttestedStrategy:
     """Wraps a Flower strategy: drops (and logs) every reply not signed by a currently attested collaborator
-    for this run and round, or whose values would poison the model (:func:`check_update_values`), and after each
-    aggregation reports round, participants, the aggregate's content hash and the refused updates (member or
-    node, and reason) to the coordinator. A round the coordinator refuses to record stops the run (the audit
-    log must not have gaps)."""
+    for this run and round (its certificate not on the coordinator's revocation list, fetched every round), or
+    whose values would poison the model (:func:`check_update_values`), and after each aggregation reports
+    round, participants, the aggregate's content hash and the refused updates (member or node, and reason) to
+    the coordinator. A round the coordinator refuses to record stops the run (the audit log must not have
+    gaps)."""
 
     def __init__(
         self,
@@ -88,13 +91,21 @@ class AttestedStrategy:
         report: Callable[[int, list[str], str, list[tuple[str, str]]], int],
         *,
         run_id: int,
+        revocations: Callable[[], RevocationList] | None = None,
     ) -> None:
         self.strategy, self.verifier, self.attested_members, self.report = strategy, verifier, attested_members, report
         self.run_id = run_id
+        self.revocations = revocations  # fetched at every aggregation; None only where no coordinator exists (tests)
         self.models: dict[int, Any] = {}  # round -> the global model sent for it (an ArrayRecord)
         self.refused: dict[int, list[tuple[str, str]]] = {}  # round -> (member or node, reason) of refused updates
 
     def _keep(self, server_round: int, replies: Iterable[Any]) -> tuple[list[Any], list[str]]:
+        unknown = None
+        if self.revocations is not None:
+            try:  # the current list, every round: a certificate revoked since the last round is refused now
+                self.verifier.revoked = self.revocations().reason_for
+            except FedattestError as exc:  # fail closed: no update counts while revocations cannot be checked
+                unknown = f"no update is accepted while the revocation list cannot be checked: {exc}"
         allowed = self.attested_members()
         sent = self.models.get(server_round)
         model = sent.to_numpy_ndarrays() if sent is not None else None
@@ -103,6 +114,8 @@ class AttestedStrategy:
             member = None
             try:
                 member = verify_reply(reply, self.verifier)
+                if unknown is not None:
+                    raise UpdateRejectedError(unknown)
                 if member not in allowed:
                     raise UpdateRejectedError(f"{member!r} is not a currently attested collaborator")
                 check_reply_round(reply, self.run_id, server_round)
@@ -110,6 +123,7 @@ class AttestedStrategy:
                     raise UpdateRejectedError(f"a second update from {member!r} in this round")
                 check_update_values(reply, model)
             except UpdateRejectedError as exc:
+                member = member or exc.member
                 who = f"{member} (node {reply.metadata.src_node_id})" if member else f"node {reply.metadata.src_node_id}"
                 log.warning("round %d: refused the update of %s: %s", server_round, who, exc)
                 self.refused.setdefault(server_round, []).append((member or f"node {reply.metadata.src_node_id}", str(exc)))
@@ -168,6 +182,7 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
     url, root_pem, _ = coordinator_of(identity)
     verifier = UpdateVerifier(x509.load_pem_x509_certificate(root_pem.encode()), provisioned.federation)
     fetch = coordinator_node_keys(url, root_pem)
+    revocations = revocation_fetcher(url, root_pem)
     run_id = int(getattr(context, "run_id", 0))
 
     def attested_members() -> set[str]:
@@ -184,4 +199,4 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
             raise FedattestError(f"round {server_round} could not be recorded by the coordinator, stopping: {exc}") from None
 
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
-    return wrapper(strategy, verifier, attested_members, report, run_id=run_id)
+    return wrapper(strategy, verifier, attested_members, report, run_id=run_id, revocations=revocations)

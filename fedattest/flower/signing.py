@@ -10,6 +10,7 @@ of the federation, and the signature verifies; otherwise the update is dropped w
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -24,7 +25,12 @@ LABEL = b"fedattest-update-v1\n"
 
 
 class UpdateRejectedError(FedattestError):
-    """An update whose signature or signer is not acceptable."""
+    """An update whose signature or signer is not acceptable. ``member`` names the signer when its
+    signature verified (e.g. a revoked certificate), so the refusal can say whose update it was."""
+
+    def __init__(self, message: str, *, member: str | None = None) -> None:
+        super().__init__(message)
+        self.member = member
 
 
 def update_digest(run_id: int, message_id: str, content_sha256: bytes) -> bytes:
@@ -80,6 +86,9 @@ class UpdateVerifier:
     def __init__(self, root: x509.Certificate, federation: str) -> None:
         self.root = root
         self.prefix = MEMBER_URI.format(federation=federation, member="")
+        # Set by the caller to the current revocation list's check (``RevocationList.reason_for``): a
+        # certificate it names is refused. The aggregator sets it at every round.
+        self.revoked: Callable[[x509.Certificate], str | None] | None = None
 
     def verify(
         self,
@@ -140,4 +149,9 @@ class UpdateVerifier:
             raise UpdateRejectedError(
                 f"update from {members[0]!r}: the signature does not verify (changed, replayed or forged)"
             ) from None
+        revoked = self.revoked(cert) if self.revoked is not None else None
+        if revoked is not None:
+            raise UpdateRejectedError(
+                f"the signer's certificate was revoked by the coordinator ({revoked})", member=members[0]
+            )
         return members[0]

@@ -48,6 +48,7 @@ from fedattest.flower.participant import ParticipantPaths
 from fedattest.flower.provisioned import load_provisioned
 from fedattest.listen import listening_socket
 from fedattest.participant.client import coordinator_context
+from fedattest.tls_server import TlsServer
 
 log = logging.getLogger("fedattest.flower.superlink")
 
@@ -234,8 +235,9 @@ def gate_run_creation(gate: AppGate) -> Callable[[], None]:
     return undo
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to :func:`serve_superlink` (two servers share one loop)."""
+class _Server(TlsServer):
+    """A uvicorn server with fedattest's TLS timeouts that leaves signals to :func:`serve_superlink` (two
+    servers share one loop)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

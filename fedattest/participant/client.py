@@ -36,6 +36,7 @@ from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.files import PRIVATE_DIR, atomic_write
+from fedattest.pki.crl import RevocationList
 from fedattest.policy.appraisal import ReferenceValues, Verdict, appraise
 from fedattest.policy.federation import FederationPolicy
 from fedattest.sgx.quote import Quote
@@ -207,3 +208,25 @@ def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activatio
     if when + timedelta(minutes=5) >= leaf.not_valid_after_utc:
         return None
     return Activation(out_dir, state["chain"], state["token"], state["provisioned"])
+
+
+def revocation_fetcher(url: str, root_ca_pem: str, *, timeout: float = 10.0) -> Callable[[], RevocationList]:
+    """A fetcher of the coordinator's current revocation list (``GET /api/v1/crl``), checked against the pinned
+    root CA: signed by it and not stale. It keeps one connection open across calls (calls must not overlap).
+    Raises :class:`CoordinatorError` when the list cannot be had or checked: the caller then fails closed."""
+    root = x509.load_pem_x509_certificate(root_ca_pem.encode())
+    http = httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout)
+
+    def fetch() -> RevocationList:
+        try:
+            response = http.get(f"{url}/api/v1/crl")
+        except httpx.HTTPError as exc:
+            raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
+        if response.status_code != 200:
+            raise CoordinatorError(f"GET /api/v1/crl: HTTP {response.status_code}")
+        try:
+            return RevocationList.load(response.content, root, now=datetime.now(UTC))
+        except FedattestError as exc:
+            raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
+
+    return fetch
