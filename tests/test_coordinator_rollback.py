@@ -300,3 +300,82 @@ def test_audit_verify_since_a_pinned_head(tmp_path: Path, platform: SimulatedPla
     assert truncated.returncode == 1
     assert truncated.stderr.count("\n") == 1 and "seq 3" in truncated.stderr, truncated.stderr
     assert "rolled back" in truncated.stderr
+
+
+# -- rows outside the chain: what the coordinator decides from must be what its log records --------------------
+
+ROW_EDITS = {
+    # A member's activations spent, then its rows deleted: its count would start again at 0.
+    "activation row deleted": "DELETE FROM activations WHERE id = (SELECT MAX(id) FROM activations)",
+    # A revoked identity revived by deleting the revocation row.
+    "revocation row deleted": "DELETE FROM revocations",
+    # A round report made replayable by deleting its index row.
+    "round row deleted": "DELETE FROM rounds",
+    # An activation row added that the log never saw (its member's count grows, or a key is published).
+    "activation row added": "INSERT INTO activations (member, role, certificate, fingerprint, token, verdict, created)"
+    " SELECT member, role, certificate, 'ff', token, verdict, created FROM activations LIMIT 1",
+}
+
+
+@pytest.mark.parametrize("edit", sorted(ROW_EDITS))
+def test_rows_the_log_does_not_record_refuse_the_start(tmp_path: Path, edit: str) -> None:
+    """Before: the sealed head covered the audit chain only, and these edits started silently (a member that
+    had used its activations got them back; a revoked identity came back to life)."""
+    from fedattest.flower.rounds import report_round
+    from fedattest.policy.approval import approve
+    from fedattest.policy.federation import parse_policy
+    from tests.coordinator_harness import KEY, policy_text
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        _activate(running, tmp_path, times=2)
+        report_round(running.url, running.root_pem, tmp_path / "id-1", 7, 1, [], "ab" * 32)
+        text = policy_text().replace("noise_multiplier = 1.0", "noise_multiplier = 0.5")  # revokes the aggregator
+        with running.http() as http:
+            approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
+            assert http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals}).status_code == 200
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "store.sqlite")) as db:
+        db.execute(ROW_EDITS[edit])
+        db.commit()
+    outcome = try_start(tmp_path, platform)
+    assert outcome.running is None, "the coordinator started on edited rows"
+    assert outcome.returncode == 1
+    kind = edit.split(maxsplit=1)[0]
+    assert f"has {kind} rows that its audit log does not record" in outcome.output, outcome.output
+    assert "restore the store from a backup" in outcome.output and "Traceback" not in outcome.output
+
+
+def test_a_restart_with_the_policy_file_from_before_an_update_says_what_to_do(tmp_path: Path) -> None:
+    """Operators restart with the command line they used before a POST /policy: the old file is an older version
+    (going back to it would be a rollback). One line says so; without --policy the coordinator starts."""
+    from fedattest.policy.approval import approve
+    from fedattest.policy.federation import parse_policy
+    from tests.coordinator_harness import KEY, policy_text
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        text = policy_text().replace("noise_multiplier = 1.0", "noise_multiplier = 0.5")
+        with running.http() as http:
+            approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
+            assert http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals}).status_code == 200
+    outcome = try_start(tmp_path, platform)
+    assert outcome.running is None and outcome.returncode == 1
+    assert "the --policy file is version 1 of 'hospitals', replaced by version 2, which is in force" in outcome.output
+    args = [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(tmp_path / "state"), "--platform",
+            str(platform.directory), "--listen", "127.0.0.1:0"]  # fmt: skip
+    with (tmp_path / "no-policy.log").open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    running = Running("", tmp_path / "state", platform, tmp_path / "policy.toml", process, tmp_path / "no-policy.log")
+    try:
+        deadline = time.monotonic() + 120  # only stops a hang
+        while not (tmp_path / "state" / "url").exists():
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "no-policy.log").read_text()
+            time.sleep(0.05)
+        running.url, running.root_pem = (
+            (tmp_path / "state" / "url").read_text().strip(),
+            (tmp_path / "state" / "root_ca.pem").read_text(),
+        )
+        with running.http() as http:
+            assert http.get(f"{running.url}/api/v1/policy").json()["policy_hash"] == parse_policy(text).policy_hash().hex()
+    finally:
+        stop(running)

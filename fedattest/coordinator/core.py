@@ -204,6 +204,7 @@ class Coordinator:
         then seal every later commit's head (see :class:`fedattest.coordinator.sealing.HeadGuard`)."""
         try:
             guard.attach(self.store)
+            self.store.check_rows_against_chain()
             if guard.accepted is not None:  # --accept-store: the override is part of the history
                 with self.store.transaction() as tx:
                     tx.append_audit(self._now(), "store-accepted", guard.accepted)
@@ -227,6 +228,12 @@ class Coordinator:
             return policy
         if stored is not None and parse_policy(stored[1]).name != policy.name:
             raise FedattestError(f"this state belongs to federation {parse_policy(stored[1]).name!r}, not {policy.name!r}")
+        older = next((v for v in self.store.policy_versions() if v.policy_hash == policy.policy_hash().hex()), None)
+        if stored is not None and older is not None:  # e.g. restarted with the file from before a POST /policy
+            raise FedattestError(
+                f"the --policy file is version {older.version} of {policy.name!r}, replaced by version {stored[0]}, which"
+                " is in force: start with the policy in force, or without --policy (going back needs a new version)"
+            )
         if stored is not None:  # replacing the policy in force: the approvals POST /api/v1/policy needs
             try:
                 _check_update_approvals(parse_policy(stored[1]), policy, parsed)

@@ -229,6 +229,42 @@ class SqliteStore:
             hashes.append(entry.hash)
         return hashes
 
+    def check_rows_against_chain(self) -> None:
+        """:class:`StoreError` unless the rows the coordinator decides from (activations, which count against
+        ``max_activations``; revocations; policy versions; rounds, which refuse replays) are exactly those the
+        audit chain records. The chain is authenticated at start (``head.sealed``); the rows are not, so a
+        host that deleted an activation row to reset a member's count, or a revocation row to revive an
+        identity, would otherwise go unnoticed. Run it after the chain itself was checked."""
+        logged: dict[str, list[tuple[Any, ...]]] = {"activation": [], "revocation": [], "policy": [], "round": []}
+        with self._lock:
+            for (text,) in self._db.execute("SELECT entry FROM audit ORDER BY seq"):
+                entry = AuditEntry.from_json(json.loads(text))
+                d = entry.data
+                if entry.kind == "activation":
+                    logged["activation"].append((str(d["cert_sha256"]), str(d["member"])))
+                elif entry.kind == "revocation":
+                    logged["revocation"].append((str(d["cert_sha256"]), str(d["member"]), entry.seq))
+                elif entry.kind == "policy":
+                    logged["policy"].append((int(d["version"]), str(d["policy_hash"])))
+                elif entry.kind == "round":
+                    logged["round"].append((str(d["run_id"]), int(d["round"]), str(d["reported_by"]), entry.seq))
+            rows = {
+                "activation": [tuple(r) for r in self._db.execute("SELECT fingerprint, member FROM activations")],
+                "revocation": [tuple(r) for r in self._db.execute("SELECT cert_sha256, member, seq FROM revocations")],
+                "policy": [tuple(r) for r in self._db.execute("SELECT version, hash FROM policy_versions")],
+                "round": [tuple(r) for r in self._db.execute("SELECT run_id, round, signer, seq FROM rounds")],
+            }
+        for kind, expected in logged.items():
+            have = sorted(rows[kind])
+            if have != sorted(expected):
+                missing = len(set(expected) - set(have))
+                extra = len(set(have) - set(expected))
+                raise StoreError(
+                    f"the store {self.path} has {kind} rows that its audit log does not record ({missing} logged"
+                    f" {kind}s have no row, {extra} rows are not logged): rows were deleted, added or changed"
+                    " outside the coordinator; restore the store from a backup"
+                )
+
     def policy_versions(self) -> list[PolicyVersion]:
         with self._lock:
             query = "SELECT version, hash, document, approvals, created FROM policy_versions ORDER BY version"
