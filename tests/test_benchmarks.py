@@ -60,3 +60,14 @@ def test_revocation_benchmark_runs_real_processes_and_counts_no_late_update() ->
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "revocation.py"), "--repeat", "0"],
                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert bad.returncode == 2 and "at least 1" in bad.stderr
+
+
+def test_store_reads_benchmark_compares_both_ways() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "store_reads.py"), "--activations", "40", "--members", "4", "--json"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert set(report["reads"]) == {"status (count)", "members (counts, latest)", "public-keys (latest)"}
+    assert all(r["before_ms"] > 0 and r["now_ms"] > 0 for r in report["reads"].values())

@@ -350,3 +350,133 @@ def test_sigterm_ends_the_coordinator_while_a_client_keeps_an_idle_connection(tm
             pytest.fail("the coordinator did not end within 15 s of SIGTERM while a client kept a connection")
     finally:
         stop(running)
+
+
+# -- a body that never finishes; one address taking every connection ---------------------------------------------
+
+
+def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed(tmp_path: Path) -> None:
+    """The headers arrive in time, then the body stalls (slow-body drip): 408 after --body-timeout, the
+    connection closed, and nothing reaches the application."""
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform, "--body-timeout", "1") as running:
+        sock = tls_connect(running, timeout=30)  # the socket timeout only stops a hang
+        sock.sendall(b"POST /api/v1/activate HTTP/1.1\r\nHost: coordinator\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n" + b'{"member": "aggregator", ')  # fmt: skip
+        status, _headers, body = read_response(sock)
+        assert status == 408 and json.loads(body)["error"] == "request body not received within 1 seconds"
+        assert sock.recv(1) == b""  # closed
+        sock.close()
+        with running.http() as http:
+            assert http.get(f"{running.url}/api/v1/metrics").text.count("fedattest_activations_refused_total 0") == 1
+
+
+def _held(running: Running, source: str) -> ssl.SSLSocket | None:
+    """A TLS connection from ``source`` that the server keeps open (None: closed at once)."""
+    url = urlsplit(running.url)
+    assert url.hostname is not None and url.port is not None
+    raw = socket.create_connection((url.hostname, url.port), timeout=10, source_address=(source, 0))
+    sock = ssl.create_default_context(cadata=running.root_pem).wrap_socket(raw, server_hostname=url.hostname)
+    sock.settimeout(0.5)
+    try:
+        if sock.recv(1) == b"":
+            sock.close()
+            return None
+    except TimeoutError:
+        return sock  # still open: held
+    except (OSError, ssl.SSLError):
+        sock.close()
+        return None
+    return sock
+
+
+def test_one_address_cannot_take_every_connection(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform, "--max-connections", "20", "--max-connections-per-client", "4",
+                     "--header-timeout", "30") as running:  # fmt: skip
+        held = [_held(running, "127.0.0.1") for _ in range(6)]
+        try:
+            assert [s is not None for s in held] == [True] * 4 + [False] * 2  # the fifth and sixth closed at once
+            # Another address still gets in (the global cap is far), and is served.
+            other = _held(running, "127.0.0.2")
+            assert other is not None
+            other.settimeout(10)
+            other.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: coordinator\r\n\r\n")
+            status, _headers, body = read_response(other)
+            assert status == 200 and json.loads(body)["federation"] == "hospitals"
+            other.close()
+        finally:
+            for sock in held:
+                if sock is not None:
+                    sock.close()
+
+
+# -- a full disk -------------------------------------------------------------------------------------------------
+
+
+# Runs argv[2:] with files unable to grow past argv[1] bytes, as on a full disk (writes fail with EFBIG; Python
+# ignores SIGXFSZ). A launcher rather than preexec_fn, which is unsafe in a process with threads.
+WITH_FILE_SIZE_LIMIT = (
+    "import os, resource, sys; limit = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+@pytest.mark.parametrize("kib", [4, 64, 100])
+def test_a_full_disk_at_start_is_one_line_never_a_bug(tmp_path: Path, kib: int) -> None:
+    """Before: 'internal error: OperationalError: disk I/O error (this is a bug in fedattest ...)', exit 3, when
+    the disk filled while the first policy was stored. Each limit stops the start at a different write."""
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    (tmp_path / "policy.toml").write_text(policy_text())
+    (tmp_path / "alice.json").write_text(approve(parse_policy(policy_text()), "alice", KEY).to_json())
+    args = [sys.executable, "-m", "fedattest", "coordinator", "serve", "--state", str(tmp_path / "state"),
+            "--platform", str(platform.directory), "--policy", str(tmp_path / "policy.toml"),
+            "--approval", str(tmp_path / "alice.json"), "--listen", "127.0.0.1:0"]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        limited = [sys.executable, "-c", WITH_FILE_SIZE_LIMIT, str(kib << 10), *args]
+        proc = subprocess.Popen(limited, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120  # only stops a hang
+        while proc.poll() is None and not (tmp_path / "state" / "url").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is not None, f"it started (or hung) on {kib} KiB: {log.read_text()}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    output = log.read_text()
+    assert proc.returncode == 1, (proc.returncode, output)
+    assert output.count("\n") == 1 and "free space on its disk" in output, output
+    assert "bug" not in output and "Traceback" not in output
+
+
+def test_a_full_disk_while_running_is_a_503_and_nothing_changes(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        activate(
+            running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "a", enrolment_key=ENROL["aggregator"]
+        )
+        _soft, hard = resource.prlimit(running.process.pid, resource.RLIMIT_FSIZE)
+        resource.prlimit(running.process.pid, resource.RLIMIT_FSIZE, (1, hard))  # no file of it may grow now
+        try:
+            refused = []
+            for i in range(20):  # until a write needs to grow a file (SQLite reuses free pages first)
+                with pytest.raises(Exception) as caught:
+                    activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / f"b{i}",
+                             enrolment_key=ENROL["aggregator"])  # fmt: skip
+                refused.append(str(caught.value))
+                if "HTTP 503" in refused[-1]:
+                    break
+        finally:
+            resource.prlimit(running.process.pid, resource.RLIMIT_FSIZE, (hard, hard))
+        assert "HTTP 503" in refused[-1] and "free space on its disk; nothing was changed" in refused[-1], refused
+        with running.http() as http:
+            assert http.get(f"{running.url}/api/v1/status").status_code == 200
+            before = sum(m["activations"] for m in http.get(f"{running.url}/api/v1/members").json())
+        # Space again: the coordinator goes on without a restart, and the refused activations left nothing.
+        activate(
+            running.url, running.root_pem, "aggregator", tee(running, AGG), tmp_path / "c", enrolment_key=ENROL["aggregator"]
+        )
+        with running.http() as http:
+            assert sum(m["activations"] for m in http.get(f"{running.url}/api/v1/members").json()) == before + 1

@@ -379,3 +379,17 @@ def test_a_restart_with_the_policy_file_from_before_an_update_says_what_to_do(tm
             assert http.get(f"{running.url}/api/v1/policy").json()["policy_hash"] == parse_policy(text).policy_hash().hex()
     finally:
         stop(running)
+
+
+def test_a_second_coordinator_on_the_same_state_refuses_to_start(tmp_path: Path) -> None:
+    """Two coordinators on one state directory would each seal heads the other does not know (and answer from
+    diverging stores); the second now refuses with one line naming the first."""
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        second = try_start(tmp_path, platform)
+        assert second.running is None and second.returncode == 1
+        assert f"another coordinator (pid {running.process.pid}) is running on" in second.output, second.output
+        with running.http() as http:  # the first is untouched
+            assert http.get(f"{running.url}/api/v1/status").status_code == 200
+    with coordinator(tmp_path, platform):  # the lock went with the first process
+        pass

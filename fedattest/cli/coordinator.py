@@ -22,9 +22,15 @@ from fedattest.cli._common import (
     read_input,
 )
 from fedattest.cli.policy import load_policy
-from fedattest.coordinator.api import NONCE_BURST, NONCE_RATE_PER_SECOND
+from fedattest.coordinator.api import BODY_TIMEOUT_SECONDS, NONCE_BURST, NONCE_RATE_PER_SECOND
 from fedattest.coordinator.core import Coordinator
-from fedattest.coordinator.server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS, parse_listen, serve
+from fedattest.coordinator.server import (
+    HEADER_TIMEOUT_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    parse_listen,
+    serve,
+)
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
@@ -137,6 +143,14 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
     max_connections: Annotated[
         int, typer.Option("--max-connections", metavar="N", min=1, help="Open connections at most; more are closed at once.")
     ] = MAX_CONNECTIONS,
+    max_per_client: Annotated[
+        int,
+        typer.Option("--max-connections-per-client", metavar="N", min=1, help="Open connections from one address at most."),
+    ] = MAX_CONNECTIONS_PER_CLIENT,
+    body_timeout: Annotated[
+        float,
+        typer.Option("--body-timeout", metavar="SECONDS", min=0.1, help="Answer 408 to a body not received within this."),
+    ] = BODY_TIMEOUT_SECONDS,
     nonce_rate: Annotated[
         float, typer.Option("--nonce-rate", metavar="PER_S", min=0.01, help="POST /nonce per client address, sustained.")
     ] = NONCE_RATE_PER_SECOND,
@@ -175,7 +189,7 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
         )
         serve(
             coordinator, host, port, name or [], header_timeout=header_timeout, max_connections=max_connections,
-            nonce_rate=nonce_rate, nonce_burst=nonce_burst,
+            max_per_client=max_per_client, body_timeout=body_timeout, nonce_rate=nonce_rate, nonce_burst=nonce_burst,
         )  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
 from fedattest.coordinator.core import ActivationError, Coordinator
+from fedattest.coordinator.store import StoreUnavailableError
 from fedattest.errors import FedattestError
 from fedattest.shape import json_shape_problem
 
@@ -146,8 +147,15 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_SECOND, nonce_burst: int = NONCE_BURST) -> FastAPI:
+def create_app(
+    coordinator: Coordinator,
+    *,
+    nonce_rate: float = NONCE_RATE_PER_SECOND,
+    nonce_burst: int = NONCE_BURST,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+) -> FastAPI:
     activation_threads = anyio.CapacityLimiter(2)
+    read_threads = anyio.CapacityLimiter(4)  # reads of the store, off the event loop
     nonce_limiter = RateLimiter(nonce_rate, nonce_burst)
     app = FastAPI(
         title="fedattest coordinator",
@@ -157,7 +165,7 @@ def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_S
         redoc_url=None,
     )
 
-    app.add_middleware(BodyLimit)
+    app.add_middleware(BodyLimit, timeout=body_timeout)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -173,13 +181,21 @@ def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_S
     async def refused(_: Request, exc: ActivationError) -> JSONResponse:
         return _error(exc.status, str(exc))
 
+    @app.exception_handler(StoreUnavailableError)
+    async def unavailable(_: Request, exc: StoreUnavailableError) -> JSONResponse:
+        return _error(503, str(exc))
+
     @app.exception_handler(FedattestError)
     async def failed(_: Request, exc: FedattestError) -> JSONResponse:
         return _error(400, str(exc))
 
+    # Endpoints that read the store run in worker threads: the event loop keeps accepting and answering
+    # (nonces, bodies, TLS) while a large store is read. They are also bounded: counts come from SQLite, and
+    # per member only its latest record is loaded.
     @app.get("/api/v1/status")
     async def status() -> dict[str, Any]:
-        return coordinator.status()
+        result: dict[str, Any] = await anyio.to_thread.run_sync(coordinator.status, limiter=read_threads)
+        return result
 
     @app.get("/api/v1/quote")
     async def quote(nonce: str = Query(pattern=r"^[0-9a-f]{64}$", description="32 random bytes, hex")) -> dict[str, Any]:
@@ -229,24 +245,30 @@ def create_app(coordinator: Coordinator, *, nonce_rate: float = NONCE_RATE_PER_S
 
     @app.get("/api/v1/public-keys/{name}")
     async def public_keys(name: str, role: str | None = None) -> list[dict[str, Any]]:
-        return coordinator.public_keys(name, role)
+        result: list[dict[str, Any]] = await anyio.to_thread.run_sync(
+            lambda: coordinator.public_keys(name, role), limiter=read_threads
+        )
+        return result
 
     @app.get("/api/v1/crl")
     async def crl() -> Response:
         """The revocation list: DER X.509 CRL signed by the root CA (see fedattest.pki.crl)."""
-        return Response(coordinator.crl(), media_type="application/pkix-crl")
+        der: bytes = await anyio.to_thread.run_sync(coordinator.crl, limiter=read_threads)
+        return Response(der, media_type="application/pkix-crl")
 
     @app.get("/api/v1/members")
     async def members() -> list[dict[str, Any]]:
-        return coordinator.members()
+        result: list[dict[str, Any]] = await anyio.to_thread.run_sync(coordinator.members, limiter=read_threads)
+        return result
 
     @app.get("/api/v1/audit")
     async def audit() -> Response:
-        return Response(coordinator.audit_export(), media_type="application/json")
+        exported: bytes = await anyio.to_thread.run_sync(coordinator.audit_export, limiter=read_threads)
+        return Response(exported, media_type="application/json")
 
     @app.get("/api/v1/audit/evidence")
     async def audit_evidence() -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(coordinator.evidence)
+        return await anyio.to_thread.run_sync(coordinator.evidence, limiter=read_threads)
 
     @app.get("/api/v1/jwks")
     async def jwks() -> dict[str, Any]:

@@ -9,9 +9,11 @@ activation is one store transaction (nonce, activation record and audit entry to
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import threading
@@ -32,7 +34,7 @@ from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.sealing import HeadGuard, seal, sealing_key, unseal
-from fedattest.coordinator.store import ActivationRecord, RevocationRecord, SqliteStore, StoreError
+from fedattest.coordinator.store import ActivationRecord, RevocationRecord, SqliteStore, StoreError, StoreUnavailableError
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
@@ -154,6 +156,22 @@ def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, ap
     return by_new
 
 
+def _lock_state(state_dir: Path) -> int:
+    """An exclusive lock on ``state_dir`` for this process's lifetime (released when it ends, however it ends):
+    two coordinators on one state would each seal heads the other does not know, and refuse each other's
+    store at the next start."""
+    fd = os.open(state_dir / "coordinator.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise FedattestError(f"another coordinator (pid {holder}) is running on {state_dir}: stop it first") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 thumbprint (base64url SHA-256 of the required members, sorted, no whitespace)."""
     required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
@@ -178,6 +196,7 @@ class Coordinator:
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_file = _lock_state(self.state_dir)
         guard = HeadGuard(self.state_dir, sealing_key(self.tee), new_state=self.new_state, accept_store=self.accept_store)
         guard.before_open()  # a missing store is refused before an empty one is created
         self.store = SqliteStore(self.state_dir / "store.sqlite")
@@ -355,7 +374,7 @@ class Coordinator:
             "tee": self.tee.kind,
             "simulated": self.tee.simulated,
             "root_ca_sha256": ident.spki_sha256(self.state.root_ca),
-            "activations": len(self.store.activations()),
+            "activations": sum(total for total, _ in self.store.activation_counts().values()),
         }
 
     def quote(self, nonce: bytes) -> dict[str, Any]:
@@ -552,6 +571,8 @@ class Coordinator:
                 tx.append_audit(
                     self._now(), "activation", {"member": member.name, "role": member.role, "cert_sha256": fingerprint, **verdict}
                 )
+        except StoreUnavailableError:
+            raise  # 503: the store, not the request (see the API's handler)
         except StoreError as exc:
             raise ActivationError(str(exc), 409) from None
         self.phase_seconds["store"] += time.perf_counter() - started
@@ -612,6 +633,8 @@ class Coordinator:
                     now, "round", {"reported_by": member, **report, "certificate_sha256": cert_sha256, "signature": signature_b64}
                 )
                 tx.add_round(int(report["run_id"]), int(report["round"]), member, entry.seq)  # unique: a replay rolls back
+        except StoreUnavailableError:
+            raise  # 503: the store, not the request (see the API's handler)
         except StoreError as exc:
             raise ActivationError(str(exc), 409) from None
         return {"seq": entry.seq}
@@ -624,29 +647,30 @@ class Coordinator:
         for member in self.policy.members:
             if role is not None and member.role != role:
                 continue
-            records = self.store.activations(member.name)
-            if not records or name not in records[-1].verdict.get("public_key_pems", {}):
+            last = self.store.latest_activation(member.name)
+            if last is None or name not in last.verdict.get("public_key_pems", {}):
                 continue
-            if records[-1].fingerprint in self._revoked:  # its identity was revoked: no key until it activates again
+            if last.fingerprint in self._revoked:  # its identity was revoked: no key until it activates again
                 continue
-            cert = x509.load_pem_x509_certificate(records[-1].certificate.encode())
+            cert = x509.load_pem_x509_certificate(last.certificate.encode())
             expires = cert.not_valid_after_utc.timestamp()
             if expires <= now:
                 continue
             out.append(
-                {"member": member.name, "public_key": records[-1].verdict["public_key_pems"][name], "expires": int(expires)}
+                {"member": member.name, "public_key": last.verdict["public_key_pems"][name], "expires": int(expires)}
             )
         return out
 
     def members(self) -> list[dict[str, Any]]:
         out = []
+        counts = self.store.activation_counts()
         for m in self.policy.members:
-            records = self.store.activations(m.name)
+            total, revoked = counts.get(m.name, (0, 0))
+            last = self.store.latest_activation(m.name) if total else None
             out.append({
-                "name": m.name, "role": m.role, "activations": len(records), "max_activations": m.max_activations,
-                "revoked": sum(r.fingerprint in self._revoked for r in records),
-                "last_activation": records[-1].created if records else None,
-                "attestation": records[-1].verdict.get("attestation") if records else None,
+                "name": m.name, "role": m.role, "activations": total, "max_activations": m.max_activations,
+                "revoked": revoked, "last_activation": last.created if last else None,
+                "attestation": last.verdict.get("attestation") if last else None,
             })  # fmt: skip
         return out
 
@@ -684,3 +708,4 @@ class Coordinator:
 
     def close(self) -> None:
         self.store.close()
+        os.close(self._lock_file)

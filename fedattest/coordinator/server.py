@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fedattest.coordinator import identity as ident
-from fedattest.coordinator.api import NONCE_BURST, NONCE_RATE_PER_SECOND, create_app
+from fedattest.coordinator.api import BODY_TIMEOUT_SECONDS, NONCE_BURST, NONCE_RATE_PER_SECOND, create_app
 from fedattest.coordinator.core import Coordinator
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
@@ -121,6 +121,8 @@ def serve(
     *,
     header_timeout: float = HEADER_TIMEOUT_SECONDS,
     max_connections: int = MAX_CONNECTIONS,
+    max_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     nonce_rate: float = NONCE_RATE_PER_SECOND,
     nonce_burst: int = NONCE_BURST,
 ) -> None:
@@ -151,13 +153,14 @@ def serve(
     audit_key = coordinator.state.token_key.public_key()
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     atomic_write(state / "audit-key.pub.pem", audit_key.public_bytes(serialization.Encoding.PEM, spki), mode=0o644)
-    per_client = min(MAX_CONNECTIONS_PER_CLIENT, max_connections)
+    per_client = min(max_per_client, max_connections)
     limits = type(
         "Limits", (_Limits,), {"header_timeout": header_timeout, "max_connections": max_connections, "max_per_client": per_client}
     )
     protocol = type("Protocol", (GuardedH11Protocol,), {"limits": limits})
     config = uvicorn.Config(
-        create_app(coordinator, nonce_rate=nonce_rate, nonce_burst=nonce_burst), ssl_certfile=str(tls_cert),
+        create_app(coordinator, nonce_rate=nonce_rate, nonce_burst=nonce_burst, body_timeout=body_timeout),
+        ssl_certfile=str(tls_cert),
         ssl_keyfile=str(tls_key), log_level="warning", access_log=False, lifespan="off", http=protocol,
         timeout_keep_alive=int(min(KEEP_ALIVE_SECONDS, header_timeout)) or 1, limit_concurrency=max_connections + 1,
     )  # fmt: skip

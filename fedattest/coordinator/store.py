@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS activations (
     fingerprint TEXT NOT NULL, token TEXT NOT NULL, verdict TEXT NOT NULL, created TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS activations_member ON activations(member);
+-- Covers the per-member counts (/status, /members): SQLite counts from the index, never the ~10 KB records.
+CREATE INDEX IF NOT EXISTS activations_member_fingerprint ON activations(member, fingerprint);
 CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, entry TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS collateral (sha256 TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
@@ -53,6 +55,18 @@ AfterCommit = Callable[[AuditEntry], None]
 
 class StoreError(FedattestError):
     """The store refused an operation (a used nonce, an exhausted member, ...), or cannot be opened."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be read or written now (disk full, an I/O error, damage found while running): not the
+    request's fault, and nothing was changed (the transaction rolled back)."""
+
+
+def _unavailable(path: Path, exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "disk is full" in text or "disk I/O error" in text:
+        return f"the store {path} cannot be written: {text} (free space on its disk; nothing was changed)"
+    return f"the store {path} cannot be used: {text} (stop the coordinator and restore the store from a backup)"
 
 
 def _refusal(path: Path, exc: Exception) -> str:
@@ -110,6 +124,8 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Transaction]: ...
     def latest_policy(self) -> tuple[int, str, list[str]] | None: ...
     def activations(self, member: str | None = None) -> list[ActivationRecord]: ...
+    def activation_counts(self) -> dict[str, tuple[int, int]]: ...
+    def latest_activation(self, member: str) -> ActivationRecord | None: ...
     def audit_entries(self) -> list[AuditEntry]: ...
     def revocations(self) -> list[RevocationRecord]: ...
     def policy_versions(self) -> list[PolicyVersion]: ...
@@ -160,9 +176,19 @@ class SqliteStore:
         self._db.close()
 
     @contextmanager
+    def _using(self) -> Iterator[None]:
+        """The connection, alone; an SQLite failure (disk full, I/O error, damage) becomes a one-line
+        :class:`StoreUnavailableError` instead of a traceback."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreUnavailableError(_unavailable(self.path, exc)) from None
+
+    @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """All-or-nothing: commits when the block ends, rolls back on any exception."""
-        with self._lock:
+        with self._using():
             self._db.execute("BEGIN IMMEDIATE")
             tx = Transaction(self._db, self._last)
             try:
@@ -170,17 +196,18 @@ class SqliteStore:
                 if self.before_commit is not None and tx.last is not self._last:
                     assert tx.last is not None  # appended
                     self.before_commit(self._last, tx.last)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a failed COMMIT leaves the transaction open
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
             appended, self._last = tx.last is not self._last, tx.last
             if appended and self.after_commit is not None and tx.last is not None:
                 self.after_commit(tx.last)
 
     # -- reads ------------------------------------------------------------------------------------
     def latest_policy(self) -> tuple[int, str, list[str]] | None:
-        with self._lock:
+        with self._using():
             row = self._db.execute(
                 "SELECT version, document, approvals FROM policy_versions ORDER BY version DESC LIMIT 1"
             ).fetchone()
@@ -192,20 +219,37 @@ class SqliteStore:
         if member is not None:
             query += " WHERE member = ?"
             args = (member,)
-        with self._lock:
+        with self._using():
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         return [ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
 
     def revocations(self) -> list[RevocationRecord]:
         """Every revoked certificate, oldest first."""
-        with self._lock:
+        with self._using():
             rows = self._db.execute(
                 "SELECT cert_sha256, member, serial, reason, code, created, seq FROM revocations ORDER BY seq, cert_sha256"
             ).fetchall()
         return [RevocationRecord(r[0], r[1], int(r[2]), r[3], r[4], r[5], int(r[6])) for r in rows]
 
+    def activation_counts(self) -> dict[str, tuple[int, int]]:
+        """Per member: (activations, of which revoked), counted by SQLite without loading any record."""
+        query = (
+            "SELECT member, COUNT(*), SUM(fingerprint IN (SELECT cert_sha256 FROM revocations)) FROM activations"
+            " GROUP BY member"
+        )
+        with self._using():
+            rows = self._db.execute(query).fetchall()
+        return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows}
+
+    def latest_activation(self, member: str) -> ActivationRecord | None:
+        """The member's most recent activation record (one indexed lookup, whatever the history)."""
+        query = "SELECT member, role, certificate, fingerprint, token, verdict, created FROM activations WHERE member = ?"
+        with self._using():
+            r = self._db.execute(query + " ORDER BY id DESC LIMIT 1", (member,)).fetchone()
+        return None if r is None else ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
+
     def audit_entries(self) -> list[AuditEntry]:
-        with self._lock:
+        with self._using():
             rows = self._db.execute("SELECT entry FROM audit ORDER BY seq").fetchall()
         return [AuditEntry.from_json(json.loads(r[0])) for r in rows]
 
@@ -213,7 +257,7 @@ class SqliteStore:
         """Every audit entry's hash, by sequence number, after checking that each entry chains to the one
         before it (hashes recomputed from the content, not read). A broken chain is a :class:`StoreError`."""
         hashes: list[bytes] = []
-        with self._lock:
+        with self._using():
             rows = self._db.execute("SELECT seq, entry FROM audit ORDER BY seq").fetchall()
         for seq, text in rows:
             try:
@@ -236,7 +280,7 @@ class SqliteStore:
         host that deleted an activation row to reset a member's count, or a revocation row to revive an
         identity, would otherwise go unnoticed. Run it after the chain itself was checked."""
         logged: dict[str, list[tuple[Any, ...]]] = {"activation": [], "revocation": [], "policy": [], "round": []}
-        with self._lock:
+        with self._using():
             for (text,) in self._db.execute("SELECT entry FROM audit ORDER BY seq"):
                 entry = AuditEntry.from_json(json.loads(text))
                 d = entry.data
@@ -266,14 +310,14 @@ class SqliteStore:
                 )
 
     def policy_versions(self) -> list[PolicyVersion]:
-        with self._lock:
+        with self._using():
             query = "SELECT version, hash, document, approvals, created FROM policy_versions ORDER BY version"
             rows = self._db.execute(query).fetchall()
         return [PolicyVersion(int(r[0]), str(r[1]), str(r[2]), list(json.loads(r[3])), str(r[4])) for r in rows]
 
     def collateral_documents(self) -> dict[str, str]:
         """The collateral every recorded verification used, by the SHA-256 of its JSON document."""
-        with self._lock:
+        with self._using():
             rows = self._db.execute("SELECT sha256, document FROM collateral ORDER BY sha256").fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
 
