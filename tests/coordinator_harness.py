@@ -143,3 +143,14 @@ def try_start(tmp: Path, platform: SimulatedPlatform, *extra: str, state: Path |
         stop(running, signal.SIGKILL)
         raise
     return Outcome(None, log.read_text(errors="replace"), running)
+
+
+def update_policy(running: Running, text: str) -> dict[str, Any]:
+    """``POST /api/v1/policy`` with ``text`` approved by the test approver; the response (version, hash, and
+    the identities it revoked), which must be a 200."""
+    with running.http() as http:
+        approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
+        response = http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result

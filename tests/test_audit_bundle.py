@@ -46,19 +46,29 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fedattest", *args], capture_output=True, text=True, timeout=120, check=False)
 
 
+def _two_members(tmp: Path) -> Running:
+    """A coordinator with the aggregator (identity in ``tmp/agg``) and hospital-a (``tmp/a``) activated."""
+    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
+    activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg", enrolment_key=ENROL["aggregator"])
+    activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a", enrolment_key=ENROL["hospital-a"])
+    return running
+
+
+def _exported(running: Running, tmp: Path) -> Exported:
+    done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
+               "-o", str(tmp / "bundle.tar"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return Exported(running, tmp, (tmp / "bundle.tar").read_bytes())
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     tmp = tmp_path_factory.mktemp("bundle")
-    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
+    running = _two_members(tmp)
     try:
-        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg", enrolment_key=ENROL["aggregator"])
-        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a", enrolment_key=ENROL["hospital-a"])
         report_round(running.url, running.root_pem, tmp / "agg", 7, 1, ["hospital-a"], "cd" * 32)
         report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32, REFUSED)
-        done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
-                   "-o", str(tmp / "bundle.tar"))  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        yield Exported(running, tmp, (tmp / "bundle.tar").read_bytes())
+        yield _exported(running, tmp)
     finally:
         stop(running)
 
@@ -454,28 +464,18 @@ def test_a_refusal_is_shown_with_its_control_characters_escaped(exported: Export
 @pytest.fixture(scope="module")
 def revoked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     """A federation whose policy v2 replaced the collaborator build: hospital-a's identity is revoked."""
-    from fedattest.policy.approval import approve
-    from fedattest.policy.federation import parse_policy
-    from tests.coordinator_harness import KEY, policy_text
+    from tests.coordinator_harness import policy_text, update_policy
 
     tmp = tmp_path_factory.mktemp("revoked")
-    running = start(tmp, SimulatedPlatform.create(tmp / "platform"))
+    running = _two_members(tmp)
     try:
-        activate(running.url, running.root_pem, "aggregator", tee(running, AGG), tmp / "agg", enrolment_key=ENROL["aggregator"])
-        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp / "a", enrolment_key=ENROL["hospital-a"])
         report_round(running.url, running.root_pem, tmp / "agg", 7, 1, ["hospital-a"], "cd" * 32)
         text = policy_text().replace(f'mrenclave = ["{COLLAB.hex()}"]', f'mrenclave = ["{"cd" * 32}"]')
-        with running.http() as http:
-            approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
-            updated = http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals})
-        assert updated.status_code == 200 and [r["member"] for r in updated.json()["revoked"]] == ["hospital-a"]
+        assert [r["member"] for r in update_policy(running, text)["revoked"]] == ["hospital-a"]
         with pytest.raises(Exception, match="names members whose identities were all revoked"):
             report_round(running.url, running.root_pem, tmp / "agg", 7, 2, ["hospital-a"], "ef" * 32)
         report_round(running.url, running.root_pem, tmp / "agg", 7, 2, [], "ef" * 32)
-        done = cli("audit", "export", "--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"),
-                   "-o", str(tmp / "bundle.tar"))  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        yield Exported(running, tmp, (tmp / "bundle.tar").read_bytes())
+        yield _exported(running, tmp)
     finally:
         stop(running)
 

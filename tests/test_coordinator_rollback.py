@@ -22,7 +22,20 @@ from fedattest.coordinator.sealing import HEAD_FILE, HEAD_PURPOSE, SLOT_BYTES, S
 from fedattest.errors import FedattestError
 from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
-from tests.coordinator_harness import AGG, COORD, ENROL, SIGNER, Outcome, Running, coordinator, start, stop, tee, try_start
+from tests.coordinator_harness import (
+    AGG,
+    COORD,
+    ENROL,
+    SIGNER,
+    Outcome,
+    Running,
+    coordinator,
+    start,
+    stop,
+    tee,
+    try_start,
+    update_policy,
+)
 
 
 def _activate(running: Running, out: Path, times: int = 1) -> None:
@@ -322,18 +335,14 @@ def test_rows_the_log_does_not_record_refuse_the_start(tmp_path: Path, edit: str
     """Before: the sealed head covered the audit chain only, and these edits started silently (a member that
     had used its activations got them back; a revoked identity came back to life)."""
     from fedattest.flower.rounds import report_round
-    from fedattest.policy.approval import approve
-    from fedattest.policy.federation import parse_policy
-    from tests.coordinator_harness import KEY, policy_text
+    from tests.coordinator_harness import policy_text
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     with coordinator(tmp_path, platform) as running:
         _activate(running, tmp_path, times=2)
         report_round(running.url, running.root_pem, tmp_path / "id-1", 7, 1, [], "ab" * 32)
         text = policy_text().replace("noise_multiplier = 1.0", "noise_multiplier = 0.5")  # revokes the aggregator
-        with running.http() as http:
-            approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
-            assert http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals}).status_code == 200
+        update_policy(running, text)
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "store.sqlite")) as db:
         db.execute(ROW_EDITS[edit])
         db.commit()
@@ -348,16 +357,13 @@ def test_rows_the_log_does_not_record_refuse_the_start(tmp_path: Path, edit: str
 def test_a_restart_with_the_policy_file_from_before_an_update_says_what_to_do(tmp_path: Path) -> None:
     """Operators restart with the command line they used before a POST /policy: the old file is an older version
     (going back to it would be a rollback). One line says so; without --policy the coordinator starts."""
-    from fedattest.policy.approval import approve
     from fedattest.policy.federation import parse_policy
-    from tests.coordinator_harness import KEY, policy_text
+    from tests.coordinator_harness import policy_text
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     with coordinator(tmp_path, platform) as running:
         text = policy_text().replace("noise_multiplier = 1.0", "noise_multiplier = 0.5")
-        with running.http() as http:
-            approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
-            assert http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals}).status_code == 200
+        update_policy(running, text)
     outcome = try_start(tmp_path, platform)
     assert outcome.running is None and outcome.returncode == 1
     assert "the --policy file is version 1 of 'hospitals', replaced by version 2, which is in force" in outcome.output

@@ -31,7 +31,20 @@ from fedattest.pki.crl import RevocationList, RevocationListError, RevokedCertif
 from fedattest.policy.approval import approve
 from fedattest.policy.federation import parse_policy
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
-from tests.coordinator_harness import AGG, COLLAB, ENROL, KEY, SIGNER, Running, coordinator, policy_text, start, stop, tee
+from tests.coordinator_harness import (
+    AGG,
+    COLLAB,
+    ENROL,
+    KEY,
+    SIGNER,
+    Running,
+    coordinator,
+    policy_text,
+    start,
+    stop,
+    tee,
+    update_policy,
+)
 from tests.flower_helpers import configure_round, signed_reply
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -146,15 +159,6 @@ def test_each_policy_change_revokes_exactly_whom_it_affects(tmp_path: Path) -> N
 # -- against the real coordinator and the real strategy ---------------------------------------------------------
 
 
-def _update(running: Running, text: str) -> dict[str, Any]:
-    with running.http() as http:
-        approvals = [approve(parse_policy(text), "alice", KEY).to_json()]
-        response = http.post(f"{running.url}/api/v1/policy", json={"policy": text, "approvals": approvals})
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def _signer(identity: Path) -> UpdateSigner:
     return UpdateSigner((identity / "key.pem").read_bytes(), (identity / "chain.pem").read_bytes())
 
@@ -201,7 +205,7 @@ def test_removing_a_measurement_revokes_its_live_members_within_a_round(
         # The approvers replace the collaborator build (say, a vulnerable one) with a new one.
         text = policy_text().replace(f'mrenclave = ["{COLLAB.hex()}"]', f'mrenclave = ["{NEW_BUILD.hex()}"]')
         approved = time.monotonic()
-        result = _update(running, text)
+        result = update_policy(running, text)
         [revoked] = result["revoked"]
         assert revoked["member"] == "hospital-a" and "is not an accepted measurement" in revoked["reason"]
         assert _node_keys(running) == []  # the SuperLink drops the node at its next refresh
@@ -247,7 +251,7 @@ def test_a_revoked_aggregator_cannot_report_rounds_and_revocations_survive_a_res
         text = policy_text().replace("noise_multiplier = 1.0", "noise_multiplier = 0.5")
         (text_path := tmp_path / "policy.toml").write_text(text)
         (tmp_path / "alice.json").write_text(approve(parse_policy(text), "alice", KEY).to_json())
-        [revoked] = _update(running, text)["revoked"]
+        [revoked] = update_policy(running, text)["revoked"]
         assert revoked["member"] == "aggregator" and "DP or training settings" in revoked["reason"]
         with pytest.raises(Exception, match="the signer's certificate was revoked"):
             report_round(running.url, running.root_pem, tmp_path / "agg", 7, 2, [], "cd" * 32)
@@ -308,7 +312,7 @@ def test_a_restarted_participant_whose_identity_was_revoked_activates_anew(
         first = launch()
         assert not first.resumed and launch().resumed  # an unrevoked identity resumes
         text = policy_text().replace(f'data_commitment = "{"ab" * 32}"', f'data_commitment = "{"ef" * 32}"')
-        [revoked] = _update(running, text)["revoked"]
+        [revoked] = update_policy(running, text)["revoked"]
         assert "data commitment changed" in revoked["reason"]
         with caplog.at_level("WARNING", logger="fedattest"):
             again = launch()
