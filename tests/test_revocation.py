@@ -10,6 +10,7 @@ every aggregation, refuses its updates from the next round on.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -323,3 +324,25 @@ def test_a_restarted_participant_whose_identity_was_revoked_activates_anew(
         assert activate_participant(running.url, running.root_pem, "hospital-a", enclave, tmp_path / "a", node_key=True,
                                     expected_role="collaborator", enrolment_key=lambda: ENROL["hospital-a"]).resumed  # fmt: skip
     assert "could not check whether the sealed identity was revoked" in caplog.text
+
+
+def test_participant_activate_does_not_resume_a_revoked_identity(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedattest.cli import app
+    from fedattest.policy.approval import private_key_pem
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    (tmp_path / "hospital-a.key").write_bytes(private_key_pem(ENROL["hospital-a"]))
+    runner = CliRunner()
+    with coordinator(tmp_path, platform) as running:
+        (tmp_path / "root.pem").write_text(running.root_pem)
+        argv = ["participant", "activate", "--coordinator", running.url, "--root-ca", str(tmp_path / "root.pem"),
+                "--member", "hospital-a", "--enrolment-key", str(tmp_path / "hospital-a.key"), "--out", str(tmp_path / "id"),
+                "--platform", str(platform.directory), "--mrenclave", COLLAB.hex()]  # fmt: skip
+        assert runner.invoke(app, argv).stdout.startswith("ACTIVATED: hospital-a")
+        assert runner.invoke(app, argv).stdout.startswith("RESUMED: hospital-a")
+        update_policy(running, policy_text().replace(f'data_commitment = "{"ab" * 32}"', f'data_commitment = "{"ef" * 32}"'))
+        again = runner.invoke(app, argv)
+        assert again.exit_code == 0 and again.stdout.startswith("ACTIVATED: hospital-a"), (again.stdout, again.stderr)
+        assert json.loads((tmp_path / "id" / "provisioned.json").read_text())["data_commitment"] == "ef" * 32

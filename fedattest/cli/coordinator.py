@@ -35,7 +35,7 @@ from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
-from fedattest.participant.client import activate, resume, verify_coordinator
+from fedattest.participant.client import activate, resume_unless_revoked, verify_coordinator
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE, WorkloadIdentity
 from fedattest.tee.current import current
@@ -258,7 +258,7 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     enclave = _tee(tee, platform, mrenclave)
     try:
-        resumed = resume(out, enclave)
+        resumed = resume_unless_revoked(coordinator, read_input(str(root_ca), "root CA").decode(), out, enclave)
         if resumed is not None:
             sys.stdout.write(f"RESUMED: {member} as {resumed.provisioned['role']}; sealed identity in {out} is still valid\n")
             return

@@ -301,7 +301,8 @@ class Coordinator:
                     revocation = RevocationRecord(record.fingerprint, record.member, serial, reason, code, now, entry.seq)
                     tx.revoke(revocation)
                     added.append(revocation)
-            self._revoked.update({r.cert_sha256: r for r in added})
+            # A new dict, swapped in whole: readers in other threads (CRL, public keys) never see it change.
+            self._revoked = {**self._revoked, **{r.cert_sha256: r for r in added}}
             self.policy = new
         return version, [{"member": r.member, "cert_sha256": r.cert_sha256, "reason": r.reason} for r in added]
 

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.flower.provisioned import Provisioned, load_provisioned
-from fedattest.participant.client import activate, resume, revocation_fetcher
+from fedattest.participant.client import activate, resume_unless_revoked
 from fedattest.tee.base import TEE
 
 log = logging.getLogger("fedattest.flower")
@@ -83,9 +82,7 @@ def activate_participant(
     otherwise activate anew, signing the claims with the member's key from ``enrolment_key()`` (called only
     then). Refuses if the coordinator provisioned another role than ``expected_role``."""
     existing = _load_node_key(identity_dir / NODE_KEY) if node_key else None
-    resumed = resume(identity_dir, tee) if (existing is not None or not node_key) else None
-    if resumed is not None and _revoked(url, root_ca_pem, resumed.certificate_chain):
-        resumed = None
+    resumed = resume_unless_revoked(url, root_ca_pem, identity_dir, tee) if (existing is not None or not node_key) else None
     if resumed is None:
         key = ec.generate_private_key(ec.SECP256R1()) if node_key else None
         activate(url, root_ca_pem, member, tee, identity_dir, enrolment_key=enrolment_key(),
@@ -103,21 +100,6 @@ def activate_participant(
     if provisioned.attestation == "off":
         log.warning("ATTESTATION OFF: the policy does not require attestation for role %r", provisioned.role)
     return ActivatedParticipant(identity_dir, provisioned, resumed is not None)
-
-
-def _revoked(url: str, root_ca_pem: str, chain_pem: str) -> bool:
-    """Whether the coordinator revoked this sealed identity (e.g. a policy update removed its measurement):
-    then the participant activates anew instead of resuming into refusals. If the list cannot be had, the
-    identity resumes; the aggregator checks the list every round."""
-    try:
-        revocations = revocation_fetcher(url, root_ca_pem)()
-    except FedattestError as exc:
-        log.warning("could not check whether the sealed identity was revoked (%s): resuming it", exc)
-        return False
-    reason = revocations.reason_for(x509.load_pem_x509_certificates(chain_pem.encode())[0])
-    if reason is not None:
-        log.warning("the sealed identity was revoked by the coordinator (%s): activating anew", reason)
-    return reason is not None
 
 
 def coordinator_of(identity_dir: Path) -> tuple[str, str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import secrets
 import ssl
@@ -41,6 +42,8 @@ from fedattest.policy.appraisal import ReferenceValues, Verdict, appraise
 from fedattest.policy.federation import FederationPolicy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
+
+log = logging.getLogger("fedattest.participant")
 
 SEALED_NAME = "identity.sealed"
 SEAL_PURPOSE = b"fedattest-participant-identity-v1"
@@ -230,3 +233,23 @@ def revocation_fetcher(url: str, root_ca_pem: str, *, timeout: float = 10.0) -> 
             raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
 
     return fetch
+
+
+def resume_unless_revoked(url: str, root_ca_pem: str, out_dir: Path, tee: TEE) -> Activation | None:
+    """:func:`resume`, unless the coordinator revoked that identity (a policy update removed its measurement,
+    changed its data commitment, ...): then None, so the caller activates anew instead of resuming into
+    refusals. If the revocation list cannot be had, the identity resumes (logged): the aggregator checks the
+    list at every round anyway."""
+    resumed = resume(out_dir, tee)
+    if resumed is None:
+        return None
+    try:
+        revocations = revocation_fetcher(url, root_ca_pem)()
+    except CoordinatorError as exc:
+        log.warning("could not check whether the sealed identity was revoked (%s): resuming it", exc)
+        return resumed
+    reason = revocations.reason_for(x509.load_pem_x509_certificates(resumed.certificate_chain.encode())[0])
+    if reason is None:
+        return resumed
+    log.warning("the sealed identity was revoked by the coordinator (%s): activating anew", reason)
+    return None
