@@ -25,7 +25,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,13 +191,18 @@ class Started:
     roots: dict[str, str]
 
 
-def start_attested(out: Path, procs: Processes, env: dict[str, str], rounds: int = ROUNDS) -> Started:
+def start_attested(
+    out: Path, procs: Processes, env: dict[str, str], rounds: int = ROUNDS, prepare: Callable[[Path], None] | None = None
+) -> Started:
     """Steps 1-3: platform, data and commitments, app, approved policy, coordinator (verified), SuperLink and
-    SuperNodes started and activated. Used by the demo and by benchmarks/flower_overhead.py."""
+    SuperNodes started and activated. ``prepare(data_dir)`` may change the hospitals' data before they commit
+    to it. Used by the demo and by benchmarks/flower_overhead.py and benchmarks/poisoned_member.py."""
     say("== 1. simulated SGX platform, data commitments, the approved app")
     run([*FEDATTEST, "sim", "init", str(out / "platform")], env)
     holdout = out / "holdout.json"
     run([sys.executable, str(HERE / "prepare_data.py"), str(out / "data"), "--holdout", str(holdout)], env)
+    if prepare is not None:
+        prepare(out / "data")
     roots = {}
     for h in HOSPITALS:
         doc = json.loads(run([*FEDATTEST, "data", "commit", str(out / "data" / h), "--json"], env).stdout)
