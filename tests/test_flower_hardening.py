@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -74,6 +75,22 @@ def test_a_chunked_body_is_counted_as_it_arrives_and_refused_past_the_limit() ->
     assert _refused_as_too_large(response), (response.status_code, response.text[:200])
     assert seen == []
     assert sent[0] <= LIMIT + chunk  # stopped reading at the limit, not at the end of the body
+
+
+def test_a_stalled_body_gets_408_before_flower_reads_it() -> None:
+    from fedattest.flower.superlink import BodyLimit, PathFilter, public_refusal
+
+    seen: list[str] = []
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        await asyncio.sleep(30)  # the sender stops; the limit below answers first
+        yield b"never"
+
+    app = PathFilter(BodyLimit(_flower_app(seen), LIMIT, "public", timeout=0.2), public_refusal, "public")
+    response = asyncio.run(_post(app, FLEET, stalls()))
+    assert response.status_code == 408 and response.json()["error"].startswith("fedattest: request body not received")
+    assert seen == []
 
 
 def test_bodies_within_the_limit_reach_flower_and_other_paths_are_refused_unread() -> None:
@@ -247,7 +264,7 @@ def test_a_real_superlink_refuses_oversized_bodies_and_keeps_serving(tmp_path: P
                 str(tmp_path / "root.pem"), "--member", "aggregator", "--enrolment-key", str(tmp_path / "aggregator.key"),
                 "--state", str(state), "--platform",
                 str(platform.directory), "--mrenclave", AGG.hex(), "--listen", "127.0.0.1:0", "--internal", "127.0.0.1:0",
-                "--max-fleet-body", str(LIMIT)]  # fmt: skip
+                "--max-fleet-body", str(LIMIT), "--header-timeout", "1"]  # fmt: skip
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -266,6 +283,23 @@ def test_a_real_superlink_refuses_oversized_bodies_and_keeps_serving(tmp_path: P
             assert _refused_as_too_large(post(bytes(LIMIT + 1)))
             assert _refused_as_too_large(post(bytes(64 * 1024) for _ in range(2 * LIMIT // (64 * 1024))))  # chunked
             assert post(bytes(1000)).status_code in {400, 401}  # within the limit: Flower's own answer
+            # Slow headers: a connection dripping a header line now and then is closed at the deadline (1 s here),
+            # although every byte would reset uvicorn's own keep-alive timer.
+            host, port = fleet.rsplit(":", 1)
+            raw = socket.create_connection((host, int(port)), timeout=30)  # the timeout only stops a hang
+            with tls.wrap_socket(raw, server_hostname=host) as slow:
+                slow.sendall(b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: superlink\r\n")
+                slow.settimeout(0.3)
+                closed, until = False, time.monotonic() + 30
+                while not closed and time.monotonic() < until:
+                    try:
+                        closed = slow.recv(1) == b""
+                    except TimeoutError:
+                        slow.sendall(b"X-Slow: 1\r\n")
+                    except (OSError, ssl.SSLError):
+                        closed = True
+                assert closed, "a dripping connection was never closed"
+            assert post(bytes(1000)).status_code in {400, 401}  # and the listener still serves
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)

@@ -24,13 +24,7 @@ from fedattest.cli._common import (
 from fedattest.cli.policy import load_policy
 from fedattest.coordinator.api import BODY_TIMEOUT_SECONDS, NONCE_BURST, NONCE_RATE_PER_SECOND
 from fedattest.coordinator.core import Coordinator
-from fedattest.coordinator.server import (
-    HEADER_TIMEOUT_SECONDS,
-    MAX_CONNECTIONS,
-    MAX_CONNECTIONS_PER_CLIENT,
-    parse_listen,
-    serve,
-)
+from fedattest.coordinator.server import parse_listen, serve
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
@@ -41,6 +35,7 @@ from fedattest.tee.base import TEE, WorkloadIdentity
 from fedattest.tee.current import current
 from fedattest.tee.gramine import GramineTEE
 from fedattest.tee.simulated import SimulatedPlatform
+from fedattest.tls_server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
 
 app = typer.Typer(
     name="coordinator",

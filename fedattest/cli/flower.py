@@ -15,6 +15,7 @@ from fedattest.cli.coordinator import _tee
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
 from fedattest.tee import TEE
+from fedattest.tls_server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS
 
 app = typer.Typer(
     name="flower",
@@ -111,6 +112,18 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
             " Flower sends model parameters in chunks of 5 MiB (FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE), one per request.",
         ),
     ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout", metavar="SECONDS", min=0.1, help="Public listener: close a connection whose headers take longer."
+        ),
+    ] = HEADER_TIMEOUT_SECONDS,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections", metavar="N", min=1, help="Public listener: open connections at most (128 per address)."
+        ),
+    ] = MAX_CONNECTIONS,
 ) -> None:
     from fedattest.flower.superlink import SuperLinkPaths, serve_superlink  # noqa: PLC0415
 
@@ -123,7 +136,8 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
         paths = SuperLinkPaths(state)
         _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, enrolment_key, role="aggregator")
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
-                        refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body)  # fmt: skip
+                        refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body,
+                        header_timeout=header_timeout, max_connections=max_connections)  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
 

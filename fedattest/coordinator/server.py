@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import os
@@ -12,11 +11,9 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives import serialization
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.api import BODY_TIMEOUT_SECONDS, NONCE_BURST, NONCE_RATE_PER_SECOND, create_app
@@ -24,63 +21,14 @@ from fedattest.coordinator.core import Coordinator
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.listen import listening_socket
-from fedattest.tls_server import TlsServer
-
-HEADER_TIMEOUT_SECONDS = 10.0  # from connection (or the previous response) to a request's complete headers
-KEEP_ALIVE_SECONDS = 5.0  # an idle connection between requests
-MAX_CONNECTIONS = 512  # open HTTP connections; well under the usual 1,024 file descriptors
-MAX_CONNECTIONS_PER_CLIENT = 128  # from one address: one attacker cannot take every slot (50 clients behind a NAT can)
-
-
-class _Limits:
-    header_timeout = HEADER_TIMEOUT_SECONDS
-    max_connections = MAX_CONNECTIONS
-    max_per_client = MAX_CONNECTIONS_PER_CLIENT
-
-
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with two guards against slow clients (slowloris): a connection beyond
-    ``max_connections`` (or beyond ``max_per_client`` from one address) is closed at once, and one whose
-    request headers are not complete within ``header_timeout`` seconds of connecting (or of its previous
-    response) is closed. uvicorn's own
-    keep-alive timer restarts on every byte received, so a client dripping one header byte at a time
-    would otherwise hold its connection (and a file descriptor) forever."""
-
-    limits: type[_Limits] = _Limits
-    _header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        host = self.client[0] if self.client else None
-        if len(self.connections) > self.limits.max_connections or (
-            sum(1 for c in self.connections if c.client is not None and c.client[0] == host) > self.limits.max_per_client
-        ):
-            transport.abort()  # connection_lost follows and forgets it
-            return
-        self._arm_header_timer()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _arm_header_timer(self) -> None:
-        self._cancel_header_timer()  # one timer per connection: none outlives it or holds old requests
-        if not self.transport.is_closing():
-            self._header_timer = self.loop.call_later(self.limits.header_timeout, self._header_deadline, self.cycle)
-
-    def _header_deadline(self, cycle: Any) -> None:
-        # Still no new request (the same cycle, finished or none): the headers did not arrive in time.
-        if self.cycle is cycle and (cycle is None or cycle.response_complete) and not self.transport.is_closing():
-            self.transport.abort()
+from fedattest.tls_server import (
+    HEADER_TIMEOUT_SECONDS,
+    KEEP_ALIVE_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    TlsServer,
+    guarded_protocol,
+)
 
 
 class _Server(TlsServer):
@@ -153,11 +101,7 @@ def serve(
     audit_key = coordinator.state.token_key.public_key()
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     atomic_write(state / "audit-key.pub.pem", audit_key.public_bytes(serialization.Encoding.PEM, spki), mode=0o644)
-    per_client = min(max_per_client, max_connections)
-    limits = type(
-        "Limits", (_Limits,), {"header_timeout": header_timeout, "max_connections": max_connections, "max_per_client": per_client}
-    )
-    protocol = type("Protocol", (GuardedH11Protocol,), {"limits": limits})
+    protocol = guarded_protocol(header_timeout, max_connections, max_per_client)
     config = uvicorn.Config(
         create_app(coordinator, nonce_rate=nonce_rate, nonce_burst=nonce_burst, body_timeout=body_timeout),
         ssl_certfile=str(tls_cert),

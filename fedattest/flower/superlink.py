@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import uvicorn
 
@@ -48,7 +49,14 @@ from fedattest.flower.participant import ParticipantPaths
 from fedattest.flower.provisioned import load_provisioned
 from fedattest.listen import listening_socket
 from fedattest.participant.client import coordinator_context
-from fedattest.tls_server import TlsServer
+from fedattest.tls_server import (
+    HEADER_TIMEOUT_SECONDS,
+    KEEP_ALIVE_SECONDS,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_CLIENT,
+    TlsServer,
+    guarded_protocol,
+)
 
 log = logging.getLogger("fedattest.flower.superlink")
 
@@ -98,6 +106,9 @@ class PathFilter:
 # unauthenticated request can make the SuperLink hold.
 MAX_FLEET_BODY = 16 * 1024 * 1024
 TOO_LARGE = "fedattest: request body larger than the Fleet API accepts ({limit} bytes)"
+# A whole body (at most one 5 MiB array chunk plus its header, see default_max_fleet_body) within this many
+# seconds of its headers: 16 MiB in 60 s is 280 KB/s, slower than any site link Flower would be usable on.
+FLEET_BODY_TIMEOUT_SECONDS = 60.0
 
 
 def default_max_fleet_body() -> int:
@@ -110,25 +121,33 @@ def default_max_fleet_body() -> int:
 class BodyLimit:
     """ASGI middleware: refuses with 413 any HTTP request whose body is larger than ``max_body``, before the
     application sees it. A declared Content-Length over the limit is refused without reading the body; a
-    chunked body (or any other) is counted as it arrives and refused the moment it passes the limit. The
-    application gets the body only once it is complete and within the limit."""
+    chunked body (or any other) is counted as it arrives and refused the moment it passes the limit. A body
+    not complete within ``timeout`` seconds of its headers gets 408 (a slow sender holds no memory or slot
+    for longer). The application gets the body only once it is complete and within the limit."""
 
-    def __init__(self, app: Any, max_body: int, listener: str) -> None:
+    def __init__(self, app: Any, max_body: int, listener: str, timeout: float = FLEET_BODY_TIMEOUT_SECONDS) -> None:
         if max_body < 1:
             raise ValueError("the body limit must be at least 1 byte")
-        self.app, self.max_body, self.listener = app, max_body, listener
+        self.app, self.max_body, self.listener, self.timeout = app, max_body, listener, timeout
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        try:
-            body = await read_body(scope, receive, self.max_body)
-        except BodyTooLargeError as exc:
-            client = scope.get("client") or ("?", 0)
-            log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
-                        scope.get("path"), *client, self.listener, exc.size, self.max_body)  # fmt: skip
-            await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE)
+        client = scope.get("client") or ("?", 0)
+        body: bytes | None = None
+        with anyio.move_on_after(self.timeout) as deadline:
+            try:
+                body = await read_body(scope, receive, self.max_body)
+            except BodyTooLargeError as exc:
+                log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
+                            scope.get("path"), *client, self.listener, exc.size, self.max_body)  # fmt: skip
+                await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE)
+                return
+        if deadline.cancelled_caught:
+            log.warning("refused %s from %s:%s on the %s listener: body not received within %g s",
+                        scope.get("path"), *client, self.listener, self.timeout)  # fmt: skip
+            await send_json_error(send, 408, f"fedattest: request body not received within {self.timeout:g} seconds", CLOSE)
             return
         if body is None:
             return  # the client went away
@@ -293,6 +312,8 @@ def serve_superlink(
     refresh_seconds: float = 2.0,
     persist: bool = False,
     max_fleet_body: int | None = None,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve until SIGINT/SIGTERM. The identity must already be activated into ``paths.identity``. With
     ``persist``, Flower's link state is an SQLite file in the state directory (runs survive a restart, at
@@ -323,7 +344,12 @@ def serve_superlink(
     app = create_app(config, SuperLinkLifespan)
     tls = {"ssl_certfile": config.ssl_certfile, "ssl_keyfile": config.ssl_keyfile, "log_level": "warning"}
     limit = max_fleet_body or default_max_fleet_body()
-    public = _Server(uvicorn.Config(public_listener_app(app, limit), lifespan="on", **tls))
+    # The public listener gets the coordinator's connection guards: a header deadline, and caps on open
+    # connections in all and per address (Flower's own server has neither).
+    guarded = guarded_protocol(header_timeout, max_connections, MAX_CONNECTIONS_PER_CLIENT)
+    public = _Server(uvicorn.Config(public_listener_app(app, limit), lifespan="on", http=guarded,
+                                    timeout_keep_alive=int(min(KEEP_ALIVE_SECONDS, header_timeout)) or 1,
+                                    limit_concurrency=max_connections + 1, **tls))  # fmt: skip
     inner = _Server(uvicorn.Config(PathFilter(app, internal_refusal, "internal"), lifespan="off", **tls))
     registry = AttestedNodeRegistry(app.state.linkstate_factory, coordinator_node_keys(coordinator_url, root_ca_pem))
     stop = threading.Event()
