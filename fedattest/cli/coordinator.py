@@ -253,11 +253,11 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
 ) -> None:
     enclave = _tee(tee, platform, mrenclave)
     try:
-        resumed = resume_unless_revoked(coordinator, read_input(str(root_ca), "root CA").decode(), out, enclave)
+        root_pem = read_input(str(root_ca), "root CA").decode()
+        resumed = resume_unless_revoked(coordinator, root_pem, out, enclave)
         if resumed is not None:
             sys.stdout.write(f"RESUMED: {member} as {resumed.provisioned['role']}; sealed identity in {out} is still valid\n")
             return
-        root_pem = read_input(str(root_ca), "root CA").decode()
         key = enrolment_key_loader(enrolment_key, member)()
         result = activate(coordinator, root_pem, member, enclave, out, enrolment_key=key)
     except FedattestError as exc:

@@ -279,19 +279,20 @@ class SqliteStore:
         audit chain records. The chain is authenticated at start (``head.sealed``); the rows are not, so a
         host that deleted an activation row to reset a member's count, or a revocation row to revive an
         identity, would otherwise go unnoticed. Run it after the chain itself was checked."""
-        logged: dict[str, list[tuple[Any, ...]]] = {"activation": [], "revocation": [], "policy": [], "round": []}
+        # The fields are read by SQLite's JSON functions from the entries whose hashes chain_hashes() checked:
+        # no second parse of the whole log in Python.
+        queries = {
+            "activation": "SELECT json_extract(entry, '$.data.cert_sha256'), json_extract(entry, '$.data.member')"
+            " FROM audit WHERE json_extract(entry, '$.kind') = 'activation'",
+            "revocation": "SELECT json_extract(entry, '$.data.cert_sha256'), json_extract(entry, '$.data.member'), seq"
+            " FROM audit WHERE json_extract(entry, '$.kind') = 'revocation'",
+            "policy": "SELECT json_extract(entry, '$.data.version'), json_extract(entry, '$.data.policy_hash')"
+            " FROM audit WHERE json_extract(entry, '$.kind') = 'policy'",
+            "round": "SELECT CAST(json_extract(entry, '$.data.run_id') AS TEXT), json_extract(entry, '$.data.round'),"
+            " json_extract(entry, '$.data.reported_by'), seq FROM audit WHERE json_extract(entry, '$.kind') = 'round'",
+        }
         with self._using():
-            for (text,) in self._db.execute("SELECT entry FROM audit ORDER BY seq"):
-                entry = AuditEntry.from_json(json.loads(text))
-                d = entry.data
-                if entry.kind == "activation":
-                    logged["activation"].append((str(d["cert_sha256"]), str(d["member"])))
-                elif entry.kind == "revocation":
-                    logged["revocation"].append((str(d["cert_sha256"]), str(d["member"]), entry.seq))
-                elif entry.kind == "policy":
-                    logged["policy"].append((int(d["version"]), str(d["policy_hash"])))
-                elif entry.kind == "round":
-                    logged["round"].append((str(d["run_id"]), int(d["round"]), str(d["reported_by"]), entry.seq))
+            logged = {kind: [tuple(r) for r in self._db.execute(query)] for kind, query in queries.items()}
             rows = {
                 "activation": [tuple(r) for r in self._db.execute("SELECT fingerprint, member FROM activations")],
                 "revocation": [tuple(r) for r in self._db.execute("SELECT cert_sha256, member, seq FROM revocations")],

@@ -213,26 +213,26 @@ def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activatio
     return Activation(out_dir, state["chain"], state["token"], state["provisioned"])
 
 
+def _fetch_revocations(http: httpx.Client, url: str, root: x509.Certificate) -> RevocationList:
+    try:
+        response = http.get(f"{url}/api/v1/crl")
+    except httpx.HTTPError as exc:
+        raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
+    if response.status_code != 200:
+        raise CoordinatorError(f"GET /api/v1/crl: HTTP {response.status_code}")
+    try:
+        return RevocationList.load(response.content, root, now=datetime.now(UTC))
+    except FedattestError as exc:
+        raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
+
+
 def revocation_fetcher(url: str, root_ca_pem: str, *, timeout: float = 10.0) -> Callable[[], RevocationList]:
     """A fetcher of the coordinator's current revocation list (``GET /api/v1/crl``), checked against the pinned
     root CA: signed by it and not stale. It keeps one connection open across calls (calls must not overlap).
     Raises :class:`CoordinatorError` when the list cannot be had or checked: the caller then fails closed."""
     root = x509.load_pem_x509_certificate(root_ca_pem.encode())
     http = httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout)
-
-    def fetch() -> RevocationList:
-        try:
-            response = http.get(f"{url}/api/v1/crl")
-        except httpx.HTTPError as exc:
-            raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
-        if response.status_code != 200:
-            raise CoordinatorError(f"GET /api/v1/crl: HTTP {response.status_code}")
-        try:
-            return RevocationList.load(response.content, root, now=datetime.now(UTC))
-        except FedattestError as exc:
-            raise CoordinatorError(f"GET /api/v1/crl: {exc}") from None
-
-    return fetch
+    return lambda: _fetch_revocations(http, url, root)
 
 
 def resume_unless_revoked(url: str, root_ca_pem: str, out_dir: Path, tee: TEE) -> Activation | None:
@@ -244,8 +244,10 @@ def resume_unless_revoked(url: str, root_ca_pem: str, out_dir: Path, tee: TEE) -
     if resumed is None:
         return None
     try:
-        revocations = revocation_fetcher(url, root_ca_pem)()
-    except CoordinatorError as exc:
+        root = x509.load_pem_x509_certificate(root_ca_pem.encode())
+        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=10.0) as http:
+            revocations = _fetch_revocations(http, url, root)
+    except (CoordinatorError, ValueError, ssl.SSLError) as exc:  # unreachable, or not a root CA PEM
         log.warning("could not check whether the sealed identity was revoked (%s): resuming it", exc)
         return resumed
     reason = revocations.reason_for(x509.load_pem_x509_certificates(resumed.certificate_chain.encode())[0])
