@@ -547,3 +547,27 @@ def test_attested_node_keys_are_published_for_the_aggregator(tmp_path: Path) -> 
             assert http.post(f"{running.url}/api/v1/activate", json=body).status_code == 400
     finally:
         stop(running)
+
+
+def test_the_nonce_is_consumed_before_anything_costly(server: Running, tmp_path: Path) -> None:
+    """A nonce works for one attempt, whatever becomes of it: a request refused for its quote has spent it, and
+    a replayed or unknown nonce is refused before any signature or quote is verified."""
+    with server.http() as http:
+        verify_seconds = _phase_seconds(http.get(f"{server.url}/api/v1/metrics").text, "verify")
+    foreign = _foreign_quote(server, tmp_path)
+    assert post(server, foreign).status_code == 403  # refused at the quote: the nonce is spent all the same
+    fixed = enrol({**foreign, "quote": build(server, "aggregator", AGG, nonce=foreign["claims"]["nonce"])["quote"]})
+    again = post(server, fixed)
+    assert again.status_code == 409 and "nonce used already" in again.json()["error"]
+    with server.http() as http:
+        spent = _phase_seconds(http.get(f"{server.url}/api/v1/metrics").text, "verify") - verify_seconds
+    for case in ("replayed", "unknown"):
+        body = fixed if case == "replayed" else build(server, "aggregator", AGG, nonce="11" * 32)
+        assert post(server, body).status_code == 409
+    with server.http() as http:  # no verification time was spent on them: only the foreign quote's
+        assert _phase_seconds(http.get(f"{server.url}/api/v1/metrics").text, "verify") - verify_seconds == spent
+
+
+def _phase_seconds(metrics: str, phase: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith(f'fedattest_activation_phase_seconds_total{{phase="{phase}"}}'))
+    return float(line.split()[-1])

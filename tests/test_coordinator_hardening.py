@@ -480,3 +480,27 @@ def test_a_full_disk_while_running_is_a_503_and_nothing_changes(tmp_path: Path) 
         )
         with running.http() as http:
             assert sum(m["activations"] for m in http.get(f"{running.url}/api/v1/members").json()) == before + 1
+
+
+def test_metrics_count_every_request_under_concurrency(local: Coordinator) -> None:
+    """The API counts from several worker threads at once: no increment may be lost (`d[k] += 1` is a read,
+    an add and a store, and a thread switch between them loses one)."""
+    from fedattest.coordinator.core import ActivationError
+
+    def refuse(times: int) -> None:
+        for _ in range(times):
+            with contextlib.suppress(ActivationError):
+                local.activate("nobody", None, "", {})
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible, to give a lost update every chance
+    try:
+        threads = [threading.Thread(target=refuse, args=(2000,)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert local.metrics["activations_refused"] == 16_000
+    assert "fedattest_activations_refused_total 16000" in local.metrics_text()

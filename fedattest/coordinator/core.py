@@ -181,7 +181,8 @@ def jwk_thumbprint(jwk: dict[str, Any]) -> str:
 
 @dataclass
 class Coordinator:
-    """One federation's coordinator. Thread-safe through the store's transactions."""
+    """One federation's coordinator. Thread-safe: the store's transactions, a lock held while a policy takes
+    force (and around each activation's commit), and a lock for the metrics."""
 
     state_dir: Path
     tee: TEE
@@ -211,6 +212,7 @@ class Coordinator:
         guard.bind_state(ident.spki_sha256(self.state.root_ca))
         self.metrics: dict[str, int] = {"activations_accepted": 0, "activations_refused": 0, "quotes_served": 0}
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
+        self._metrics_lock = threading.Lock()  # the API counts from several worker threads at once
         self._nonce_key = secrets.token_bytes(32)
         self._redeemed: dict[bytes, float] = {}  # redeemed nonce -> when it expires
         self._nonce_lock = threading.Lock()
@@ -382,13 +384,21 @@ class Coordinator:
         if len(nonce) != 32:
             raise ActivationError("nonce must be 32 bytes (64 hex digits)", 400)
         report_data = ident.coordinator_report_data(self.root_public_key_der, self.policy.policy_hash(), nonce)
-        self.metrics["quotes_served"] += 1
+        self._count("quotes_served")
         return {
             "quote": base64.b64encode(self.tee.quote(report_data)).decode(),
             "root_ca": self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
             "policy_hash": self.policy.policy_hash().hex(),
             "policy": self.policy.canonical_bytes().decode(),
         }
+
+    def _count(self, name: str) -> None:
+        with self._metrics_lock:
+            self.metrics[name] += 1
+
+    def _add_seconds(self, phase: str, seconds: float) -> None:
+        with self._metrics_lock:
+            self.phase_seconds[phase] += seconds
 
     def _nonce_mac(self, body: bytes) -> bytes:
         return hmac.new(self._nonce_key, _NONCE_MAC + body, hashlib.sha256).digest()[:16]
@@ -435,9 +445,9 @@ class Coordinator:
         try:
             result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {}, enrolment)
         except ActivationError:
-            self.metrics["activations_refused"] += 1
+            self._count("activations_refused")
             raise
-        self.metrics["activations_accepted"] += 1
+        self._count("activations_accepted")
         return result
 
     def _activate(  # noqa: PLR0917 - the request's fields
@@ -462,6 +472,9 @@ class Coordinator:
         expected_claims = {"member", "nonce", "policy_hash", "keys"}
         if set(claims) != expected_claims or not isinstance(claims.get("keys"), dict):
             raise ActivationError(f"claims must have exactly {sorted(expected_claims)}", 400)
+        # Consumed first: a nonce is good for one attempt, whatever becomes of it, and nothing costly (signature
+        # and quote verification, issuing) is done for a replayed, expired or unknown one.
+        self._use_nonce(str(claims["nonce"]))
         if claims["member"] != member_name:
             raise ActivationError("claims name another member", 400)
         if claims["policy_hash"] != policy.policy_hash().hex():
@@ -505,7 +518,7 @@ class Coordinator:
                 raise ActivationError("quote report data does not bind these claims")
             assert role.reference is not None  # attestation_required implies reference values
             outcome = appraise(verified, role.reference)
-            self.phase_seconds["verify"] += time.perf_counter() - started
+            self._add_seconds("verify", time.perf_counter() - started)
             if not outcome.accepted:
                 raise ActivationError(f"evidence does not match role {member.role!r}: {'; '.join(outcome.reasons)}")
             verdict = {
@@ -550,8 +563,7 @@ class Coordinator:
         member_secret = HKDF(hashes.SHA256(), 32, salt=b"fedattest-member-secret-v1", info=member.name.encode()).derive(
             self.state.master_secret
         )
-        self._use_nonce(str(claims["nonce"]))
-        self.phase_seconds["issue"] += time.perf_counter() - started
+        self._add_seconds("issue", time.perf_counter() - started)
         started = time.perf_counter()
         try:
             with self._policy_lock, self.store.transaction() as tx:
@@ -576,7 +588,7 @@ class Coordinator:
             raise  # 503: the store, not the request (see the API's handler)
         except StoreError as exc:
             raise ActivationError(str(exc), 409) from None
-        self.phase_seconds["store"] += time.perf_counter() - started
+        self._add_seconds("store", time.perf_counter() - started)
         return {
             "certificate_chain": cert_pem + self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
             "token": token,
@@ -700,10 +712,12 @@ class Coordinator:
 
     def metrics_text(self) -> str:
         lines = []
-        for name, value in sorted(self.metrics.items()):
+        with self._metrics_lock:
+            metrics, phases = dict(self.metrics), dict(self.phase_seconds)
+        for name, value in sorted(metrics.items()):
             lines += [f"# TYPE fedattest_{name}_total counter", f"fedattest_{name}_total {value}"]
         lines.append("# TYPE fedattest_activation_phase_seconds_total counter")
-        for phase, seconds in sorted(self.phase_seconds.items()):
+        for phase, seconds in sorted(phases.items()):
             lines.append(f'fedattest_activation_phase_seconds_total{{phase="{phase}"}} {seconds:.6f}')
         return "\n".join(lines) + "\n"
 
