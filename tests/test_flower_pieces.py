@@ -25,6 +25,7 @@ from fedattest.flower import (
 )
 from fedattest.flower.provisioned import Provisioned, ProvisioningError
 from fedattest.flower.signing import UpdateRejectedError
+from fedattest.pki.names import MEMBER_URI
 
 NOW = ident.utcnow()
 ROOT_KEY = ident.new_key()
@@ -37,7 +38,7 @@ def member_identity(
     key = ident.new_key()
     cert = ident.issue_leaf(
         ca_key=root_key, ca=root, public_key=key.public_key(), common_name=name,
-        uris=[ident.MEMBER_URI.format(federation=federation, member=name)], dns_names=[], ips=[], now=NOW, lifetime=lifetime,
+        uris=[MEMBER_URI.format(federation=federation, member=name)], dns_names=[], ips=[], now=NOW, lifetime=lifetime,
     )  # fmt: skip
     fmt = serialization.PrivateFormat.PKCS8
     return UpdateSigner(

@@ -155,6 +155,11 @@ COMMANDS: dict[str, _Lazy] = {
         "app",
         "Export a coordinator's audit bundle and check it (or a bare audit log) offline.",
     ),
+    "passport": _Lazy(
+        "fedattest.cli.passport",
+        "app",
+        "Check a member's passport (its activation token and certificate chain) offline, against the pinned root.",
+    ),
     "coordinator": _Lazy(
         "fedattest.cli.coordinator",
         "app",

@@ -40,6 +40,7 @@ from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.pki.crl import RevokedCertificate, build_crl
+from fedattest.pki.names import MEMBER_URI
 from fedattest.policy.appraisal import appraise
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
@@ -217,6 +218,10 @@ class Coordinator:
         self._redeemed: dict[bytes, float] = {}  # redeemed nonce -> when it expires
         self._nonce_lock = threading.Lock()
         self._collateral_docs: dict[int, tuple[Collateral, str, str]] = {}
+        signer = ident.issue_token_signer(ca_key=self.state.root_key, ca=self.state.root_ca,
+                                          public_key=self.state.token_key.public_key(), federation=self.policy.name,
+                                          now=ident.utcnow())  # fmt: skip
+        self._x5c = [base64.b64encode(signer.public_bytes(serialization.Encoding.DER)).decode()]  # RFC 7515: base64 DER
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
         self.jwk = {**jwk, "use": "sig", "alg": "ES256", "kid": jwk_thumbprint(jwk)}
 
@@ -538,7 +543,7 @@ class Coordinator:
         now = self.clock()
         started = time.perf_counter()
         issued = ident.utcnow()
-        uri = ident.MEMBER_URI.format(federation=policy.name, member=member.name)
+        uri = MEMBER_URI.format(federation=policy.name, member=member.name)
         cert = ident.issue_leaf(
             ca_key=self.state.root_key, ca=self.state.root_ca, public_key=csr.public_key(),  # type: ignore[arg-type]
             common_name=member.name, uris=[uri], dns_names=list(member.dns_names), ips=[], now=issued,
@@ -559,7 +564,7 @@ class Coordinator:
             "jti": secrets.token_hex(16),
         }
         verdict["public_keys"] = extra_hashes
-        token = jwt.encode(payload, self.state.token_key, algorithm="ES256", headers={"kid": self.jwk["kid"]})
+        token = jwt.encode(payload, self.state.token_key, algorithm="ES256", headers={"kid": self.jwk["kid"], "x5c": self._x5c})
         member_secret = HKDF(hashes.SHA256(), 32, salt=b"fedattest-member-secret-v1", info=member.name.encode()).derive(
             self.state.master_secret
         )

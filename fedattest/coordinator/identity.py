@@ -18,8 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedattest.errors import FedattestError
-
-MEMBER_URI = "urn:fedattest:{federation}:member:{member}"
+from fedattest.pki.names import TOKEN_SIGNER_URI
 
 
 class IdentityError(FedattestError):
@@ -153,6 +152,25 @@ def issue_leaf(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def issue_token_signer(
+    *,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca: x509.Certificate,
+    public_key: ec.EllipticCurvePublicKey,
+    federation: str,
+    now: datetime,
+) -> x509.Certificate:
+    """The certificate of the coordinator's token (and audit log) key, issued by its root: tokens carry it in
+    their ``x5c`` header, so a relying party that pinned only the root can check a token offline. Its one URI
+    SAN, ``urn:fedattest:<federation>:token-signer``, says what the key is for (and no member URI: it is not
+    a member's identity)."""
+    return issue_leaf(
+        ca_key=ca_key, ca=ca, public_key=public_key, common_name="fedattest token signer",
+        uris=[TOKEN_SIGNER_URI.format(federation=federation)], dns_names=[], ips=[], now=now,
+        lifetime=timedelta(days=365),
+    )  # fmt: skip
 
 
 def load_csr(pem: str) -> x509.CertificateSigningRequest:

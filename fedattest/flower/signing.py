@@ -18,8 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedattest.coordinator.identity import MEMBER_URI
 from fedattest.errors import FedattestError
+from fedattest.pki.names import MEMBER_URI
 
 LABEL = b"fedattest-update-v1\n"
 
