@@ -1,0 +1,2 @@
+"""Workloads: manifests, their canonical form and measurement (MRENCLAVE, MRSIGNER), the simulated enclave
+image, and Gramine manifest templates."""
