@@ -504,3 +504,44 @@ def test_metrics_count_every_request_under_concurrency(local: Coordinator) -> No
         sys.setswitchinterval(interval)
     assert local.metrics["activations_refused"] == 16_000
     assert "fedattest_activations_refused_total 16000" in local.metrics_text()
+
+
+def test_the_coordinator_has_one_clock(tmp_path: Path) -> None:
+    """Quotes are verified, certificates issued and tokens stamped at the injected clock's time (the quote was
+    verified at the machine's time before, whatever the clock said)."""
+    import base64
+
+    import jwt
+    from cryptography import x509
+
+    from fedattest.coordinator import identity as ident
+    from fedattest.coordinator.core import ActivationError
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    now = [time.time()]
+    made = Coordinator(
+        state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
+        collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
+        approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()], clock=lambda: now[0],
+    )  # fmt: skip
+
+    def request() -> dict[str, Any]:
+        key = ident.new_key()
+        claims = {"member": "aggregator", "nonce": made.new_nonce(), "policy_hash": made.policy.policy_hash().hex(),
+                  "keys": {"tls": ident.spki_sha256(key.public_key())}}  # fmt: skip
+        quote = platform.tee(WorkloadIdentity(AGG, SIGNER)).quote(ident.claims_report_data(claims))
+        return {"member_name": "aggregator", "quote_b64": base64.b64encode(quote).decode(),
+                "csr_pem": ident.make_csr(key, "aggregator"), "claims": claims,
+                "enrolment": ident.sign_enrolment(ENROL["aggregator"], claims)}  # fmt: skip
+
+    try:
+        now[0] += 3600  # an hour from now: the certificate and the token say so
+        issued = made.activate(**request())
+        cert = x509.load_pem_x509_certificates(issued["certificate_chain"].encode())[0]
+        assert abs(cert.not_valid_before_utc.timestamp() - (now[0] - 300)) < 2
+        assert jwt.decode(issued["token"], options={"verify_signature": False})["iat"] == int(now[0])
+        now[0] += 400 * 86400  # far beyond the collateral's validity: the quote is verified at this time
+        with pytest.raises(ActivationError, match="quote rejected"):
+            made.activate(**request())
+    finally:
+        made.close()

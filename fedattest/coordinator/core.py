@@ -220,7 +220,7 @@ class Coordinator:
         self._collateral_docs: dict[int, tuple[Collateral, str, str]] = {}
         signer = ident.issue_token_signer(ca_key=self.state.root_key, ca=self.state.root_ca,
                                           public_key=self.state.token_key.public_key(), federation=self.policy.name,
-                                          now=ident.utcnow())  # fmt: skip
+                                          now=self._utc())  # fmt: skip
         self._x5c = [base64.b64encode(signer.public_bytes(serialization.Encoding.DER)).decode()]  # RFC 7515: base64 DER
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
         self.jwk = {**jwk, "use": "sig", "alg": "ES256", "kid": jwk_thumbprint(jwk)}
@@ -320,7 +320,7 @@ class Coordinator:
         versions = {v.policy_hash: v.document for v in self.store.policy_versions()}
         collateral = self.store.collateral_documents()
         policies: dict[str, FederationPolicy | None] = {}
-        now = datetime.fromtimestamp(self.clock(), UTC)
+        now = self._utc()
         out = []
         for record in self.store.activations():
             if record.fingerprint in self._revoked:
@@ -364,6 +364,11 @@ class Coordinator:
             "collateral": self.store.collateral_documents(),
             "root_ca": self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
         }
+
+    def _utc(self) -> datetime:
+        """The coordinator's one clock (``clock``), as a UTC datetime: quotes are verified, certificates issued
+        and tokens stamped at the same moment."""
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def _now(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
@@ -516,7 +521,7 @@ class Coordinator:
             try:
                 quote = Quote.parse(raw)
                 collateral = self.collateral_for(quote)
-                verified = self.verifier.verify(quote, collateral)
+                verified = self.verifier.verify(quote, collateral, at=self._utc())
             except FedattestError as exc:
                 raise ActivationError(f"quote rejected: {exc}") from None
             if verified.report_data != ident.claims_report_data(claims):
@@ -542,7 +547,7 @@ class Coordinator:
             }
         now = self.clock()
         started = time.perf_counter()
-        issued = ident.utcnow()
+        issued = self._utc()
         uri = MEMBER_URI.format(federation=policy.name, member=member.name)
         cert = ident.issue_leaf(
             ca_key=self.state.root_key, ca=self.state.root_ca, public_key=csr.public_key(),  # type: ignore[arg-type]
@@ -703,7 +708,7 @@ class Coordinator:
                 for r in self._revoked.values()
             ]  # fmt: skip
             der = build_crl(self.state.root_key, self.state.root_ca, revoked,
-                            now=datetime.fromtimestamp(self.clock(), UTC), number=len(revoked))  # fmt: skip
+                            now=self._utc(), number=len(revoked))  # fmt: skip
             self._crl = (key, der)
         return self._crl[1]
 
