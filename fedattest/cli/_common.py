@@ -77,6 +77,17 @@ def fail(message: str, exit_code: int = EXIT_USAGE) -> NoReturn:
     raise CliError(message, exit_code)
 
 
+def padded_64(value: str | None, option: str) -> bytes:
+    """Up to 64 bytes of hex, zero-padded on the right (default: 64 zero bytes): a CONFIGID or report data."""
+    if value is None:
+        return bytes(64)
+    text = value.strip().removeprefix("0x").removeprefix("0X")
+    if len(text) > 128 or len(text) % 2:
+        raise CliUsageError(f"{option} needs up to 128 hex digits (64 bytes), got {len(text)} digits")
+    data = parse_hex(text, len(text) // 2, option)
+    return data + bytes(64 - len(data))
+
+
 EnrolmentKeyOpt = Annotated[
     Path | None,
     typer.Option(

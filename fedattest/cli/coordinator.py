@@ -17,6 +17,7 @@ from fedattest.cli._common import (
     CliUsageError,
     EnrolmentKeyOpt,
     enrolment_key_loader,
+    padded_64,
     parse_hex,
     print_json,
     read_input,
@@ -64,6 +65,15 @@ participant_app = typer.Typer(
 DEFAULT_SIM_MRENCLAVE = hashlib.sha256(b"fedattest coordinator (simulated)").hexdigest()
 DEFAULT_SIM_MRSIGNER = hashlib.sha256(b"fedattest unsigned development workload").hexdigest()
 
+ConfigIdOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config-id",
+        metavar="HEX",
+        help="Simulated TEE: the CONFIGID to launch with (SGX KSS; up to 128 hex digits). A policy role with"
+        ' config_id = "data-commitment" wants the member\'s data commitment here.',
+    ),
+]
 PlatformOpt = Annotated[
     Path | None,
     typer.Option(
@@ -95,8 +105,11 @@ def evidence_source(
     return QuoteVerifier(), lambda _quote: fixed
 
 
-def _tee(kind: str, platform: Path | None, mrenclave: str) -> TEE:
+def _tee(kind: str, platform: Path | None, mrenclave: str, config_id: str | None = None) -> TEE:
+    """The TEE to run in; ``config_id`` (simulated only) is the CONFIGID the enclave is launched with (SGX KSS)."""
     if kind == "gramine":
+        if config_id is not None:
+            raise CliUsageError("--config-id is for --tee sim: on SGX the CONFIGID is set when the enclave is launched")
         return GramineTEE()
     if kind != "sim":
         raise CliUsageError(f"--tee must be sim or gramine, got {kind!r}")
@@ -105,7 +118,8 @@ def _tee(kind: str, platform: Path | None, mrenclave: str) -> TEE:
     except FedattestError:
         if platform is None:
             raise CliUsageError("--tee sim needs --platform DIR") from None
-        identity = WorkloadIdentity(parse_hex(mrenclave, 32, "--mrenclave"), bytes.fromhex(DEFAULT_SIM_MRSIGNER))
+        identity = WorkloadIdentity(parse_hex(mrenclave, 32, "--mrenclave"), bytes.fromhex(DEFAULT_SIM_MRSIGNER),
+                                    config_id=padded_64(config_id, "--config-id"))  # fmt: skip
         return SimulatedPlatform.load(platform).tee(identity)
 
 
@@ -250,8 +264,9 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
     mrenclave: Annotated[
         str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity when not under 'workload run'.")
     ] = DEFAULT_SIM_MRENCLAVE,
+    config_id: ConfigIdOpt = None,
 ) -> None:
-    enclave = _tee(tee, platform, mrenclave)
+    enclave = _tee(tee, platform, mrenclave, config_id)
     try:
         root_pem = read_input(str(root_ca), "root CA").decode()
         resumed = resume_unless_revoked(coordinator, root_pem, out, enclave)

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, EnrolmentKeyOpt, enrolment_key_loader, read_input
-from fedattest.cli.coordinator import _tee
+from fedattest.cli.coordinator import ConfigIdOpt, _tee
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
 from fedattest.tee import TEE
@@ -163,6 +163,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     tee: TeeOpt = "sim",
     platform: PlatformOpt = None,
     mrenclave: Annotated[str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity.")] = SIM_SUPERNODE_MRENCLAVE,
+    config_id: ConfigIdOpt = None,
 ) -> None:
     from fedattest.flower.supernode import SuperNodePaths, run_supernode  # noqa: PLC0415
 
@@ -172,7 +173,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     try:
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperNodePaths(state)
-        enclave = _tee(tee, platform, mrenclave)
+        enclave = _tee(tee, platform, mrenclave, config_id)
         _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="collaborator")
         code = run_supernode(paths, superlink, data.resolve(), list(ctx.args))
     except ValueError as exc:

@@ -27,6 +27,7 @@ from fedattest.cli._common import (
     exit_with,
     iso,
     one_line,
+    padded_64,
     parse_hex,
     parse_time,
     print_json,
@@ -678,6 +679,8 @@ def build_reference(
     allow_simulation: bool,
     accept_tcb: list[str],
     reject_advisory: list[str],
+    config_id: str | None = None,
+    min_config_svn: int | None = None,
 ) -> ReferenceValues:
     """ReferenceValues from the ``quote verify`` options; with no ``--expect-*`` value, accept any code
     (and say so). Inconsistent options are usage errors."""
@@ -705,6 +708,8 @@ def build_reference(
             accepted_tcb_statuses=parse_statuses(accept_tcb) if accept_tcb else DEFAULT_ACCEPTED_TCB,
             rejected_advisory_ids=frozenset(a.strip().upper() for a in reject_advisory),
             accept_any_code=any_code,
+            config_id=padded_64(config_id, "--expect-config-id") if config_id is not None else None,
+            min_config_svn=min_config_svn or 0,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -891,6 +896,17 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
             "--reject-advisory", metavar="ID", help="Reject platforms affected by this advisory (INTEL-SA-...); repeatable."
         ),
     ] = None,
+    expect_config_id: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-config-id",
+            metavar="HEX",
+            help="SGX KSS: the CONFIGID the enclave must have been launched with (up to 128 hex digits, zero-padded).",
+        ),
+    ] = None,
+    min_config_svn: Annotated[
+        int | None, typer.Option("--min-config-svn", metavar="N", min=0, max=0xFFFF, help="SGX KSS: minimum CONFIGSVN.")
+    ] = None,
     cache_dir: Annotated[
         Path | None, typer.Option("--cache-dir", metavar="DIR", help="PCCS collateral cache. Default: ~/.cache/fedattest/pccs.")
     ] = None,
@@ -921,6 +937,8 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
         allow_simulation=allow_simulation,
         accept_tcb=accept_tcb or [],
         reject_advisory=reject_advisory or [],
+        config_id=expect_config_id,
+        min_config_svn=min_config_svn,
     )
     verifier = load_verifier(root_ca)
     source: Collateral | Callable[[Quote], Collateral]

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from fedattest.cli._common import CliUsageError, parse_hex, parse_time, print_json, print_rich
+from fedattest.cli._common import CliUsageError, padded_64, parse_hex, parse_time, print_json, print_rich
 from fedattest.errors import TeeError
 from fedattest.files import atomic_write
 from fedattest.tee import Scenario, SimulatedPlatform, WorkloadIdentity
@@ -102,17 +102,6 @@ def show(
     _summary(_open(directory), json_out)
 
 
-def _padded_64(value: str | None, option: str) -> bytes:
-    """Up to 64 bytes of hex, zero-padded on the right (default: 64 zero bytes)."""
-    if value is None:
-        return bytes(64)
-    text = value.strip().removeprefix("0x").removeprefix("0X")
-    if len(text) > 128 or len(text) % 2:
-        raise CliUsageError(f"{option} needs up to 128 hex digits (64 bytes), got {len(text)} digits")
-    data = parse_hex(text, len(text) // 2, option)
-    return data + bytes(64 - len(data))
-
-
 @app.command(
     "quote",
     help=(
@@ -152,9 +141,9 @@ def quote(  # noqa: PLR0917 - typer maps parameters to options
         isv_prod_id=isvprodid,
         isv_svn=isvsvn,
         debug=debug,
-        config_id=_padded_64(config_id, "--config-id"),
+        config_id=padded_64(config_id, "--config-id"),
     )
-    data = _padded_64(report_data, "--report-data")
+    data = padded_64(report_data, "--report-data")
     raw = _open(platform_dir).tee(identity).quote(data)
     encoded = {"raw": raw, "hex": raw.hex().encode() + b"\n", "base64": base64.b64encode(raw) + b"\n"}[fmt]
     _write(output, encoded, f"quote ({len(raw)} bytes, sha256 {sha256(raw).hexdigest()[:16]}...)")

@@ -494,6 +494,9 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
         return report.add(subject, False, "the claims name another policy version")
     assert role.reference is not None
     outcome = appraise(verified, role.reference)
+    config_id, report_body = policy.expected_config_id(member), verified.sgx_report
+    if config_id is not None and (report_body is None or report_body.config_id != config_id):
+        return report.add(subject, False, "its CONFIGID is not the member's data commitment, as the role requires")
     summary.update({"mrenclave": d.get("mrenclave"), "tcb_status": verified.tcb_status.value, "simulated": verified.simulated,
                     "data_commitment": member.data_commitment.hex() if member.data_commitment else None})  # fmt: skip
     report.activations.append(summary)

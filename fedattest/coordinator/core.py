@@ -531,6 +531,14 @@ class Coordinator:
             self._add_seconds("verify", time.perf_counter() - started)
             if not outcome.accepted:
                 raise ActivationError(f"evidence does not match role {member.role!r}: {'; '.join(outcome.reasons)}")
+            config_id = policy.expected_config_id(member)
+            report = verified.sgx_report
+            if config_id is not None and (report is None or report.config_id != config_id):
+                raise ActivationError(
+                    f"the enclave was not launched for {member.name!r}'s data: its CONFIGID must be the member's data"
+                    f" commitment followed by 32 zero bytes ({config_id.hex()[:16]}...), it is"
+                    f" {report.config_id.hex()[:16] if report else 'absent'}..."
+                )
             verdict = {
                 "attestation": "verified",
                 "mrenclave": verified.mr_enclave.hex() if verified.mr_enclave is not None else None,

@@ -43,6 +43,7 @@ def _to_hex(value: bytes) -> str:
 
 Measurement32 = Annotated[bytes, BeforeValidator(_hex_parser(32)), PlainSerializer(_to_hex, return_type=str)]
 Measurement48 = Annotated[bytes, BeforeValidator(_hex_parser(48)), PlainSerializer(_to_hex, return_type=str)]
+Measurement64 = Annotated[bytes, BeforeValidator(_hex_parser(64)), PlainSerializer(_to_hex, return_type=str)]
 
 DEFAULT_ACCEPTED_TCB = frozenset({TcbStatus.UP_TO_DATE, TcbStatus.SW_HARDENING_NEEDED})
 
@@ -63,6 +64,9 @@ class ReferenceValues(BaseModel):
     isv_prod_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     min_isv_svn: int = Field(default=0, ge=0, le=0xFFFF)
     mrtd: frozenset[Measurement48] = frozenset()
+    # SGX KSS: the CONFIGID the enclave was launched with (64 bytes) and a minimum CONFIGSVN. None: not checked.
+    config_id: Measurement64 | None = None
+    min_config_svn: int = Field(default=0, ge=0, le=0xFFFF)
     allow_debug: bool = False
     accepted_tcb_statuses: frozenset[TcbStatus] = DEFAULT_ACCEPTED_TCB
     rejected_advisory_ids: frozenset[str] = frozenset()
@@ -156,6 +160,15 @@ def appraise(verified: VerifiedQuote, ref: ReferenceValues) -> Verdict:
             reasons.append("no TDX reference values (mrtd) to appraise a TD against")
         elif mrtd not in ref.mrtd:
             reasons.append(f"MRTD {mrtd.hex() if mrtd else '?'} is not an accepted measurement")
+
+    # The launch configuration (SGX KSS), checked whether or not the code identity is.
+    if report is not None:
+        if ref.config_id is not None and report.config_id != ref.config_id:
+            reasons.append(f"CONFIGID {report.config_id.hex()} is not the expected {ref.config_id.hex()}")
+        if report.config_svn < ref.min_config_svn:
+            reasons.append(f"CONFIGSVN {report.config_svn} is below the minimum {ref.min_config_svn}")
+    elif ref.config_id is not None or ref.min_config_svn:
+        reasons.append("CONFIGID and CONFIGSVN are SGX launch values: a TD reports none")
 
     status = verified.tcb_status
     if status not in ref.accepted_tcb_statuses:

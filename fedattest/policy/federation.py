@@ -35,6 +35,7 @@ from fedattest.policy.dp import DpSettings
 from fedattest.shape import MAX_NESTING, nesting_depth
 
 POLICY_HASH_LABEL = b"fedattest-policy-v1\n"
+COMMITMENT_BINDING = "data-commitment"  # a role's config_id: each member's CONFIGID is its data commitment
 # A policy is a few KB (about 300 bytes a member, 500 an approver key); 1 MiB is thousands of members. The
 # limits hold for every policy parsed, so a document read from an audit bundle or a file cannot exhaust memory
 # or the parser's recursion (tomllib recurses once per nested array or inline table).
@@ -70,6 +71,10 @@ class RolePolicy(_Strict):
 
     attestation_required: bool = True
     reference: ReferenceValues | None = None
+    # ``config_id = "data-commitment"`` in the role's table: each member's enclave must be launched (SGX KSS)
+    # with CONFIGID = the member's data commitment (32 bytes) followed by 32 zero bytes, so the hardware
+    # report itself says whose data this instance of the common code is for.
+    config_id_binding: Literal["data-commitment"] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -78,7 +83,8 @@ class RolePolicy(_Strict):
         if isinstance(data, dict) and "reference" not in data:
             data = dict(data)
             required = data.pop("attestation_required", True)
-            return {"attestation_required": required, "reference": data or None}
+            binding = data.pop("config_id") if data.get("config_id") == COMMITMENT_BINDING else None
+            return {"attestation_required": required, "reference": data or None, "config_id_binding": binding}
         return data
 
     @model_validator(mode="after")
@@ -89,6 +95,8 @@ class RolePolicy(_Strict):
             )
         if self.reference is not None and self.reference.accept_any_code:
             raise ValueError("accept_any_code is not allowed in a federation policy")
+        if self.config_id_binding is not None and not self.attestation_required:
+            raise ValueError(f'config_id = "{COMMITMENT_BINDING}" needs attestation_required = true')
         return self
 
 
@@ -210,6 +218,8 @@ class FederationPolicy(_Strict):
             raise ValueError("member names must be unique")
         if sum(m.role == "aggregator" for m in self.members) != 1:
             raise ValueError("exactly one member must have role 'aggregator'")
+        if self.roles["aggregator"].config_id_binding is not None:
+            raise ValueError(f'roles.aggregator: config_id = "{COMMITMENT_BINDING}" is for collaborators (no data here)')
         return self
 
     # -- canonical form ----------------------------------------------------------------------------
@@ -231,6 +241,13 @@ class FederationPolicy(_Strict):
 
     def member(self, name: str) -> Member | None:
         return next((m for m in self.members if m.name == name), None)
+
+    def expected_config_id(self, member: Member) -> bytes | None:
+        """The CONFIGID ``member``'s enclave must report (its data commitment ‖ 32 zero bytes) when its role binds
+        it (``config_id = "data-commitment"``); None when the role does not."""
+        if self.roles[member.role].config_id_binding is None or member.data_commitment is None:
+            return None
+        return member.data_commitment + bytes(32)
 
 
 def _sorted(value: Any) -> Any:
