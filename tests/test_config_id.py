@@ -65,9 +65,9 @@ def test_a_role_can_bind_config_id_to_each_members_commitment(tmp_path: Path) ->
     assert text != policy_text()
     policy = parse_policy(text)
     member = policy.member("hospital-a")
-    assert member is not None and policy.expected_config_id(member) == OURS
+    assert member is not None and (reference := policy.reference_for(member)) is not None and reference.config_id == OURS
     aggregator = policy.member("aggregator")
-    assert aggregator is not None and policy.expected_config_id(aggregator) is None
+    assert aggregator is not None and (theirs := policy.reference_for(aggregator)) is not None and theirs.config_id is None
     with pytest.raises(PolicyError, match=r'roles\.aggregator: config_id = "data-commitment" is for collaborators'):
         parse_policy(text.replace("[roles.aggregator]\n", '[roles.aggregator]\nconfig_id = "data-commitment"\n'))
     (tmp_path / "policy.toml").write_text(text)
@@ -75,7 +75,7 @@ def test_a_role_can_bind_config_id_to_each_members_commitment(tmp_path: Path) ->
     platform = SimulatedPlatform.create(tmp_path / "platform")
     with coordinator(tmp_path, platform) as running:
         unbound = running.platform.tee(WorkloadIdentity(COLLAB, SIGNER))  # the right code, launched for no one's data
-        with pytest.raises(CoordinatorError, match="HTTP 403: the enclave was not launched for 'hospital-a''s data"):
+        with pytest.raises(CoordinatorError, match="HTTP 403: evidence does not match role 'collaborator': CONFIGID 0000"):
             activate(running.url, running.root_pem, "hospital-a", unbound, tmp_path / "x", enrolment_key=ENROL["hospital-a"])
         bound = running.platform.tee(WorkloadIdentity(COLLAB, SIGNER, config_id=OURS))
         done = activate(running.url, running.root_pem, "hospital-a", bound, tmp_path / "a", enrolment_key=ENROL["hospital-a"])
@@ -95,5 +95,5 @@ def test_a_policy_that_starts_binding_config_id_revokes_unbound_identities(tmp_p
     then = parse_policy(policy_text())
     now = parse_policy(policy_text().replace(f'mrenclave = ["{COLLAB.hex()}"]\nallow_simulation = true', BOUND))
     judged = revocation_reason("hospital-a", "collaborator", _verified(platform), then, now)
-    assert judged is not None and "requires CONFIGID" in judged[0]
+    assert judged is not None and "CONFIGID 0000" in judged[0] and "is not the expected" in judged[0]
     assert revocation_reason("hospital-a", "collaborator", _verified(platform, OURS), then, now) is None

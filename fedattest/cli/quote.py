@@ -38,7 +38,7 @@ from fedattest.cli.fields import FieldList
 from fedattest.dcap.chain import load_pem_chain
 from fedattest.dcap.result import TcbStatus, VerifiedQuote
 from fedattest.dcap.trust import is_intel_root, load_trust_root
-from fedattest.errors import FedattestError, FormatError, VerificationError
+from fedattest.errors import FedattestError, FormatError
 from fedattest.sgx._codec import Reader
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension, SgxType
 from fedattest.sgx.quote import (
@@ -547,7 +547,6 @@ def evaluate(
     ``ref``. ``collateral`` may be a function of the parsed quote (PCCS fetching). Never raises for bad
     evidence: a quote that does not parse, collateral that cannot be fetched and every verification
     failure become a rejected :class:`Outcome` naming the step."""
-    from fedattest.policy.appraisal import appraise  # noqa: PLC0415 - see the imports at the top
 
     root = verifier.trust_root
     common: dict[str, Any] = {
@@ -566,20 +565,12 @@ def evaluate(
     if view.quote is None:
         assert view.error is not None
         return rejected("quote_format", str(view.error))
-    if callable(collateral):
-        try:
-            collateral = collateral(view.quote)
-        except FedattestError as exc:
-            return rejected("collateral", f"could not get collateral: {exc}")
-    try:
-        verified = verifier.verify(view.quote, collateral, at=at)
-    except VerificationError as exc:
-        return rejected(exc.step, str(exc))
-    except FormatError as exc:
-        return rejected("quote_format", str(exc))
-    except FedattestError as exc:
-        return rejected("verification", str(exc))
-    verdict = appraise(verified, ref)
+    from fedattest.attestation import attest  # noqa: PLC0415 - see the imports at the top
+
+    attested = attest(view.quote, collateral=collateral, verifier=verifier, reference=ref, at=at)
+    if attested.verdict is None or attested.verified is None:  # the evidence did not parse, or did not verify
+        return rejected(attested.step or "verification", attested.reason)
+    verified, verdict = attested.verified, attested.verdict
     return Outcome(
         accepted=verdict.accepted,
         reason=None if verdict.accepted else one_line(verdict.reason),

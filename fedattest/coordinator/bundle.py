@@ -45,6 +45,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fedattest.attestation import REPORT_DATA, attest
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
 from fedattest.coordinator.revocation import revocation_reason
@@ -52,7 +53,6 @@ from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
-from fedattest.policy.appraisal import appraise
 from fedattest.policy.approval import Approval, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.shape import load_json
@@ -481,22 +481,25 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
         return report.add(subject, False, f"quote, claims or collateral missing from the bundle ({exc})")
     if hashlib.sha256(raw).hexdigest() != d.get("quote_sha256"):
         return report.add(subject, False, "the quote is not the one the log names")
-    try:
-        verified = verifier_for(bool(d.get("simulated"))).verify(raw, bundle_collateral, at=_when(entry.time))
+    reference = policy.reference_for(member)  # the role's, with the member's CONFIGID when the role binds it
+    assert reference is not None
+    try:  # the auditor's trust anchor for this kind of evidence (none for simulated evidence without --platform)
+        verifier = verifier_for(bool(d.get("simulated")))
     except FedattestError as exc:
         return report.add(subject, False, f"the quote does not verify: {exc}")
-    if verified.report_data != ident.claims_report_data(claims):
+    outcome = attest(raw, collateral=bundle_collateral, verifier=verifier, reference=reference,
+                     expected_report_data=ident.claims_report_data(claims), at=_when(entry.time))  # fmt: skip
+    if outcome.evidence_failed:
+        return report.add(subject, False, f"the quote does not verify: {outcome.reason}")
+    if outcome.step == REPORT_DATA:
         return report.add(subject, False, "the quote does not bind the recorded claims")
+    verified = outcome.verified
+    assert verified is not None
     spki = ident.spki_sha256(cert.public_key())  # type: ignore[arg-type]
     if claims.get("member") != d["member"] or dict(claims.get("keys", {})).get("tls") != spki:
         return report.add(subject, False, "the claims do not bind this member and its certificate key")
     if claims.get("policy_hash") != policy.policy_hash().hex():
         return report.add(subject, False, "the claims name another policy version")
-    assert role.reference is not None
-    outcome = appraise(verified, role.reference)
-    config_id, report_body = policy.expected_config_id(member), verified.sgx_report
-    if config_id is not None and (report_body is None or report_body.config_id != config_id):
-        return report.add(subject, False, "its CONFIGID is not the member's data commitment, as the role requires")
     summary.update({"mrenclave": d.get("mrenclave"), "tcb_status": verified.tcb_status.value, "simulated": verified.simulated,
                     "data_commitment": member.data_commitment.hex() if member.data_commitment else None})  # fmt: skip
     report.activations.append(summary)

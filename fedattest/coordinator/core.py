@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedattest.attestation import REPORT_DATA, attest
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
 from fedattest.coordinator.revocation import revocation_reason
@@ -41,7 +42,6 @@ from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.pki.crl import RevokedCertificate, build_crl
 from fedattest.pki.names import MEMBER_URI
-from fedattest.policy.appraisal import appraise
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.sgx.quote import Quote
@@ -507,6 +507,7 @@ class Coordinator:
                 f" enrolment_key the policy lists for {member.name!r}"
             )
         verdict: dict[str, Any] = {"attestation": "off", "simulated": None}
+        collateral: Collateral | None = None
         token_claims: dict[str, Any] = {"attestation": "off"}
         if role.attestation_required:
             if not quote_b64:
@@ -518,27 +519,19 @@ class Coordinator:
             if len(raw) > MAX_QUOTE_BYTES:
                 raise ActivationError("quote is too large", 413)
             started = time.perf_counter()
-            try:
-                quote = Quote.parse(raw)
-                collateral = self.collateral_for(quote)
-                verified = self.verifier.verify(quote, collateral, at=self._utc())
-            except FedattestError as exc:
-                raise ActivationError(f"quote rejected: {exc}") from None
-            if verified.report_data != ident.claims_report_data(claims):
-                raise ActivationError("quote report data does not bind these claims")
-            assert role.reference is not None  # attestation_required implies reference values
-            outcome = appraise(verified, role.reference)
+            reference = policy.reference_for(member)
+            assert reference is not None  # attestation_required implies reference values
+            outcome = attest(raw, collateral=self.collateral_for, verifier=self.verifier, reference=reference,
+                             expected_report_data=ident.claims_report_data(claims), at=self._utc())  # fmt: skip
             self._add_seconds("verify", time.perf_counter() - started)
+            if outcome.evidence_failed:
+                raise ActivationError(f"quote rejected: {outcome.reason}")
+            if outcome.step == REPORT_DATA:
+                raise ActivationError("quote report data does not bind these claims")
             if not outcome.accepted:
-                raise ActivationError(f"evidence does not match role {member.role!r}: {'; '.join(outcome.reasons)}")
-            config_id = policy.expected_config_id(member)
-            report = verified.sgx_report
-            if config_id is not None and (report is None or report.config_id != config_id):
-                raise ActivationError(
-                    f"the enclave was not launched for {member.name!r}'s data: its CONFIGID must be the member's data"
-                    f" commitment followed by 32 zero bytes ({config_id.hex()[:16]}...), it is"
-                    f" {report.config_id.hex()[:16] if report else 'absent'}..."
-                )
+                raise ActivationError(f"evidence does not match role {member.role!r}: {outcome.reason}")
+            verified, collateral = outcome.verified, outcome.collateral
+            assert verified is not None and collateral is not None
             verdict = {
                 "attestation": "verified",
                 "mrenclave": verified.mr_enclave.hex() if verified.mr_enclave is not None else None,
@@ -594,7 +587,7 @@ class Coordinator:
                     **verdict, "public_key_pems": public_keys, "claims": claims, "quote_b64": quote_b64 or None,
                     "enrolment": enrolment,
                 }  # fmt: skip
-                if "collateral_sha256" in verdict:
+                if collateral is not None:
                     tx.add_collateral(*self._collateral_document(collateral))
                 tx.add_activation(
                     ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, record_verdict, self._now())

@@ -45,13 +45,11 @@ def revocation_reason(
     if required.attestation_required:
         if verified is None:
             return f"role {role!r} now requires attestation", WITHDRAWN
-        assert required.reference is not None  # attestation_required implies reference values
-        verdict = appraise(verified, required.reference)
+        reference = now.reference_for(member)  # the role's, with the member's CONFIGID when the role binds it
+        assert reference is not None  # attestation_required implies reference values
+        verdict = appraise(verified, reference)
         if not verdict.accepted:
             return f"its evidence is no longer accepted: {verdict.reason}", WITHDRAWN
-        config_id, report = now.expected_config_id(member), verified.sgx_report
-        if config_id is not None and (report is None or report.config_id != config_id):
-            return "the role now requires CONFIGID = the member's data commitment, and its enclave has another", WITHDRAWN
     if then is not None:
         removed = sorted(set(then.apps.allowed_hashes) - set(now.apps.allowed_hashes))
         if removed:

@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from fedattest.attestation import REPORT_DATA, attest
 from fedattest.coordinator import identity as ident
 from fedattest.coordinator.sealing import seal, sealing_key, unseal
 from fedattest.dcap.collateral import Collateral
@@ -38,7 +39,7 @@ from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.files import PRIVATE_DIR, atomic_write
 from fedattest.pki.crl import RevocationList
-from fedattest.policy.appraisal import ReferenceValues, Verdict, appraise
+from fedattest.policy.appraisal import ReferenceValues, Verdict
 from fedattest.policy.federation import FederationPolicy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
@@ -108,25 +109,26 @@ def verify_coordinator(
     try:
         raw = base64.b64decode(body["quote"], validate=True)
         root = x509.load_pem_x509_certificate(body["root_ca"].encode())
-        quote = Quote.parse(raw)
-        verified = verifier.verify(quote, collateral_for(quote))
     except (KeyError, ValueError, TypeError) as exc:
         raise CoordinatorError(f"malformed quote response: {exc}") from None
-    except FedattestError as exc:
-        raise CoordinatorError(f"the coordinator's quote does not verify: {exc}") from None
     reference = policy.coordinator
     if expect_mrenclave is not None:
         reference = ReferenceValues.model_validate(
             {**reference.model_dump(), "mrenclave": [expect_mrenclave], "mrsigner": None, "isv_prod_id": None}
         )
-    verdict = appraise(verified, reference)
-    if not verdict.accepted:
-        raise CoordinatorError(f"the coordinator is not the approved enclave: {'; '.join(verdict.reasons)}")
     root_der = root.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if verified.report_data != ident.coordinator_report_data(root_der, policy.policy_hash(), nonce):
+    outcome = attest(raw, collateral=collateral_for, verifier=verifier, reference=reference,
+                     expected_report_data=ident.coordinator_report_data(root_der, policy.policy_hash(), nonce))  # fmt: skip
+    if outcome.evidence_failed:
+        raise CoordinatorError(f"the coordinator's quote does not verify: {outcome.reason}")
+    if outcome.step == REPORT_DATA:
         raise CoordinatorError(
             "the coordinator's quote does not bind this root CA, this policy and our nonce (another policy version, or a relay)"
         )
+    if not outcome.accepted:
+        raise CoordinatorError(f"the coordinator is not the approved enclave: {outcome.reason}")
+    verified, verdict = outcome.verified, outcome.verdict
+    assert verified is not None and verdict is not None
     leaf = x509.load_pem_x509_certificate(leaf_pem.encode())
     try:
         leaf.verify_directly_issued_by(root)

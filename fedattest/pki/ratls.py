@@ -24,12 +24,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fedattest.attestation import REPORT_DATA, attest
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError, FormatError
 from fedattest.pki import cbor
-from fedattest.policy.appraisal import ReferenceValues, Verdict, appraise
+from fedattest.policy.appraisal import ReferenceValues, Verdict
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
 
@@ -155,15 +156,17 @@ def verify_ratls_certificate(
     if not candidates:
         raise RaTlsError("the certificate carries no SGX evidence (neither the DICE nor the legacy RA-TLS extension)")
     results: list[VerifiedQuote] = []
+    verdicts: list[Verdict] = []
     for kind, raw, expected in candidates:
-        try:
-            quote = Quote.parse(raw)
-            verified = verifier.verify(quote, collateral_for(quote), at=when)
-        except FedattestError as exc:
-            raise RaTlsError(f"{kind} evidence: the quote does not verify: {exc}") from None
-        if verified.report_data != expected:
+        outcome = attest(raw, collateral=collateral_for, verifier=verifier, reference=reference, expected_report_data=expected,
+                         at=when)  # fmt: skip
+        if outcome.evidence_failed:
+            raise RaTlsError(f"{kind} evidence: the quote does not verify: {outcome.reason}")
+        if outcome.step == REPORT_DATA:
             raise RaTlsError(f"{kind} evidence: the quote's report data does not bind the certificate's key")
-        results.append(verified)
+        assert outcome.verified is not None and outcome.verdict is not None
+        results.append(outcome.verified)
+        verdicts.append(outcome.verdict)
     first = results[0]
     for other in results[1:]:
         if (other.mr_enclave, other.mr_signer, other.isv_prod_id, other.isv_svn) != (
@@ -173,7 +176,7 @@ def verify_ratls_certificate(
             first.isv_svn,
         ):
             raise RaTlsError("the DICE and legacy quotes come from different enclaves")
-    return first, appraise(first, reference)
+    return first, verdicts[0]
 
 
 def _load(data: bytes) -> x509.Certificate:

@@ -242,12 +242,16 @@ class FederationPolicy(_Strict):
     def member(self, name: str) -> Member | None:
         return next((m for m in self.members if m.name == name), None)
 
-    def expected_config_id(self, member: Member) -> bytes | None:
-        """The CONFIGID ``member``'s enclave must report (its data commitment ‖ 32 zero bytes) when its role binds
-        it (``config_id = "data-commitment"``); None when the role does not."""
-        if self.roles[member.role].config_id_binding is None or member.data_commitment is None:
+    def reference_for(self, member: Member) -> ReferenceValues | None:
+        """What ``member``'s enclave must show: its role's reference values, with the CONFIGID set to the member's
+        data commitment ‖ 32 zero bytes when the role binds it (``config_id = "data-commitment"``). None when the
+        role does not require attestation."""
+        role = self.roles[member.role]
+        if role.reference is None or not role.attestation_required:
             return None
-        return member.data_commitment + bytes(32)
+        if role.config_id_binding is None or member.data_commitment is None:
+            return role.reference
+        return role.reference.model_copy(update={"config_id": member.data_commitment + bytes(32)})
 
 
 def _sorted(value: Any) -> Any:
