@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 
-from fedattest.coordinator import identity as ident  # noqa: E402
+from fedattest.pki import identity as ident  # noqa: E402
 from fedattest.policy.approval import approve, generate_key, public_key_pem  # noqa: E402
 from fedattest.policy.federation import parse_policy  # noqa: E402
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity  # noqa: E402

@@ -47,8 +47,8 @@ sys.path.insert(0, str(ROOT / "examples" / "digits"))
 import run_demo  # noqa: E402 - the example's federation driver
 
 from fedattest.cli.flower import SIM_SUPERNODE_MRENCLAVE  # noqa: E402
-from fedattest.coordinator import identity as ident  # noqa: E402
 from fedattest.participant import activate  # noqa: E402
+from fedattest.pki import identity as ident  # noqa: E402
 from fedattest.policy.approval import load_private_key  # noqa: E402
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity  # noqa: E402
 

@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 
 from fedattest.cli.coordinator import DEFAULT_SIM_MRENCLAVE, DEFAULT_SIM_MRSIGNER  # noqa: E402
 from fedattest.cli.flower import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE  # noqa: E402
-from fedattest.coordinator import identity as ident  # noqa: E402
 from fedattest.flower import UpdateSigner, UpdateVerifier  # noqa: E402
 from fedattest.flower.mods import signing_mod  # noqa: E402
 from fedattest.flower.serverapp import AttestedStrategy  # noqa: E402
 from fedattest.participant import activate  # noqa: E402
 from fedattest.participant.client import coordinator_context, revocation_fetcher  # noqa: E402
+from fedattest.pki import identity as ident  # noqa: E402
 from fedattest.policy.approval import approve, generate_key, private_key_pem, public_key_pem  # noqa: E402
 from fedattest.policy.federation import parse_policy  # noqa: E402
 from fedattest.policy.template import policy_template  # noqa: E402

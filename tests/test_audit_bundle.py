@@ -106,7 +106,7 @@ def test_the_auditor_chooses_the_trust_anchor(exported: Exported) -> None:
 
 
 def test_a_pinned_key_that_is_not_the_coordinators(exported: Exported) -> None:
-    from fedattest.coordinator import identity as ident
+    from fedattest.pki import identity as ident
 
     report = verify_bundle(exported.bundle, verifier_for=exported.verifier_for, audit_key=ident.new_key().public_key())
     assert not report.ok and report.checks[0].subject == "audit log" and not report.checks[0].ok
@@ -148,7 +148,7 @@ def _flip_quote(record: dict[str, object]) -> None:
 def _claims_nonce(record: dict[str, object], *, resign: bool) -> None:
     """Claims changed after the quote; re-signed with the member's key (which a forger does not have) when
     ``resign``, so that the quote's binding is what is tested."""
-    from fedattest.coordinator import identity as ident
+    from fedattest.pki import identity as ident
 
     verdict = record["verdict"]
     assert isinstance(verdict, dict)
@@ -196,7 +196,7 @@ def _tamper(case: str, files: dict[str, bytes]) -> None:
     elif case == "root CA replaced":
         from cryptography.hazmat.primitives import serialization
 
-        from fedattest.coordinator import identity as ident
+        from fedattest.pki import identity as ident
 
         other = ident.make_root_ca(ident.new_key(), "hospitals", ident.utcnow())
         files["root_ca.pem"] = other.public_bytes(serialization.Encoding.PEM)
@@ -384,7 +384,7 @@ def test_a_refusal_edited_after_signing_is_a_failed_check(exported: Exported) ->
 
 def test_the_coordinator_bounds_refusals_and_needs_no_member_for_them(exported: Exported) -> None:
     from fedattest.flower.rounds import signed_round_report
-    from fedattest.flower.signing import UpdateSigner
+    from fedattest.pki.signing import UpdateSigner
 
     agg = exported.tmp / "agg"
     signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())
@@ -423,7 +423,7 @@ def test_no_endpoint_takes_a_token_as_a_credential(exported: Exported) -> None:
         assert agg_token == (tmp / "agg" / "token.jwt").read_text()
         # The aggregator's token with a collaborator's signature: refused (only the aggregator's signature counts) ...
         from fedattest.flower.rounds import signed_round_report
-        from fedattest.flower.signing import UpdateSigner
+        from fedattest.pki.signing import UpdateSigner
 
         collab = UpdateSigner((tmp / "a" / "key.pem").read_bytes(), (tmp / "a" / "chain.pem").read_bytes())
         bearer = {"Authorization": f"Bearer {agg_token}"}
@@ -444,7 +444,7 @@ def test_no_endpoint_takes_a_token_as_a_credential(exported: Exported) -> None:
 
 def test_a_refusal_is_shown_with_its_control_characters_escaped(exported: Exported) -> None:
     from fedattest.flower.rounds import signed_round_report
-    from fedattest.flower.signing import UpdateSigner
+    from fedattest.pki.signing import UpdateSigner
 
     agg = exported.tmp / "agg"
     signer = UpdateSigner((agg / "key.pem").read_bytes(), (agg / "chain.pem").read_bytes())

@@ -25,17 +25,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import import_log, verify_log
 from fedattest.coordinator.core import Coordinator
-from fedattest.coordinator.sealing import SealingError
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.participant import activate, verify_coordinator
 from fedattest.participant.client import CoordinatorError
+from fedattest.pki import identity as ident
 from fedattest.policy.approval import approve, generate_key, public_key_pem
 from fedattest.policy.federation import parse_policy
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
+from fedattest.tee.sealing import SealingError
 from tests.coordinator_harness import (
     AGG,
     COLLAB,
@@ -396,8 +396,8 @@ def test_policy_update_needs_the_approvers_and_is_logged(tmp_path: Path) -> None
 
 
 def test_a_restarted_enclave_resumes_its_sealed_identity(server: Running, tmp_path: Path) -> None:
-    from fedattest.coordinator.sealing import SealingError
     from fedattest.participant import resume
+    from fedattest.tee.sealing import SealingError
 
     out = tmp_path / "id"
     first = activate(server.url, server.root_pem, "aggregator", tee(server, AGG), out, enrolment_key=ENROL["aggregator"])
@@ -410,20 +410,20 @@ def test_a_restarted_enclave_resumes_its_sealed_identity(server: Running, tmp_pa
 
 
 def test_gramine_sealing_key_comes_from_dev_attestation(tmp_path: Path) -> None:
-    from fedattest.coordinator.sealing import seal, sealing_key, unseal
     from fedattest.tee import GramineTEE
+    from fedattest.tee.sealing import seal, unseal
 
     (tmp_path / "attestation_type").write_text("dcap")
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "_sgx_mrenclave").write_bytes(b"\x01" * 16)
-    key = sealing_key(GramineTEE(tmp_path))
+    key = GramineTEE(tmp_path).sealing_key()
     assert unseal(key, b"p", seal(key, b"p", b"state")) == b"state"
     (tmp_path / "keys" / "_sgx_mrenclave").write_bytes(b"\x02" * 16)  # another enclave's key
     with pytest.raises(SealingError, match="another enclave"):
-        unseal(sealing_key(GramineTEE(tmp_path)), b"p", seal(key, b"p", b"state"))
+        unseal(GramineTEE(tmp_path).sealing_key(), b"p", seal(key, b"p", b"state"))
     (tmp_path / "keys" / "_sgx_mrenclave").unlink()
     with pytest.raises(SealingError, match="cannot read Gramine's sealing key"):
-        sealing_key(GramineTEE(tmp_path))
+        GramineTEE(tmp_path).sealing_key()
 
 
 def test_evidence_sources_are_exclusive_and_a_local_collateral_file_works(tmp_path: Path) -> None:
@@ -443,7 +443,7 @@ def test_evidence_sources_are_exclusive_and_a_local_collateral_file_works(tmp_pa
 
 def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_path: Path) -> None:
     from fedattest.flower.rounds import report_round, signed_round_report
-    from fedattest.flower.signing import UpdateSigner
+    from fedattest.pki.signing import UpdateSigner
 
     agg = tmp_path / "agg"
     activate(server.url, server.root_pem, "aggregator", tee(server, AGG), agg, enrolment_key=ENROL["aggregator"])
@@ -486,7 +486,7 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
 def test_only_the_aggregator_may_report_rounds(tmp_path: Path) -> None:
     from fedattest.coordinator.core import ActivationError
     from fedattest.flower.rounds import signed_round_report
-    from fedattest.flower.signing import UpdateSigner
+    from fedattest.pki.signing import UpdateSigner
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     coordinator = Coordinator(

@@ -206,7 +206,7 @@ def test_issued_nonces_take_no_memory_and_keep_their_properties(local: Coordinat
 def test_a_replayed_round_report_is_refused_by_the_store(tmp_path: Path) -> None:
     from fedattest.coordinator.audit import import_log
     from fedattest.flower.rounds import signed_round_report
-    from fedattest.flower.signing import UpdateSigner
+    from fedattest.pki.signing import UpdateSigner
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     agg = tmp_path / "agg"
@@ -514,8 +514,8 @@ def test_the_coordinator_has_one_clock(tmp_path: Path) -> None:
     import jwt
     from cryptography import x509
 
-    from fedattest.coordinator import identity as ident
     from fedattest.coordinator.core import ActivationError
+    from fedattest.pki import identity as ident
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     now = [time.time()]

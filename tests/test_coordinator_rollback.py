@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from fedattest.coordinator.sealing import HEAD_FILE, HEAD_PURPOSE, SLOT_BYTES, StoreHead, sealing_key, unseal
+from fedattest.coordinator.sealing import HEAD_FILE, HEAD_PURPOSE, SLOT_BYTES, StoreHead
 from fedattest.errors import FedattestError
 from fedattest.participant import activate
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
+from fedattest.tee.sealing import unseal
 from tests.coordinator_harness import (
     AGG,
     COORD,
@@ -163,7 +164,7 @@ def test_a_deleted_sealed_head_refuses_unless_the_store_is_accepted(tmp_path: Pa
 
 
 def _slots(head_file: bytes, platform: SimulatedPlatform) -> list[StoreHead]:
-    key = sealing_key(platform.tee(WorkloadIdentity(COORD, SIGNER)))
+    key = platform.tee(WorkloadIdentity(COORD, SIGNER)).sealing_key()
     out = []
     for i in range(2):
         slot = head_file[i * SLOT_BYTES : (i + 1) * SLOT_BYTES]

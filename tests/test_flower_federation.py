@@ -17,7 +17,6 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from fedattest.coordinator import identity as ident
 from fedattest.errors import FedattestError
 from fedattest.flower import AppGate, fab_hash
 from fedattest.flower.gated import FLOWER_ENTRY_POINTS, run_gated, write_gated_bin
@@ -31,6 +30,7 @@ from fedattest.flower.superlink import (
     public_refusal,
 )
 from fedattest.flower.supernode import SuperNodePaths, run_supernode, supernode_argv
+from fedattest.pki import identity as ident
 from tests.conftest import readme_script
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from fedattest.coordinator import identity as ident
 from fedattest.data import DataIntegrityError, commit_directory
 from fedattest.errors import FedattestError
 from fedattest.flower import (
@@ -24,8 +23,9 @@ from fedattest.flower import (
     open_committed,
 )
 from fedattest.flower.provisioned import Provisioned, ProvisioningError
-from fedattest.flower.signing import UpdateRejectedError
+from fedattest.pki import identity as ident
 from fedattest.pki.names import MEMBER_URI
+from fedattest.pki.signing import UpdateRejectedError
 
 NOW = ident.utcnow()
 ROOT_KEY = ident.new_key()

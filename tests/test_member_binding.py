@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from fedattest.coordinator import identity as ident
 from fedattest.participant import activate
 from fedattest.participant.client import CoordinatorError
+from fedattest.pki import identity as ident
 from fedattest.policy.approval import public_key_pem
 from fedattest.tee import SimulatedPlatform
 from tests.coordinator_harness import AGG, ENROL, Running, coordinator, tee

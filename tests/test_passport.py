@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from fedattest.cli import app
-from fedattest.coordinator import identity as ident
 from fedattest.participant import activate
+from fedattest.pki import identity as ident
 from fedattest.pki.passport import PassportError, Step, verify_passport
 from fedattest.policy.federation import parse_policy
 from fedattest.tee import SimulatedPlatform

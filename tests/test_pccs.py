@@ -19,7 +19,10 @@ from typer.testing import CliRunner
 
 from fedattest.cli import app
 from fedattest.dcap.collateral import FIELDS, Collateral
-from fedattest.dcap.pccs import (
+from fedattest.dcap.tcb import TcbInfo
+from fedattest.dcap.verify import verify_quote
+from fedattest.errors import CollateralError, VerificationError
+from fedattest.pccs import (
     MAX_RESPONSE_BYTES,
     REFRESH_MARGIN,
     PccsClient,
@@ -30,9 +33,6 @@ from fedattest.dcap.pccs import (
     root_crl_url,
     signed_member,
 )
-from fedattest.dcap.tcb import TcbInfo
-from fedattest.dcap.verify import verify_quote
-from fedattest.errors import CollateralError, VerificationError
 from fedattest.sgx.quote import Quote
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity
 from fedattest.tee.sim_pki import issue_certificate, issue_crl, name, new_key, pem

@@ -22,12 +22,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from fedattest.coordinator import identity as ident
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.flower import UpdateSigner, UpdateVerifier
 from fedattest.participant import activate
 from fedattest.participant.client import CoordinatorError, revocation_fetcher
+from fedattest.pki import identity as ident
 from fedattest.pki.crl import RevocationList, RevocationListError, RevokedCertificate, build_crl
 from fedattest.policy.approval import approve
 from fedattest.policy.federation import parse_policy

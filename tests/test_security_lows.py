@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from fedattest.flower.rounds import signed_round_report
-from fedattest.flower.signing import UpdateSigner
+from fedattest.pki.signing import UpdateSigner
 from fedattest.policy.approval import Approval, approval_message, approve, generate_key, public_key_pem
 from fedattest.policy.federation import parse_policy
 from fedattest.tee import SimulatedPlatform

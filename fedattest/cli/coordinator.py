@@ -96,7 +96,7 @@ def evidence_source(
         plat = SimulatedPlatform.load(platform)
         return QuoteVerifier(plat.root_ca), lambda _quote: plat.collateral()
     if pccs is not None:
-        from fedattest.dcap.pccs import PccsClient  # noqa: PLC0415
+        from fedattest.pccs import PccsClient  # noqa: PLC0415
 
         client = PccsClient(pccs, cache_dir=cache_dir)
         return QuoteVerifier(), client.fetch_for_quote

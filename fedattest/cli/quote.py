@@ -735,9 +735,9 @@ def pccs_fetcher(url: str, cache_dir: Path | None, pccs_ca: Path | None) -> Call
     if not url.startswith(("https://", "http://")):
         raise CliUsageError(f"--pccs needs an http(s) URL, got {url!r}")
     try:
-        from fedattest.dcap.pccs import PccsClient  # noqa: PLC0415
+        from fedattest.pccs import PccsClient  # noqa: PLC0415
     except ImportError:
-        raise CliUsageError("--pccs is not available: fedattest.dcap.pccs is missing from this installation") from None
+        raise CliUsageError("--pccs is not available: fedattest.pccs is missing from this installation") from None
     directory = cache_dir if cache_dir is not None else default_cache_dir() / "pccs"
     verify: bool | str = True
     if pccs_ca is not None:

@@ -46,13 +46,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.attestation import REPORT_DATA, attest
-from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
+from fedattest.pki import identity as ident
+from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.policy.approval import Approval, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.shape import load_json
@@ -520,7 +521,6 @@ def _check_round(
     report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence, activated: dict[str, tuple[str, str]]
 ) -> None:
     records, root = ev.records, ev.root
-    from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier  # noqa: PLC0415 - avoid an import cycle
 
     d = entry.data
     subject = f"round #{entry.seq} run {d.get('run_id')} round {d.get('round')}"

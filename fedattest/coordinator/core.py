@@ -31,21 +31,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, attest
-from fedattest.coordinator import identity as ident
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
 from fedattest.coordinator.revocation import revocation_reason
-from fedattest.coordinator.sealing import HeadGuard, seal, sealing_key, unseal
+from fedattest.coordinator.sealing import HeadGuard
 from fedattest.coordinator.store import ActivationRecord, RevocationRecord, SqliteStore, StoreError, StoreUnavailableError
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
+from fedattest.pki import identity as ident
 from fedattest.pki.crl import RevokedCertificate, build_crl
 from fedattest.pki.names import MEMBER_URI
+from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
+from fedattest.tee.sealing import seal, unseal
 
 STATE_PURPOSE = b"fedattest-coordinator-state-v1"
 NONCE_TTL_SECONDS = 300.0
@@ -107,7 +109,7 @@ class SealedState:
 def load_or_create_state(state_dir: Path, tee: TEE, federation: str) -> SealedState:
     """Unseal ``state_dir/state.sealed``, or create and seal a new state on first start."""
     path = state_dir / "state.sealed"
-    key = sealing_key(tee)
+    key = tee.sealing_key()
     if path.exists():
         return SealedState.from_bytes(unseal(key, STATE_PURPOSE, path.read_bytes()))
     root_key = ident.new_key()
@@ -199,7 +201,7 @@ class Coordinator:
     def __post_init__(self) -> None:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_file = _lock_state(self.state_dir)
-        guard = HeadGuard(self.state_dir, sealing_key(self.tee), new_state=self.new_state, accept_store=self.accept_store)
+        guard = HeadGuard(self.state_dir, self.tee.sealing_key(), new_state=self.new_state, accept_store=self.accept_store)
         guard.before_open()  # a missing store is refused before an empty one is created
         self.store = SqliteStore(self.state_dir / "store.sqlite")
         self._attach_store(guard)
@@ -451,7 +453,7 @@ class Coordinator:
         enrolment: str | None = None,
     ) -> dict[str, Any]:
         """Activate an enclave as ``member_name``. ``enrolment`` is the member's signature over ``claims``
-        (:func:`fedattest.coordinator.identity.sign_enrolment`) with the key the policy lists for it."""
+        (:func:`fedattest.pki.identity.sign_enrolment`) with the key the policy lists for it."""
         try:
             result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {}, enrolment)
         except ActivationError:
@@ -619,7 +621,6 @@ class Coordinator:
     def report_round(self, certificate_pem: str, signature_b64: str, report: dict[str, Any]) -> dict[str, Any]:
         """Record a training round in the audit log: the aggregator reports the round number, the members
         that took part and the SHA-256 of the aggregated parameters, signed with its attested key."""
-        from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier  # noqa: PLC0415 - avoid an import cycle
 
         try:
             signature = base64.b64decode(signature_b64, validate=True)

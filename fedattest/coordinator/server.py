@@ -15,12 +15,12 @@ from datetime import timedelta
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 
-from fedattest.coordinator import identity as ident
 from fedattest.coordinator.api import BODY_TIMEOUT_SECONDS, NONCE_BURST, NONCE_RATE_PER_SECOND, create_app
 from fedattest.coordinator.core import Coordinator
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.listen import listening_socket
+from fedattest.pki import identity as ident
 from fedattest.tls_server import (
     HEADER_TIMEOUT_SECONDS,
     KEEP_ALIVE_SECONDS,

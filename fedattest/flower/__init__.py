@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from fedattest.flower.mods import attested_signing_mod
     from fedattest.flower.provisioned import Provisioned, load_provisioned, open_committed
     from fedattest.flower.serverapp import attested_strategy
-    from fedattest.flower.signing import UpdateSigner, UpdateVerifier, update_digest
+    from fedattest.pki.signing import UpdateSigner, UpdateVerifier, update_digest
 
 _WHERE = {
     "AppGate": "apps", "AppNotAllowedError": "apps", "fab_hash": "apps",
@@ -26,7 +26,8 @@ _WHERE = {
     "install_app_gate": "gate", "attested_signing_mod": "mods",
     "Provisioned": "provisioned", "load_provisioned": "provisioned", "open_committed": "provisioned",
     "attested_strategy": "serverapp",
-    "UpdateSigner": "signing", "UpdateVerifier": "signing", "update_digest": "signing",
+    "UpdateSigner": "fedattest.pki.signing", "UpdateVerifier": "fedattest.pki.signing",
+    "update_digest": "fedattest.pki.signing",
 }  # fmt: skip
 
 __all__ = [

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fedattest.flower.context import identity_dir_for
-from fedattest.flower.signing import UpdateRejectedError, UpdateSigner, UpdateVerifier
+from fedattest.pki.signing import UpdateRejectedError, UpdateSigner, UpdateVerifier
 
 SIGNATURE_RECORD = "fedattest.signature"
 log = logging.getLogger("fedattest.flower")

@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
-from fedattest.coordinator.identity import canonical_claims
 from fedattest.errors import FedattestError
-from fedattest.flower.signing import UpdateSigner
 from fedattest.participant.client import coordinator_context
+from fedattest.pki.identity import canonical_claims
+from fedattest.pki.signing import UpdateSigner
 
 MAX_REFUSED = 10_000  # refusals in one report (the coordinator's limits: 64-character member, 512-character reason)
 # What a report may take of the coordinator's request limits (256 KiB body, 20,000 JSON keys and items), with

@@ -35,10 +35,10 @@ from fedattest.flower.mods import check_reply_round, round_group, verify_reply
 from fedattest.flower.participant import coordinator_of
 from fedattest.flower.provisioned import load_provisioned
 from fedattest.flower.rounds import report_round
-from fedattest.flower.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.flower.superlink import coordinator_node_keys
 from fedattest.participant.client import revocation_fetcher
 from fedattest.pki.crl import RevocationList
+from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
 
 log = logging.getLogger("fedattest.flower")
 

@@ -31,18 +31,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedattest.attestation import REPORT_DATA, attest
-from fedattest.coordinator import identity as ident
-from fedattest.coordinator.sealing import seal, sealing_key, unseal
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.files import PRIVATE_DIR, atomic_write
+from fedattest.pki import identity as ident
 from fedattest.pki.crl import RevocationList
 from fedattest.policy.appraisal import ReferenceValues, Verdict
 from fedattest.policy.federation import FederationPolicy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
+from fedattest.tee.sealing import seal, unseal
 
 log = logging.getLogger("fedattest.participant")
 
@@ -197,7 +197,7 @@ def activate(
     state = {"key": pem_key, "chain": result["certificate_chain"], "token": result["token"], "provisioned": result["provisioned"]}
     # A TEE without sealing (none today) keeps only the plain files above.
     with contextlib.suppress(FedattestError):
-        atomic_write(out_dir / SEALED_NAME, seal(sealing_key(tee), SEAL_PURPOSE, json.dumps(state).encode()))
+        atomic_write(out_dir / SEALED_NAME, seal(tee.sealing_key(), SEAL_PURPOSE, json.dumps(state).encode()))
     return Activation(out_dir, result["certificate_chain"], result["token"], result["provisioned"])
 
 
@@ -207,7 +207,7 @@ def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activatio
     path = out_dir / SEALED_NAME
     if not path.exists():
         return None
-    state = json.loads(unseal(sealing_key(tee), SEAL_PURPOSE, path.read_bytes()))
+    state = json.loads(unseal(tee.sealing_key(), SEAL_PURPOSE, path.read_bytes()))
     leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
     when = now or datetime.now(UTC)
     if when + timedelta(minutes=5) >= leaf.not_valid_after_utc:

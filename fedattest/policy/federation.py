@@ -119,7 +119,7 @@ def _ed25519_public_pem(value: Any) -> str:
 class Member(_Strict):
     """A member of the federation. ``enrolment_key`` is the member's own Ed25519 public key: every activation
     as this member must carry the member's signature over the enclave's claims (see
-    :func:`fedattest.coordinator.identity.enrolment_message`), so another enclave cannot activate as it."""
+    :func:`fedattest.pki.identity.enrolment_message`), so another enclave cannot activate as it."""
 
     name: str
     role: Literal["aggregator", "collaborator"]

@@ -34,6 +34,10 @@ class TEE(Protocol):
 
     def quote(self, report_data: bytes) -> bytes: ...
 
+    def sealing_key(self) -> bytes:
+        """The 32-byte key that seals data for this enclave only (MRENCLAVE policy; see fedattest.tee.sealing)."""
+        ...
+
 
 def check_report_data(report_data: bytes) -> bytes:
     """Report data is exactly 64 bytes; shorter data is refused rather than padded, so a caller never

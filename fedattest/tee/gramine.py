@@ -48,6 +48,15 @@ class GramineTEE:
                 f"Gramine attestation type is {kind!r}, expected 'dcap': set sgx.remote_attestation = \"dcap\" in the manifest"
             )
 
+    def sealing_key(self) -> bytes:
+        from fedattest.tee.sealing import SealingError, derive_sealing_key  # noqa: PLC0415
+
+        path = Path(self.attestation_dir) / "keys" / "_sgx_mrenclave"
+        try:
+            return derive_sealing_key(path.read_bytes(), b"gramine-mrenclave")
+        except OSError as exc:
+            raise SealingError(f"cannot read Gramine's sealing key {path}: {exc.strerror or exc}") from None
+
     def quote(self, report_data: bytes) -> bytes:
         report_data = check_report_data(report_data)
         with self._lock:

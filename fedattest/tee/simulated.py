@@ -418,6 +418,11 @@ class SimulatedTEE:
         self.platform = platform
         self.identity = identity
 
+    def sealing_key(self) -> bytes:
+        from fedattest.tee.sealing import derive_sealing_key  # noqa: PLC0415 - only enclaves that seal need it
+
+        return derive_sealing_key(self.platform.sealing_secret(), b"mrenclave:" + self.identity.mr_enclave)
+
     def quote(self, report_data: bytes) -> bytes:
         return self.platform.quote(self.identity, report_data)
 
