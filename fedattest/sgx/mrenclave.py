@@ -1,4 +1,4 @@
-"""The SGX enclave measurement (MRENCLAVE), as a streaming object that can be exported and resumed.
+"""The SGX enclave measurement (MRENCLAVE), as a streaming object.
 
 MRENCLAVE is SHA-256 over a log of the instructions that built the enclave (Intel SDM Vol. 3D, 39.1 /
 "ECREATE", "EADD", "EEXTEND"), each update a multiple of 64 bytes, little-endian:
@@ -8,39 +8,19 @@ MRENCLAVE is SHA-256 over a log of the instructions that built the enclave (Inte
 - EEXTEND: ``"EEXTEND\\0"`` ‖ offset (u64) ‖ 48 zero bytes, then the 256 bytes measured.
 
 A page is measured by one EADD and sixteen EEXTENDs; heap pages are often added without EEXTEND.
-:meth:`Measurement.export` gives a :class:`MeasurementTemplate` (the SHA-256 chaining value after the
-code part): whoever holds it can finish the measurement with the remaining pages without the code's bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from dataclasses import dataclass
 
 from fedattest.errors import FormatError
-from fedattest.sgx.sha256_state import Sha256State, resumable_sha256
 
 PAGE = 4096
 _ECREATE = struct.Struct("<8sIQ44s")
 _EADD = struct.Struct("<8sQQ40s")
 _EEXTEND = struct.Struct("<8sQ48s")
-
-
-@dataclass(frozen=True)
-class MeasurementTemplate:
-    """A measurement in progress: the SHA-256 state after some pages, and the enclave size it is for."""
-
-    state: Sha256State
-    enclave_size: int
-
-    def to_bytes(self) -> bytes:
-        return self.state.to_bytes() + self.enclave_size.to_bytes(8, "big")
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> MeasurementTemplate:
-        if len(data) != 48:
-            raise FormatError("measurement_template", f"expected 48 bytes, got {len(data)}")
-        return cls(Sha256State.from_bytes(data[:40]), int.from_bytes(data[40:], "big"))
 
 
 class Measurement:
@@ -52,18 +32,8 @@ class Measurement:
         if enclave_size < PAGE or enclave_size & (enclave_size - 1):
             raise FormatError("measurement.enclave_size", f"{enclave_size} is not a power of two of at least one page")
         self.enclave_size = enclave_size
-        self._sha = resumable_sha256()
+        self._sha = hashlib.sha256()
         self._sha.update(_ECREATE.pack(b"ECREATE", ssa_frame_size, enclave_size, b""))
-
-    @classmethod
-    def resume(cls, template: MeasurementTemplate) -> Measurement:
-        m = cls.__new__(cls)
-        m.enclave_size = template.enclave_size
-        m._sha = resumable_sha256(template.state)
-        return m
-
-    def export(self) -> MeasurementTemplate:
-        return MeasurementTemplate(self._sha.state(), self.enclave_size)
 
     def eadd(self, offset: int, secinfo_flags: int) -> None:
         self._check(offset, PAGE)
