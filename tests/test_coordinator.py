@@ -484,7 +484,7 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
 
 
 def test_only_the_aggregator_may_report_rounds(tmp_path: Path) -> None:
-    from fedattest.coordinator.core import ActivationError
+    from fedattest.coordinator.activation import ActivationError
     from fedattest.flower.rounds import signed_round_report
     from fedattest.pki.signing import UpdateSigner
 

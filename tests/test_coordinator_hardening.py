@@ -181,7 +181,7 @@ def local(tmp_path: Path) -> Iterator[Coordinator]:
 
 
 def test_issued_nonces_take_no_memory_and_keep_their_properties(local: Coordinator) -> None:
-    from fedattest.coordinator.core import ActivationError
+    from fedattest.coordinator.activation import ActivationError
 
     issued = [local.new_nonce() for _ in range(20_000)]
     assert len(set(issued)) == len(issued) and not local._redeemed  # nothing stored per issue
@@ -485,7 +485,7 @@ def test_a_full_disk_while_running_is_a_503_and_nothing_changes(tmp_path: Path) 
 def test_metrics_count_every_request_under_concurrency(local: Coordinator) -> None:
     """The API counts from several worker threads at once: no increment may be lost (`d[k] += 1` is a read,
     an add and a store, and a thread switch between them loses one)."""
-    from fedattest.coordinator.core import ActivationError
+    from fedattest.coordinator.activation import ActivationError
 
     def refuse(times: int) -> None:
         for _ in range(times):
@@ -514,7 +514,7 @@ def test_the_coordinator_has_one_clock(tmp_path: Path) -> None:
     import jwt
     from cryptography import x509
 
-    from fedattest.coordinator.core import ActivationError
+    from fedattest.coordinator.activation import ActivationError
     from fedattest.pki import identity as ident
 
     platform = SimulatedPlatform.create(tmp_path / "platform")

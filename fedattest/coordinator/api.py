@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
-from fedattest.coordinator.core import ActivationError, Coordinator
+from fedattest.coordinator.activation import ActivationError
+from fedattest.coordinator.core import Coordinator
 from fedattest.coordinator.store import StoreUnavailableError
 from fedattest.errors import FedattestError
 from fedattest.shape import json_shape_problem

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 import threading
 import time
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, attest
+from fedattest.coordinator.activation import ActivationError, check_request, claims_nonce
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.sealing import HeadGuard
@@ -58,14 +58,6 @@ MAX_QUOTE_BYTES = 64 * 1024
 # they expire, so the table grows with real activations, never with unauthenticated POST /nonce.
 _NONCE_MAC = b"fedattest-nonce-v1"
 MAX_REDEEMED_NONCES = 100_000
-
-
-class ActivationError(FedattestError):
-    """An activation (or request) refused; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int = 403) -> None:
-        self.status = status
-        super().__init__(message)
 
 
 @dataclass
@@ -120,31 +112,6 @@ def load_or_create_state(state_dir: Path, tee: TEE, federation: str) -> SealedSt
 
     atomic_write(path, seal(key, STATE_PURPOSE, state.to_bytes()))
     return state
-
-
-_KEY_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-
-
-def _bound_public_keys(public_keys: dict[str, str], claimed: dict[str, Any]) -> dict[str, str]:
-    """Extra public keys sent with an activation (e.g. ``node``, the Flower node key): each must be a P-256
-    key whose SPKI hash the (quoted) claims list under the same name. Returns name -> hash."""
-    if len(public_keys) > 8:
-        raise ActivationError("at most 8 extra public keys", 400)
-    hashes: dict[str, str] = {}
-    for name, pem in public_keys.items():
-        if name == "tls" or not _KEY_NAME.match(name):
-            raise ActivationError(f"public key name {name!r} is not allowed (lower-case, not 'tls')", 400)
-        try:
-            key = serialization.load_pem_public_key(pem.encode())
-        except ValueError:
-            raise ActivationError(f"public key {name!r} is not a PEM public key", 400) from None
-        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise ActivationError(f"public key {name!r} must be an EC P-256 key", 400)
-        digest = ident.spki_sha256(key)
-        if claimed.get(name) != digest:
-            raise ActivationError(f"claims do not bind the public key {name!r}", 400)
-        hashes[name] = digest
-    return hashes
 
 
 def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, approvals: list[Approval]) -> ApprovalCheck:
@@ -472,42 +439,12 @@ class Coordinator:
         enrolment: str | None,
     ) -> dict[str, Any]:
         policy = self.policy
-        member = policy.member(member_name)
-        if member is None:
-            raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r}")
-        role = policy.roles[member.role]
-        try:
-            csr = ident.load_csr(csr_pem)
-        except FedattestError as exc:
-            raise ActivationError(str(exc), 400) from None
-        key_hash = ident.spki_sha256(csr.public_key())  # type: ignore[arg-type]
-        expected_claims = {"member", "nonce", "policy_hash", "keys"}
-        if set(claims) != expected_claims or not isinstance(claims.get("keys"), dict):
-            raise ActivationError(f"claims must have exactly {sorted(expected_claims)}", 400)
-        # Consumed first: a nonce is good for one attempt, whatever becomes of it, and nothing costly (signature
-        # and quote verification, issuing) is done for a replayed, expired or unknown one.
-        self._use_nonce(str(claims["nonce"]))
-        if claims["member"] != member_name:
-            raise ActivationError("claims name another member", 400)
-        if claims["policy_hash"] != policy.policy_hash().hex():
-            raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
-        extra_hashes = _bound_public_keys(public_keys, claims["keys"])
-        if claims["keys"].get("tls") != key_hash:
-            raise ActivationError(
-                "claims do not bind the CSR's key (keys.tls must be the SHA-256 of its SubjectPublicKeyInfo)", 400
-            )
-        # Before any quote is verified: only the member's own key makes an enclave this member (and an outsider
-        # cannot make the coordinator verify quotes for nothing).
-        if not enrolment:
-            raise ActivationError(
-                f"activating as {member.name!r} needs {member.name!r}'s enrolment signature over these claims"
-                " (give the member's key: --enrolment-key)"
-            )
-        if not ident.enrolment_signed_by(member.enrolment_key, claims, enrolment):
-            raise ActivationError(
-                f"the enrolment signature is not {member.name!r}'s: it does not verify over these claims with the"
-                f" enrolment_key the policy lists for {member.name!r}"
-            )
+        # Claims shape first, then the nonce (good for one attempt, whatever becomes of it: nothing costly is done
+        # for a replayed one), then the pure checks, then the evidence.
+        nonce = claims_nonce(claims)
+        self._use_nonce(nonce)
+        checked = check_request(policy, member_name, csr_pem, claims, public_keys, enrolment)
+        member, role, csr, extra_hashes = checked.member, policy.roles[checked.member.role], checked.csr, checked.public_keys
         verdict: dict[str, Any] = {"attestation": "off", "simulated": None}
         collateral: Collateral | None = None
         token_claims: dict[str, Any] = {"attestation": "off"}
