@@ -545,3 +545,27 @@ def test_the_coordinator_has_one_clock(tmp_path: Path) -> None:
             made.activate(**request())
     finally:
         made.close()
+
+
+def test_the_coordinator_is_handed_its_store(tmp_path: Path) -> None:
+    """The shell is given its store (through an opener called after the sealed head's checks): what a
+    replicated store will plug into. The default is SQLite in the state directory."""
+    from fedattest.coordinator.store import SqliteStore
+
+    opened: list[SqliteStore] = []
+
+    def open_store(path: Path) -> SqliteStore:
+        opened.append(SqliteStore(path))
+        return opened[-1]
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    made = Coordinator(
+        state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
+        collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
+        approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()], open_store=open_store,
+    )  # fmt: skip
+    try:
+        assert len(opened) == 1 and made.store is opened[0] and opened[0].path == tmp_path / "state" / "store.sqlite"
+        assert [e.kind for e in opened[0].audit_entries()] == ["policy"]  # the first policy went into it
+    finally:
+        made.close()

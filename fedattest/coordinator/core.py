@@ -34,7 +34,14 @@ from fedattest.coordinator.activation import ActivationError, check_request, cla
 from fedattest.coordinator.audit import SignedHead, export_log, sign_head
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.sealing import HeadGuard
-from fedattest.coordinator.store import ActivationRecord, RevocationRecord, SqliteStore, StoreError, StoreUnavailableError
+from fedattest.coordinator.store import (
+    ActivationRecord,
+    RevocationRecord,
+    SqliteStore,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+)
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
@@ -163,6 +170,9 @@ class Coordinator:
     cert_lifetime: timedelta = timedelta(days=1)
     clock: Callable[[], float] = time.time
     new_state: bool = False  # --new-state: move the old state and store aside and begin a new federation state
+    # Opens the store, after the sealed head was checked for a missing one (so it must not exist before this is
+    # called). Default: SQLite in the state directory.
+    open_store: Callable[[Path], Store] | None = None
     accept_store: bool = False  # --accept-store: run on the store as it is, although head.sealed disagrees (logged)
 
     def __post_init__(self) -> None:
@@ -170,7 +180,7 @@ class Coordinator:
         self._lock_file = _lock_state(self.state_dir)
         guard = HeadGuard(self.state_dir, self.tee.sealing_key(), new_state=self.new_state, accept_store=self.accept_store)
         guard.before_open()  # a missing store is refused before an empty one is created
-        self.store = SqliteStore(self.state_dir / "store.sqlite")
+        self.store: Store = (self.open_store or SqliteStore)(self.state_dir / "store.sqlite")
         self._attach_store(guard)
         # Held while a policy takes force (with its revocations) and around each activation's commit, so no
         # identity is issued under a policy after it was replaced.
