@@ -97,3 +97,12 @@ def test_a_policy_that_starts_binding_config_id_revokes_unbound_identities(tmp_p
     judged = revocation_reason("hospital-a", "collaborator", _verified(platform), then, now)
     assert judged is not None and "CONFIGID 0000" in judged[0] and "is not the expected" in judged[0]
     assert revocation_reason("hospital-a", "collaborator", _verified(platform, OURS), then, now) is None
+
+
+def test_a_workload_identity_keeps_its_launch_configuration_across_processes() -> None:
+    """`workload run` hands the measured identity to the child through the environment: CONFIGID and CONFIGSVN
+    included (CONFIGSVN used to be dropped, so a child quoted CONFIGSVN 0)."""
+    from fedattest.tee.current import identity_from_env, identity_to_env
+
+    identity = WorkloadIdentity(COLLAB, SIGNER, config_id=OURS, config_svn=7)
+    assert identity_from_env(identity_to_env(identity)) == identity

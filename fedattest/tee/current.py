@@ -31,6 +31,7 @@ def identity_to_env(identity: WorkloadIdentity) -> str:
             "isv_svn": identity.isv_svn,
             "debug": identity.debug,
             "config_id": identity.config_id.hex(),
+            "config_svn": identity.config_svn,
         },
         sort_keys=True,
     )
@@ -46,6 +47,7 @@ def identity_from_env(text: str) -> WorkloadIdentity:
             isv_svn=int(doc["isv_svn"]),
             debug=bool(doc["debug"]),
             config_id=bytes.fromhex(doc.get("config_id", "00" * 64)),
+            config_svn=int(doc.get("config_svn", 0)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise TeeError(f"{ENV_IDENTITY} is not a valid workload identity: {exc}") from None
