@@ -4,6 +4,7 @@ with its SHA-256, and nothing unlisted sits beside them."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 from tests.conftest import VECTORS
@@ -40,3 +41,20 @@ def test_the_case_tables_match_the_vectors() -> None:
     assert set(QUOTE_CASES) == set(expected) == {p.stem for p in DCAP.glob("*.quote")}
     assert set(VERIFIABLE_CASES) == {name for name, case in expected.items() if "at" in case}
     assert set(VERIFIABLE_CASES) == {p.name.removesuffix(".collateral.json") for p in DCAP.glob("*.collateral.json")}
+
+
+def test_the_policy_hash_vector() -> None:
+    """The canonical form is RFC 8785 and the hash is SHA-256 over the v2 label and it: what another language
+    reproduces from the canonical bytes alone."""
+    import rfc8785
+
+    from fedattest.policy.federation import POLICY_HASH_LABEL, parse_policy
+
+    folder = VECTORS / "policy"
+    canonical = (folder / "canonical.json").read_bytes()
+    policy = parse_policy((folder / "policy.toml").read_text())
+    assert policy.canonical_bytes() == canonical
+    assert rfc8785.dumps(json.loads(canonical)) == canonical  # already in JCS form
+    assert hashlib.sha256(POLICY_HASH_LABEL + canonical).hexdigest() == (folder / "policy_hash.txt").read_text().strip()
+    assert policy.policy_hash().hex() == (folder / "policy_hash.txt").read_text().strip()
+    assert POLICY_HASH_LABEL == b"fedattest-policy-v2\n" and b'"target_delta":0.00001' in canonical

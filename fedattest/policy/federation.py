@@ -5,14 +5,15 @@ required for the role at all), who the members are (name, role, data commitment,
 activations), the DP settings, which application code may run, and who must approve it. Members
 approve the policy by signing its hash (:mod:`fedattest.policy.approval`).
 
-Canonical bytes are UTF-8 JSON of the validated document with sorted keys and no whitespace, so the hash
-does not depend on TOML formatting, key order, comments or hex case. Pure: text in, objects out.
+Canonical bytes are the RFC 8785 (JCS) form of the validated document, every field present (defaults filled
+in) and every array of plain strings or numbers sorted (they are sets), so the hash does not depend on TOML
+formatting, key order, comments or hex case, and another language reproduces it from the canonical bytes the
+coordinator serves (``tests/vectors/policy/``). Pure: text in, objects out.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import tomllib
 from functools import cached_property
@@ -29,12 +30,14 @@ from pydantic import (
     model_validator,
 )
 
+from fedattest.canonical import canonical_json
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import ReferenceValues
 from fedattest.policy.dp import DpSettings
 from fedattest.shape import MAX_NESTING, nesting_depth
 
-POLICY_HASH_LABEL = b"fedattest-policy-v1\n"
+# v2: the canonical bytes are RFC 8785 (v1 was Python's json.dumps, whose floats no other language reproduces).
+POLICY_HASH_LABEL = b"fedattest-policy-v2\n"
 COMMITMENT_BINDING = "data-commitment"  # a role's config_id: each member's CONFIGID is its data commitment
 # A policy is a few KB (about 300 bytes a member, 500 an approver key); 1 MiB is thousands of members. The
 # limits hold for every policy parsed, so a document read from an audit bundle or a file cannot exhaust memory
@@ -229,7 +232,7 @@ class FederationPolicy(_Strict):
     @cached_property
     def _canonical(self) -> bytes:  # the model is frozen, so this is computed once
         doc = self.model_dump(mode="json")
-        return json.dumps(_sorted(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return canonical_json(_sorted(doc))
 
     def policy_hash(self) -> bytes:
         """SHA-256 over a label and the canonical bytes: what approvers sign and quotes bind."""
