@@ -348,8 +348,10 @@ def main() -> int:
                         "--out", str(out / "impostor")], env, check=False)  # fmt: skip
         refused = impostor.returncode == 1 and "is not 'hospital-b''s" in impostor.stderr
         summary["attacks"]["impostor_refused"] = refused
+        why = impostor.stderr.strip()
+        why = why[why.find("HTTP 403"):] if "HTTP 403" in why else why
         say(f"   an approved enclave activating as hospital-b with hospital-a's key: {'refused' if refused else 'NOT REFUSED'}:"
-            f" {impostor.stderr.strip()[-110:]}")  # fmt: skip
+            f" {why[:110]}")  # fmt: skip
         # d) an app that is not in the policy.
         bad = run([str(BIN / "flwr"), "run", str(rogue_dir), "attested"], env, check=False, timeout=120)
         text = " ".join((bad.stdout + bad.stderr).replace("│", " ").split())
