@@ -4,7 +4,8 @@ ASGI application (the coordinator's API, the SuperLink's public Fleet listener).
 Frameworks read a whole body before anything can look at it, and a ``Content-Length`` check alone does not
 bound a chunked body. Here a declared length over the limit is refused unread, any other body is counted
 chunk by chunk and refused the moment it passes the limit, and the application then gets the body in one
-piece through :func:`replaying`. Plain ASGI messages: no framework is imported.
+piece through :func:`replaying`. A body must also arrive within a deadline, so a slow sender holds neither
+memory nor a slot for long. Plain ASGI messages: no web framework is imported (anyio bounds the wait).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -27,10 +30,29 @@ class BodyTooLargeError(Exception):
         self.size = size
 
 
-async def read_body(scope: MutableMapping[str, Any], receive: Receive, max_bytes: int) -> bytes | None:
+class BodyTimeoutError(Exception):
+    """The body did not arrive within ``seconds`` of its headers."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+async def read_body(
+    scope: MutableMapping[str, Any], receive: Receive, max_bytes: int, timeout: float | None = None
+) -> bytes | None:
     """The whole body of an HTTP request, at most ``max_bytes``; None if the client went away first.
     Raises :class:`BodyTooLargeError` for a declared ``Content-Length`` over the limit (or not a number), before
-    reading, and for any body whose count passes it, as soon as it does."""
+    reading, and for any body whose count passes it, as soon as it does; :class:`BodyTimeoutError` when the
+    body is not complete within ``timeout`` seconds (None: no deadline)."""
+    if timeout is None:
+        return await _read_body(scope, receive, max_bytes)
+    with anyio.move_on_after(timeout):
+        return await _read_body(scope, receive, max_bytes)
+    raise BodyTimeoutError(timeout)  # reached only when the deadline cancelled the read
+
+
+async def _read_body(scope: MutableMapping[str, Any], receive: Receive, max_bytes: int) -> bytes | None:
     for name, value in scope.get("headers", []):
         if name.lower() == b"content-length" and (not value.isdigit() or int(value) > max_bytes):
             raise BodyTooLargeError(value.decode("latin-1")[:32])

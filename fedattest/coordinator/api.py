@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
+from fedattest.asgi_body import CLOSE, BodyTimeoutError, BodyTooLargeError, read_body, replaying, send_json_error
 from fedattest.coordinator.activation import ActivationError
 from fedattest.coordinator.core import Coordinator
 from fedattest.coordinator.store import StoreUnavailableError
@@ -47,14 +47,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        body: bytes | None = b""
-        with anyio.move_on_after(self.timeout) as scope_timeout:
-            try:
-                body = await read_body(scope, receive, self.max_bytes)
-            except BodyTooLargeError:
-                await send_json_error(send, 413, f"request body larger than {self.max_bytes} bytes", CLOSE)
-                return
-        if scope_timeout.cancelled_caught:
+        try:
+            body = await read_body(scope, receive, self.max_bytes, self.timeout)
+        except BodyTooLargeError:
+            await send_json_error(send, 413, f"request body larger than {self.max_bytes} bytes", CLOSE)
+            return
+        except BodyTimeoutError:
             await send_json_error(send, 408, f"request body not received within {self.timeout:g} seconds", CLOSE)
             return
         if body is None:

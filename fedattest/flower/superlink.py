@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import uvicorn
 
-from fedattest.asgi_body import CLOSE, BodyTooLargeError, read_body, replaying, send_json_error
+from fedattest.asgi_body import CLOSE, BodyTimeoutError, BodyTooLargeError, read_body, replaying, send_json_error
 from fedattest.errors import FedattestError
 from fedattest.files import PRIVATE_DIR, atomic_write
 from fedattest.flower.apps import AppGate, AppNotAllowedError
@@ -135,16 +134,14 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         client = scope.get("client") or ("?", 0)
-        body: bytes | None = None
-        with anyio.move_on_after(self.timeout) as deadline:
-            try:
-                body = await read_body(scope, receive, self.max_body)
-            except BodyTooLargeError as exc:
-                log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
-                            scope.get("path"), *client, self.listener, exc.size, self.max_body)  # fmt: skip
-                await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE)
-                return
-        if deadline.cancelled_caught:
+        try:
+            body = await read_body(scope, receive, self.max_body, self.timeout)
+        except BodyTooLargeError as exc:
+            log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
+                        scope.get("path"), *client, self.listener, exc.size, self.max_body)  # fmt: skip
+            await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE)
+            return
+        except BodyTimeoutError:
             log.warning("refused %s from %s:%s on the %s listener: body not received within %g s",
                         scope.get("path"), *client, self.listener, self.timeout)  # fmt: skip
             await send_json_error(send, 408, f"fedattest: request body not received within {self.timeout:g} seconds", CLOSE)
