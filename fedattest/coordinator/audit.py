@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -70,6 +72,19 @@ class AuditEntry:
         if "hash" in obj and obj["hash"] != entry.hash.hex():
             raise AuditError(f"entry {entry.seq}: stated hash does not match its content", entry.seq)
         return entry
+
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # every time the coordinator records (entries, activations, revocations)
+
+
+def format_time(seconds: float) -> str:
+    """Unix ``seconds`` as the coordinator records times (RFC 3339, UTC, whole seconds)."""
+    return time.strftime(TIME_FORMAT, time.gmtime(seconds))
+
+
+def parse_time(text: str) -> datetime:
+    """A recorded time back as an aware UTC datetime (``ValueError`` if it is not one)."""
+    return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
 
 
 def next_entry(previous: AuditEntry | None, time: str, kind: str, data: Mapping[str, Any]) -> AuditEntry:

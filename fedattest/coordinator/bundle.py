@@ -36,7 +36,7 @@ import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any, cast
 
 import jwt
@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.attestation import REPORT_DATA, attest
-from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, verify_log
+from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, parse_time, verify_log
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
@@ -260,10 +260,6 @@ class BundleReport:
         return ok
 
 
-def _when(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 def verify_bundle(
     data: bytes | IO[bytes],
     *,
@@ -392,7 +388,7 @@ class _Revocations:
     def expect(self, entry: AuditEntry, new: FederationPolicy | None, ev: _Evidence) -> None:
         if new is None:
             return
-        when = _when(entry.time)
+        when = parse_time(entry.time)
         self.subject = f"policy #{entry.seq} v{entry.data.get('version')}"
         for cert, live in ev.live.items():
             if live.not_after > when:
@@ -489,7 +485,7 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     except FedattestError as exc:
         return report.add(subject, False, f"the quote does not verify: {exc}")
     outcome = attest(raw, collateral=bundle_collateral, verifier=verifier, reference=reference,
-                     expected_report_data=ident.claims_report_data(claims), at=_when(entry.time))  # fmt: skip
+                     expected_report_data=ident.claims_report_data(claims), at=parse_time(entry.time))  # fmt: skip
     if outcome.evidence_failed:
         return report.add(subject, False, f"the quote does not verify: {outcome.reason}")
     if outcome.step == REPORT_DATA:
@@ -538,7 +534,7 @@ def _check_round(
     try:
         member = UpdateVerifier(root, policy.name).verify(
             str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
-            f"round-{int(d['round'])}", ident.canonical_claims(body), at=_when(entry.time),
+            f"round-{int(d['round'])}", ident.canonical_claims(body), at=parse_time(entry.time),
         )  # fmt: skip
     except (UpdateRejectedError, KeyError, ValueError) as exc:
         report.add(subject, False, f"the report's signature does not verify: {exc}")

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, attest
 from fedattest.coordinator.activation import ActivationError, check_request, claims_nonce
-from fedattest.coordinator.audit import SignedHead, export_log, sign_head
+from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.sealing import HeadGuard
 from fedattest.coordinator.store import (
@@ -317,7 +317,7 @@ class Coordinator:
                 if record.verdict.get("attestation") == "verified":
                     raw = base64.b64decode(str(record.verdict["quote_b64"]))
                     bundle = Collateral.from_json(collateral[str(record.verdict["collateral_sha256"])])
-                    at = datetime.strptime(record.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+                    at = parse_time(record.created)
                     verified = self.verifier.verify(raw, bundle, at=at)
                 judged = revocation_reason(record.member, record.role, verified, policies[policy_hash], new)
             except (FedattestError, KeyError, ValueError) as exc:  # fail closed: evidence we cannot re-check
@@ -350,7 +350,7 @@ class Coordinator:
         return datetime.fromtimestamp(self.clock(), UTC)
 
     def _now(self) -> str:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock()))
+        return format_time(self.clock())
 
     @property
     def root_public_key_der(self) -> bytes:
@@ -652,7 +652,7 @@ class Coordinator:
         key = (len(self._revoked), int(self.clock() // 60))
         if self._crl is None or self._crl[0] != key:
             revoked = [
-                RevokedCertificate(r.serial, datetime.strptime(r.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+                RevokedCertificate(r.serial, parse_time(r.created),
                                    x509.ReasonFlags(r.code))
                 for r in self._revoked.values()
             ]  # fmt: skip

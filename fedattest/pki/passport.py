@@ -42,11 +42,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.errors import FedattestError
 from fedattest.pki.crl import RevocationList
-from fedattest.pki.names import MEMBER_URI, TOKEN_SIGNER_URI
+from fedattest.pki.names import TOKEN_SIGNER_URI, certificate_uris, members_named
 from fedattest.policy.federation import FederationPolicy
 
 MAX_TOKEN_BYTES = 64 * 1024  # a token is about 2 KB with its x5c certificate
-_MEMBER_PREFIX = "urn:fedattest:"
 
 
 class Step(StrEnum):
@@ -97,25 +96,6 @@ class PassportError(FedattestError):
     """Input that is not a passport at all (not a JWT, no certificate in the chain)."""
 
 
-def _member_of(cert: x509.Certificate) -> tuple[str, str] | None:
-    """(federation, member) from the leaf's one member URI, or None."""
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return None
-    found = []
-    for uri in sans.get_values_for_type(x509.UniformResourceIdentifier):
-        head, sep, name = uri.rpartition(":member:")
-        if (
-            sep
-            and head.startswith(_MEMBER_PREFIX)
-            and name
-            and MEMBER_URI.format(federation=head[len(_MEMBER_PREFIX) :], member=name) == uri
-        ):
-            found.append((head[len(_MEMBER_PREFIX) :], name))
-    return found[0] if len(found) == 1 else None
-
-
 def _valid_at(cert: x509.Certificate, at: datetime) -> bool:
     return cert.not_valid_before_utc <= at <= cert.not_valid_after_utc
 
@@ -151,12 +131,7 @@ def _token_key(
         raise PassportError("the token's x5c certificate was not issued by the root")
     if not _valid_at(signer, at):
         raise PassportError("the token's x5c certificate is not valid at this time")
-    try:
-        uris = signer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.UniformResourceIdentifier
-        )
-    except x509.ExtensionNotFound:
-        uris = []
+    uris = certificate_uris(signer)
     if uris != [TOKEN_SIGNER_URI.format(federation=federation)]:
         raise PassportError("the token's x5c certificate is not this federation's token signer")
     key = signer.public_key()
@@ -198,7 +173,8 @@ def verify_passport(
     valid = _valid_at(leaf, when)
     span = f"{leaf.not_valid_before_utc:{stamp}} to {leaf.not_valid_after_utc:{stamp}}"
     verdict._add(Step.VALIDITY, valid, f"valid {span}" if valid else f"not valid at {when:{stamp}} (valid {span})")
-    named = _member_of(leaf)
+    members = members_named(leaf) or []
+    named = members[0] if len(members) == 1 else None
     what = f"member {named[1]!r} of {named[0]!r}" if named else "the certificate names no member, or more than one"
     if not verdict._add(Step.MEMBER, named is not None, what):
         return verdict

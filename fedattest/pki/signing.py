@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.errors import FedattestError
-from fedattest.pki.names import MEMBER_URI
+from fedattest.pki.names import members_named
 
 LABEL = b"fedattest-update-v1\n"
 
@@ -85,7 +85,7 @@ class UpdateVerifier:
 
     def __init__(self, root: x509.Certificate, federation: str) -> None:
         self.root = root
-        self.prefix = MEMBER_URI.format(federation=federation, member="")
+        self.federation = federation
         # Set by the caller to the current revocation list's check (``RevocationList.reason_for``): a
         # certificate it names is refused. The aggregator sets it at every round.
         self.revoked: Callable[[x509.Certificate], str | None] | None = None
@@ -131,14 +131,11 @@ class UpdateVerifier:
         when = at or datetime.now(UTC)
         if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
             raise UpdateRejectedError("the signer's certificate has expired or is not valid yet")
-        try:
-            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            raise UpdateRejectedError("the signer's certificate names no member") from None
-        members = [
-            u[len(self.prefix) :] for u in sans.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(self.prefix)
-        ]
-        if len(members) != 1 or not members[0]:
+        named = members_named(cert)
+        if named is None:
+            raise UpdateRejectedError("the signer's certificate names no member")
+        members = [member for federation, member in named if federation == self.federation]
+        if len(members) != 1:
             raise UpdateRejectedError("the signer's certificate is not for a member of this federation")
         key = cert.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey):
