@@ -141,3 +141,12 @@ def test_the_cli_says_accepted_or_lists_every_failure(issued: Issued) -> None:
     assert_one_line_error(runner.invoke(app, [*base[:-1], str(issued.tmp / "agg" / "token.jwt")]), 2, "not a PEM certificate")
     missing = [*base[:2], "--token", str(issued.tmp / "nothing.jwt"), *base[4:]]
     assert_one_line_error(runner.invoke(app, missing), 2, "nothing.jwt")
+
+
+def test_a_jwks_that_is_not_one_is_refused_before_use() -> None:
+    from fedattest.pki.passport import load_jwks
+
+    for bad, needle in ((b"[" * 60_000, "nested"), (b"nope", "not usable JSON"), (b"[]", "not {"), (b"x" * 70_000, "too large")):
+        with pytest.raises(PassportError, match=needle):
+            load_jwks(bad)
+    assert load_jwks(b'{"keys": []}') == {"keys": []}

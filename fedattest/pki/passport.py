@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -44,6 +43,7 @@ from fedattest.errors import FedattestError
 from fedattest.pki.crl import RevocationList
 from fedattest.pki.names import TOKEN_SIGNER_URI, certificate_uris, members_named
 from fedattest.policy.federation import FederationPolicy
+from fedattest.shape import load_json
 
 MAX_TOKEN_BYTES = 64 * 1024  # a token is about 2 KB with its x5c certificate
 
@@ -295,9 +295,9 @@ def load_jwks(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_TOKEN_BYTES:
         raise PassportError("the JWKS document is too large")
     try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        raise PassportError("the JWKS is not JSON") from None
+        doc = load_json(data, "the JWKS")  # nesting refused before any parser runs
+    except ValueError as exc:
+        raise PassportError(f"the JWKS is not usable JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise PassportError('the JWKS is not {"keys": [...]}')
     return doc
