@@ -111,11 +111,11 @@ def enrolment_key_loader(path: Path | None, member: str) -> Callable[[], Ed25519
                 f"activating as {member!r} needs {member!r}'s enrolment key: --enrolment-key FILE (the private half of"
                 f" the enrolment_key the policy lists for {member!r}; 'fedattest policy keygen {member}' makes one)"
             )
+        from fedattest.errors import FedattestError  # noqa: PLC0415
+
         try:
             return load_private_key(read_input(str(path), "enrolment key"), f"--enrolment-key {path}")
-        except CliError:
-            raise
-        except Exception as exc:  # PolicyError: not a PEM Ed25519 private key
+        except FedattestError as exc:  # not a PEM Ed25519 private key (an unreadable file is a CliUsageError already)
             raise CliUsageError(str(exc)) from None
 
     return load
