@@ -7,6 +7,8 @@ non-zero; nothing else should escape to a user.
 
 from __future__ import annotations
 
+from fedattest.steps import Step
+
 
 class FedattestError(Exception):
     """Base class of every error fedattest raises on purpose."""
@@ -31,12 +33,13 @@ class UnsupportedFormatError(FormatError):
 class VerificationError(FedattestError):
     """Evidence failed verification.
 
-    ``step`` names the verification step that failed (e.g. ``"pck_chain"``, ``"qe_report_signature"``),
-    so callers and logs can tell failures apart without parsing messages.
+    ``step`` names the verification step that failed (a :class:`~fedattest.steps.Step`, e.g.
+    ``Step.PCK_CHAIN``), so callers and logs can tell failures apart without parsing messages. A name
+    that is not a step is a programming error (``ValueError``), caught by the tests, not by users.
     """
 
-    def __init__(self, step: str, message: str) -> None:
-        self.step = step
+    def __init__(self, step: Step | str, message: str) -> None:
+        self.step = Step(step)
         self.detail = message
         super().__init__(f"{step}: {message}")
 

@@ -124,3 +124,75 @@ def test_tdx_appraised_by_mrtd(tdx: VerifiedQuote) -> None:
     assert appraise(tdx, ReferenceValues(mrtd={tdx.mr_td})).accepted  # type: ignore[arg-type]
     assert "MRTD" in appraise(tdx, ReferenceValues(mrtd={"00" * 48})).reason  # type: ignore[arg-type]
     assert "no TDX reference values" in appraise(tdx, ReferenceValues(mrenclave={"00" * 32})).reason  # type: ignore[arg-type]
+
+
+# -- reference values as composable policies ------------------------------------------------------------
+
+
+def test_reference_values_are_a_composition_with_the_same_verdicts(sgx: VerifiedQuote, tdx: VerifiedQuote) -> None:
+    from fedattest.policy.appraisal import reference_policy
+
+    r = sgx.sgx_report
+    assert r is not None and tdx.mr_td is not None
+    refs = [
+        ref(sgx),
+        ref(sgx, mrenclave={"00" * 32}),
+        ref(sgx, mrsigner=r.mr_signer.hex(), isv_prod_id=r.isv_prod_id, min_isv_svn=r.isv_svn + 1),
+        ref(sgx, accepted_tcb_statuses={"UpToDate"}, rejected_advisory_ids={"INTEL-SA-00615"}),
+        ref(sgx, config_id="11" * 64, min_config_svn=3),
+        ReferenceValues(mrtd={tdx.mr_td.hex()}),  # type: ignore[arg-type]
+        ReferenceValues(accept_any_code=True),
+    ]
+    for reference in refs:
+        for verified in (sgx, tdx):
+            assert appraise(verified, reference) == appraise(verified, reference_policy(reference)), reference
+
+
+def test_any_of_accepts_either_release_and_lists_every_reason_when_neither(sgx: VerifiedQuote) -> None:
+    from fedattest.policy.appraisal import AllOf, AnyOf, Mrenclave, PlatformTcb, Signer, Simulation
+
+    r = sgx.sgx_report
+    assert r is not None
+    platform = PlatformTcb(frozenset(TcbStatus(s) for s in SGX_STATUSES))
+    old, new = Mrenclave(frozenset({bytes(32)})), Mrenclave(frozenset({r.mr_enclave}))
+    rollout = AllOf(Simulation(), AnyOf(old, new), platform)
+    verdict = appraise(sgx, rollout)
+    assert verdict.accepted and verdict.verified is sgx
+    assert any("ConfigurationAndSWHardeningNeeded" in n for n in verdict.notes)  # notes of every part are kept
+
+    other_signer = Signer(bytes(32), r.isv_prod_id)
+    refused = appraise(sgx, AllOf(Simulation(), AnyOf(old, other_signer), platform))
+    assert not refused.accepted
+    assert refused.reasons == (
+        f"MRENCLAVE {r.mr_enclave.hex()} is not an accepted measurement",
+        f"MRSIGNER {r.mr_signer.hex()} / ISVPRODID {r.isv_prod_id} is not the accepted signer and product",
+    )
+
+
+def test_compositions_fail_closed(sgx: VerifiedQuote, tdx: VerifiedQuote) -> None:
+    from fedattest.policy.appraisal import AllOf, AnyOf, ForTee, LaunchConfig, Mrenclave, Mrtd, PlatformTcb, Refuse, Signer
+
+    r = sgx.sgx_report
+    assert r is not None and tdx.mr_td is not None
+    assert appraise(sgx, AllOf()).reasons == ("an empty AllOf accepts nothing",)
+    assert appraise(sgx, AnyOf()).reasons == ("an empty AnyOf accepts nothing",)
+    assert not appraise(sgx, Mrenclave(frozenset())).accepted  # an empty set accepts no enclave
+    # Each kind of value refuses evidence of the other kind, instead of passing it unchecked.
+    assert "a TD reports none" in appraise(tdx, Mrenclave(frozenset({r.mr_enclave}))).reason
+    assert "a TD reports none" in appraise(tdx, Signer(r.mr_signer, r.isv_prod_id)).reason
+    assert "a TD reports none" in appraise(tdx, LaunchConfig(min_config_svn=1)).reason
+    assert appraise(tdx, LaunchConfig()).accepted
+    assert "an SGX enclave reports none" in appraise(sgx, Mrtd(frozenset({tdx.mr_td}))).reason
+    either = ForTee(sgx=Mrenclave(frozenset({r.mr_enclave})), tdx=Refuse("no TDs here"))
+    assert appraise(sgx, either).accepted and appraise(tdx, either).reasons == ("no TDs here",)
+    # Revoked is refused even by a PlatformTcb built by hand to accept it.
+    revoked = replace(sgx, tcb_status=TcbStatus.REVOKED)
+    assert "Revoked is not accepted" in appraise(revoked, PlatformTcb(frozenset(TcbStatus))).reason
+
+
+def test_the_package_exports_the_entry_point_and_the_references() -> None:
+    import fedattest
+    from fedattest.attestation import attest
+    from fedattest.policy.appraisal import AnyOf
+
+    assert fedattest.attest is attest and fedattest.AnyOf is AnyOf and fedattest.Step.PCK_CHAIN == "pck_chain"

@@ -56,3 +56,56 @@ def test_every_reason_is_collected_once_the_quote_verified(tmp_path: Path) -> No
     assert outcome.step == REPORT_DATA  # the first that failed ...
     text = outcome.reason  # ... and all of them
     assert "report data" in text and "simulated" in text and "debug" in text and "is not an accepted measurement" in text
+
+
+def test_a_composed_reference_goes_through_the_same_entry_point(tmp_path: Path) -> None:
+    from fedattest.policy.appraisal import AllOf, AnyOf, Mrenclave, Signer, Simulation
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    raw = platform.tee(WorkloadIdentity(CODE, SIGNER)).quote(bytes(64))
+    verifier = QuoteVerifier(platform.root_ca)
+    either = AllOf(Simulation(allowed=True), AnyOf(Mrenclave(frozenset({SIGNER})), Signer(SIGNER, 0)))
+    outcome = attest(raw, collateral=platform.collateral(), verifier=verifier, reference=either)
+    assert outcome.accepted and outcome.simulated and outcome.trust_root_sha256 == verifier.trust_root_sha256
+    neither = AllOf(Simulation(allowed=True), AnyOf(Mrenclave(frozenset({SIGNER})), Signer(CODE, 0)))
+    refused = attest(raw, collateral=platform.collateral(), verifier=verifier, reference=neither)
+    assert refused.step == APPRAISAL and len(refused.reasons) == 2
+
+
+STEP_SUFFIXES = ("_crl", "_chain", "_root", "_info", "_identity", "_extension", "_signature")
+
+
+def test_steps_are_an_enum_and_every_step_the_verifier_names_is_one_of_them() -> None:
+    """The DCAP code names steps as string literals; each must be a Step (VerificationError converts it
+    at run time, so a misspelt one would only fail on the path that raises it, which tests may miss)."""
+    import ast
+
+    import pytest
+
+    import fedattest
+    from fedattest.errors import VerificationError
+    from fedattest.steps import Step
+
+    with pytest.raises(ValueError):
+        VerificationError("no_such_step", "x")
+    assert VerificationError("pck_chain", "x").step is Step.PCK_CHAIN
+    names = {s.value for s in Step}
+    package = Path(fedattest.__file__).parent
+    found = set()
+    for path in (package / "dcap").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "VerificationError" and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant):
+                    found.add(arg.value)
+                elif isinstance(arg, ast.JoinedStr):  # f"{step}_signature": the suffix after each base step
+                    suffix = "".join(p.value for p in arg.values if isinstance(p, ast.Constant))
+                    found |= {f"{base}{suffix}" for base in ("tcb_info", "qe_identity")}
+            assigned = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            if assigned and any(isinstance(t, ast.Name) and t.id == "step" for t in node.targets):
+                found.add(node.value.value)
+            last = node.args[-1] if isinstance(node, ast.Call) and node.args else None  # chain.check_...(..., what, "step")
+            if isinstance(last, ast.Constant) and isinstance(last.value, str) and last.value.endswith(STEP_SUFFIXES):
+                found.add(last.value)
+    assert len(found) >= 15, f"the scan found too few step names ({sorted(found)}): it is broken"
+    assert found <= names, found - names

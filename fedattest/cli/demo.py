@@ -24,13 +24,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from fedattest.attestation import Attestation, attest
 from fedattest.cli import run
-from fedattest.cli._common import EXIT_OK, EXIT_REJECTED, CliError, CliUsageError, console, print_rich
-from fedattest.cli.quote import Outcome, evaluate, view_quote
+from fedattest.cli._common import EXIT_OK, EXIT_REJECTED, CliError, CliUsageError, console, one_line, print_rich
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import CollateralError, FedattestError
 from fedattest.policy.appraisal import ReferenceValues
+from fedattest.sgx.partial import QuoteView, view_quote
 from fedattest.sgx.quote import Quote
 
 # The example workload: what an enclave build would measure, and what it binds into its report data.
@@ -141,8 +142,8 @@ def hardware_part(vectors: Path) -> tuple[int, int]:
     names = sorted(p.stem for p in vectors.glob("*.quote"))
     for name in names:
         case = expected.get(name, {})
-        outcome = _hardware_outcome(vectors, name, case)
-        rows.append(_row(name, case, outcome))
+        view, attested = _hardware_attestation(vectors, name, case)
+        rows.append(_row(name, case, view, attested))
     table = _verdict_table(rows, wide=console().width >= 140)
     print_rich(table)
     for name in names:
@@ -154,7 +155,7 @@ def hardware_part(vectors: Path) -> tuple[int, int]:
     return accepted, len(names)
 
 
-def _hardware_outcome(vectors: Path, name: str, case: dict[str, Any]) -> Outcome:
+def _hardware_attestation(vectors: Path, name: str, case: dict[str, Any]) -> tuple[QuoteView, Attestation]:
     view = view_quote((vectors / f"{name}.quote").read_bytes())
     root = vectors / case["root_ca"] if "root_ca" in case else None
     verifier = QuoteVerifier(root.read_bytes() if root else None)
@@ -167,10 +168,12 @@ def _hardware_outcome(vectors: Path, name: str, case: dict[str, Any]) -> Outcome
         return Collateral.from_json(path.read_text())
 
     source: Callable[[Quote], Collateral] = collateral
-    return evaluate(view, source, verifier, ReferenceValues(accept_any_code=True), at)
+    evidence = view.quote if view.quote is not None else view.raw
+    reference = ReferenceValues(accept_any_code=True)
+    return view, attest(evidence, collateral=source, verifier=verifier, reference=reference, at=at)
 
 
-def _row(name: str, case: dict[str, Any], o: Outcome) -> dict[str, Any]:
+def _row(name: str, case: dict[str, Any], view: QuoteView, o: Attestation) -> dict[str, Any]:
     """One table row: the cells by column name, plus ``accepted``."""
     v = o.verified
     if o.accepted:
@@ -178,13 +181,13 @@ def _row(name: str, case: dict[str, Any], o: Outcome) -> dict[str, Any]:
         reason = "; ".join(notes)
     else:
         # The first clause is the reason; `fedattest quote verify` prints the rest (e.g. what to do).
-        reason = (o.reason or "").split("; ")[0]
+        reason = one_line(o.reason).split("; ")[0]
     qvl = "-" if "accepted" not in case else ("accepted" if case["accepted"] else "rejected")
     return {
         "accepted": o.accepted,
         "case": name,
-        "TEE": o.view.tee or "-",
-        "quote": f"v{o.view.version}" if o.view.version is not None else "-",
+        "TEE": view.tee or "-",
+        "quote": f"v{view.version}" if view.version is not None else "-",
         "TCB status": Text(str(v.tcb_status) if v else "-", style="green" if v and v.tcb_status == "UpToDate" else "yellow"),
         "advisories": ", ".join(v.advisory_ids) if v and v.advisory_ids else "-",
         "sim": Text("yes", style="bold yellow") if o.simulated else "no",

@@ -9,7 +9,6 @@ result as one JSON object or a rich table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -36,33 +35,27 @@ from fedattest.cli._common import (
 )
 from fedattest.cli.fields import FieldList
 from fedattest.dcap.chain import load_pem_chain
-from fedattest.dcap.result import TcbStatus, VerifiedQuote
+from fedattest.dcap.result import TcbStatus
 from fedattest.dcap.trust import is_intel_root, load_trust_root
 from fedattest.errors import FedattestError, FormatError
-from fedattest.sgx._codec import Reader
+from fedattest.sgx.partial import QuoteView, view_quote
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension, SgxType
 from fedattest.sgx.quote import (
-    HEADER_SIZE,
     INTEL_QE_VENDOR_ID,
-    SGX_REPORT_BODY_SIZE,
-    TD_REPORT10_SIZE,
-    TD_REPORT15_SIZE,
     AttestationKeyType,
-    BodyType,
     CertificationDataType,
     Quote,
-    QuoteHeader,
     ReportBody,
     TdReport,
-    TeeType,
 )
 
 # The verifier, collateral and appraisal modules are imported where they are used: they build pydantic
 # models at import time, which 'quote show' does not need.
 if TYPE_CHECKING:
+    from fedattest.attestation import Attestation
     from fedattest.dcap.collateral import Collateral
     from fedattest.dcap.verify import QuoteVerifier
-    from fedattest.policy.appraisal import ReferenceValues, Verdict
+    from fedattest.policy.appraisal import ReferenceValues
 
 app = typer.Typer(
     name="quote",
@@ -100,93 +93,6 @@ BODY_TYPE_NAMES = {1: "SGX enclave report", 2: "TD report 1.0", 3: "TD report 1.
 def bit_names(value: int, names: dict[int, str]) -> list[str]:
     """Names of the set bits of ``value`` (unknown bits as ``bitN``), lowest first."""
     return [names.get(i, f"bit{i}") for i in range(value.bit_length()) if value >> i & 1]
-
-
-@dataclass(frozen=True)
-class QuoteView:
-    """A quote as far as it parses. ``quote`` is set when the whole quote parses; otherwise ``error``
-    says why, and ``header``/``body``/``cert_type`` hold what could still be read (e.g. a quote whose
-    certification data is an encrypted PPID still shows its enclave identity)."""
-
-    raw: bytes
-    encoding: str
-    quote: Quote | None
-    header: QuoteHeader | None
-    body: ReportBody | TdReport | None
-    body_type: int | None
-    cert_type: int | None
-    error: FormatError | None
-
-    @property
-    def tee(self) -> str | None:
-        if self.header is None or self.header.tee_type not in (TeeType.SGX, TeeType.TDX):
-            return None
-        return "TDX" if self.header.tee_type == TeeType.TDX else "SGX"
-
-    @property
-    def version(self) -> int | None:
-        return self.header.version if self.header else None
-
-    @property
-    def sgx_body(self) -> ReportBody | None:
-        return self.body if isinstance(self.body, ReportBody) else None
-
-    @property
-    def td_body(self) -> TdReport | None:
-        return self.body if isinstance(self.body, TdReport) else None
-
-
-def view_quote(raw: bytes, encoding: str = "raw") -> QuoteView:
-    """Parse ``raw`` strictly; if that fails, read as much of the header and body as is well-formed."""
-    try:
-        q = Quote.parse(raw)
-    except FormatError as exc:
-        return _lenient(raw, encoding, exc)
-    cert_type = q.signature.qe.certification_data.type
-    return QuoteView(raw, encoding, q, q.header, q.body, q.body_type, cert_type, None)
-
-
-def _lenient(raw: bytes, encoding: str, error: FormatError) -> QuoteView:
-    header: QuoteHeader | None = None
-    body: ReportBody | TdReport | None = None
-    body_type: int | None = None
-    cert_type: int | None = None
-    try:
-        r = Reader(raw, "quote")
-        header = QuoteHeader.parse(r.take(HEADER_SIZE, "header"))
-        if (
-            header.version not in (3, 4, 5)
-            or header.attestation_key_type != AttestationKeyType.ECDSA_P256
-            or header.tee_type not in (TeeType.SGX, TeeType.TDX)
-        ):
-            header = None  # not recognisably a DCAP quote: show nothing rather than noise
-        else:
-            size = SGX_REPORT_BODY_SIZE if header.tee_type == TeeType.SGX else TD_REPORT10_SIZE
-            if header.version == 5:
-                body_type = r.u16("body_type")
-                r.u32("body_size")
-                if body_type == BodyType.TD_REPORT15:
-                    size = TD_REPORT15_SIZE
-            chunk = r.take(size, "body")
-            if header.tee_type == TeeType.SGX:
-                body = ReportBody.parse(chunk, "quote.body")
-            else:
-                # TdReport has no public parser of its own; Quote.parse uses the same reader.
-                body = TdReport._read(Reader(chunk, "quote.body"), size == TD_REPORT15_SIZE)
-            sig = Reader(r.take(r.u32("signature_data_len"), "signature_data"), "quote.signature_data")
-            sig.take(128, "quote_signature_and_attestation_key")
-            if header.version != 3:
-                outer = sig.u16("certification_data.type")
-                sig.u32("certification_data.size")
-                if outer != CertificationDataType.QE_REPORT_CERTIFICATION_DATA:
-                    cert_type = outer
-                    raise StopIteration
-            sig.take(SGX_REPORT_BODY_SIZE + 64, "qe_report")
-            sig.take(sig.u16("qe_auth_data.size"), "qe_auth_data")
-            cert_type = sig.u16("certification_data.type")
-    except (FormatError, StopIteration):
-        pass
-    return QuoteView(raw, encoding, None, header, body, body_type, cert_type, error)
 
 
 def load_quote(path: str) -> QuoteView:
@@ -482,126 +388,66 @@ def render_quote(desc: dict[str, Any]) -> FieldList:
     return table
 
 
-# -- verification and appraisal --------------------------------------------------------------------------
+# -- verification results ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The result of ``quote verify``: verification (DCAP) then appraisal, or the step that refused it."""
-
-    view: QuoteView
-    accepted: bool
-    reason: str | None
-    step: str | None  # failing verification step, "appraisal", or None when accepted
-    at: datetime
-    simulated: bool
-    trust_root: str
-    trust_root_sha256: str
-    code_checked: bool
-    verified: VerifiedQuote | None = None
-    verdict: Verdict | None = None
-    notes: tuple[str, ...] = field(default=())
-
-    def to_json(self) -> dict[str, Any]:
-        """The one JSON object ``quote verify --json`` prints. Quote fields are filled whenever the quote
-        (header and body) could be read, even if verification failed; verification results are null
-        when verification did not get that far."""
-        v = self.verified
-        sgx = self.view.sgx_body
-        td = self.view.td_body
-        body = self.view.body
-        return {
-            "accepted": self.accepted,
-            "reason": self.reason,
-            "step": self.step,
-            "tee": self.view.tee,
-            "quote_version": self.view.version,
-            "tcb_status": str(v.tcb_status) if v else None,
-            "advisory_ids": list(v.advisory_ids) if v else None,
-            "mrenclave": sgx.mr_enclave.hex() if sgx else None,
-            "mrsigner": sgx.mr_signer.hex() if sgx else None,
-            "isv_prod_id": sgx.isv_prod_id if sgx else None,
-            "isv_svn": sgx.isv_svn if sgx else None,
-            "mrtd": td.mr_td.hex() if td else None,
-            "debug": body.debug if body is not None else None,
-            "report_data": body.report_data.hex() if body is not None else None,
-            "simulated": self.simulated,
-            "code_checked": self.code_checked,
-            "notes": list(self.notes),
-            "fmspc": v.fmspc.hex() if v else None,
-            "collateral_expiry": iso(v.collateral_expiry) if v else None,
-            "at": iso(self.at),
-            "trust_root": self.trust_root,
-            "trust_root_sha256": self.trust_root_sha256,
-        }
-
-
-def evaluate(
-    view: QuoteView,
-    collateral: Collateral | Callable[[Quote], Collateral],
-    verifier: QuoteVerifier,
-    ref: ReferenceValues,
-    at: datetime,
-) -> Outcome:
-    """Verify ``view`` (DCAP, against ``verifier``'s trust root, at ``at``) and appraise it against
-    ``ref``. ``collateral`` may be a function of the parsed quote (PCCS fetching). Never raises for bad
-    evidence: a quote that does not parse, collateral that cannot be fetched and every verification
-    failure become a rejected :class:`Outcome` naming the step."""
-
+def verification_json(view: QuoteView, attested: Attestation, verifier: QuoteVerifier, ref: ReferenceValues) -> dict[str, Any]:
+    """The one JSON object ``quote verify --json`` prints. Quote fields are filled whenever the quote
+    (header and body) could be read, even if verification failed; verification results are null when
+    verification did not get that far."""
+    v = attested.verified
+    sgx = view.sgx_body
+    td = view.td_body
+    body = view.body
     root = verifier.trust_root
-    common: dict[str, Any] = {
-        "view": view,
-        "at": at,
-        "simulated": verifier.simulated,
-        "trust_root": "Intel SGX Root CA" if is_intel_root(root) else root.subject.rfc4514_string(),
-        "trust_root_sha256": _sha256_hex(root),
+    return {
+        "accepted": attested.accepted,
+        "reason": None if attested.accepted else one_line(attested.reason),
+        "step": None if attested.step is None else str(attested.step),
+        "tee": view.tee,
+        "quote_version": view.version,
+        "tcb_status": str(v.tcb_status) if v else None,
+        "advisory_ids": list(v.advisory_ids) if v else None,
+        "mrenclave": sgx.mr_enclave.hex() if sgx else None,
+        "mrsigner": sgx.mr_signer.hex() if sgx else None,
+        "isv_prod_id": sgx.isv_prod_id if sgx else None,
+        "isv_svn": sgx.isv_svn if sgx else None,
+        "mrtd": td.mr_td.hex() if td else None,
+        "debug": body.debug if body is not None else None,
+        "report_data": body.report_data.hex() if body is not None else None,
+        "simulated": attested.simulated,
         "code_checked": not ref.accept_any_code,
+        "notes": list(_notes(attested, ref)),
+        "fmspc": v.fmspc.hex() if v else None,
+        "collateral_expiry": iso(v.collateral_expiry) if v else None,
+        "at": iso(attested.at),
+        "trust_root": "Intel SGX Root CA" if is_intel_root(root) else root.subject.rfc4514_string(),
+        "trust_root_sha256": attested.trust_root_sha256.hex(),
     }
 
-    def rejected(step: str, reason: str) -> Outcome:
-        notes = (CODE_NOT_CHECKED,) if ref.accept_any_code else ()
-        return Outcome(accepted=False, reason=one_line(reason), step=step, notes=notes, **common)
 
-    if view.quote is None:
-        assert view.error is not None
-        return rejected("quote_format", str(view.error))
-    from fedattest.attestation import attest  # noqa: PLC0415 - see the imports at the top
+def _notes(attested: Attestation, ref: ReferenceValues) -> tuple[str, ...]:
+    """The appraisal's notes; when the evidence never reached appraisal, still say the code went unchecked."""
+    from fedattest.policy.appraisal import CODE_NOT_CHECKED  # noqa: PLC0415 - see the imports at the top
 
-    attested = attest(view.quote, collateral=collateral, verifier=verifier, reference=ref, at=at)
-    if attested.verdict is None or attested.verified is None:  # the evidence did not parse, or did not verify
-        return rejected(attested.step or "verification", attested.reason)
-    verified, verdict = attested.verified, attested.verdict
-    return Outcome(
-        accepted=verdict.accepted,
-        reason=None if verdict.accepted else one_line(verdict.reason),
-        step=None if verdict.accepted else "appraisal",
-        verified=verified,
-        verdict=verdict,
-        notes=verdict.notes,
-        **common,
-    )
+    if attested.verdict is None and ref.accept_any_code:
+        return (CODE_NOT_CHECKED,)
+    return attested.notes
 
 
-CODE_NOT_CHECKED = "code identity not checked (no reference measurement given)"
-
-
-def _sha256_hex(cert: x509.Certificate) -> str:
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def verdict_line(outcome: Outcome) -> str:
+def verdict_line(attested: Attestation, ref: ReferenceValues) -> str:
     """``ACCEPTED`` (with notes) or ``REJECTED: <reason>``: the last line ``quote verify`` prints."""
-    if outcome.accepted:
-        return "ACCEPTED" + (f"; notes: {'; '.join(outcome.notes)}" if outcome.notes else "")
-    return f"REJECTED: {outcome.reason}"
+    if attested.accepted:
+        notes = _notes(attested, ref)
+        return "ACCEPTED" + (f"; notes: {'; '.join(notes)}" if notes else "")
+    return f"REJECTED: {one_line(attested.reason)}"
 
 
-def render_outcome(outcome: Outcome) -> FieldList:
+def render_verification(view: QuoteView, j: dict[str, Any]) -> FieldList:
+    """A two-column listing of :func:`verification_json`'s object."""
+    from fedattest.policy.appraisal import CODE_NOT_CHECKED  # noqa: PLC0415 - see the imports at the top
+
     table = FieldList()
-    j = outcome.to_json()
-    view = outcome.view
 
     def row(name: str, value: Any, style: str = "") -> None:
         table.row(name, _fmt(value), style)
@@ -610,9 +456,9 @@ def render_outcome(outcome: Outcome) -> FieldList:
     row("quote", f"{kind} ({view.encoding}, {len(view.raw)} bytes)")
     row("trust root", f"{j['trust_root']} (sha256 {j['trust_root_sha256'][:16]}...)")
     row("verification time", j["at"])
-    if outcome.simulated:
+    if j["simulated"]:
         row("simulated", "YES: the trust root is not Intel's SGX Root CA", "bold yellow")
-    if outcome.verified is not None:
+    if j["tcb_status"] is not None:
         status_style = "green" if j["tcb_status"] == TcbStatus.UP_TO_DATE else "yellow"
         row("DCAP verification", "passed", "green")
         row("TCB status", j["tcb_status"], status_style)
@@ -620,7 +466,7 @@ def render_outcome(outcome: Outcome) -> FieldList:
         row("FMSPC", j["fmspc"])
         row("collateral valid until", j["collateral_expiry"])
     else:
-        row("DCAP verification", f"FAILED at {outcome.step}", "bold red")
+        row("DCAP verification", f"FAILED at {j['step']}", "bold red")
     if view.sgx_body is not None:
         row("MRENCLAVE", j["mrenclave"])
         row("MRSIGNER", j["mrsigner"])
@@ -630,15 +476,15 @@ def render_outcome(outcome: Outcome) -> FieldList:
     if view.body is not None:
         row("debug", j["debug"], "bold red" if j["debug"] else "")
         row("report data", j["report_data"])
-    if not outcome.code_checked:
+    if not j["code_checked"]:
         row("code identity", "NOT CHECKED: no --expect-mrenclave, --expect-mrsigner or --expect-mrtd given", "bold yellow")
-    for note in outcome.notes:
+    for note in j["notes"]:
         if note != CODE_NOT_CHECKED:
             row("note", note, "yellow")
-    if outcome.accepted:
+    if j["accepted"]:
         row("verdict", "ACCEPTED", "bold green")
     else:
-        row("verdict", f"REJECTED at {outcome.step}", "bold red")
+        row("verdict", f"REJECTED at {j['step']}", "bold red")
     return table
 
 
@@ -941,10 +787,14 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
     view = load_quote(quote)
 
     # 2. Evidence: verify, appraise (rejections exit 1).
-    outcome = evaluate(view, source, verifier, ref, when)
+    from fedattest.attestation import attest  # noqa: PLC0415 - see the imports at the top
+
+    evidence = view.quote if view.quote is not None else view.raw
+    attested = attest(evidence, collateral=source, verifier=verifier, reference=ref, at=when)
+    report = verification_json(view, attested, verifier, ref)
     if json_out:
-        print_json(outcome.to_json())
+        print_json(report)
     else:
-        render_outcome(outcome).echo()
-        print_line(verdict_line(outcome))
-    exit_with(EXIT_OK if outcome.accepted else EXIT_REJECTED)
+        render_verification(view, report).echo()
+        print_line(verdict_line(attested, ref))
+    exit_with(EXIT_OK if attested.accepted else EXIT_REJECTED)

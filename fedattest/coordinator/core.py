@@ -50,6 +50,7 @@ from fedattest.pki import identity as ident
 from fedattest.pki.crl import RevokedCertificate, build_crl
 from fedattest.pki.names import MEMBER_URI
 from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
+from fedattest.policy.appraisal import AnyCode
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.sgx.quote import Quote
@@ -312,16 +313,23 @@ class Coordinator:
                 document = versions.get(policy_hash)
                 policies[policy_hash] = parse_policy(document) if document is not None else None
             verified: VerifiedQuote | None = None
-            judged: tuple[str, x509.ReasonFlags] | None
+            judged: tuple[str, x509.ReasonFlags] | None = None
+            unchecked = "its recorded evidence cannot be checked again: "  # fail closed
             try:
                 if record.verdict.get("attestation") == "verified":
                     raw = base64.b64decode(str(record.verdict["quote_b64"]))
                     bundle = Collateral.from_json(collateral[str(record.verdict["collateral_sha256"])])
+                    # Verified again through the entry point, at the activation's time; appraised by
+                    # revocation_reason against the new policy's reference values.
                     at = parse_time(record.created)
-                    verified = self.verifier.verify(raw, bundle, at=at)
-                judged = revocation_reason(record.member, record.role, verified, policies[policy_hash], new)
-            except (FedattestError, KeyError, ValueError) as exc:  # fail closed: evidence we cannot re-check
-                judged = (f"its recorded evidence cannot be checked again: {exc}", x509.ReasonFlags.privilege_withdrawn)
+                    again = attest(raw, collateral=bundle, verifier=self.verifier, reference=AnyCode(), at=at)
+                    verified = again.verified
+                    if not again.accepted:
+                        judged = (unchecked + again.reason, x509.ReasonFlags.privilege_withdrawn)
+                if judged is None:
+                    judged = revocation_reason(record.member, record.role, verified, policies[policy_hash], new)
+            except (FedattestError, KeyError, ValueError) as exc:
+                judged = (f"{unchecked}{exc}", x509.ReasonFlags.privilege_withdrawn)
             if judged is not None:
                 out.append((record, cert.serial_number, judged[0], judged[1].value))
         return out

@@ -223,7 +223,7 @@ class QuoteVerifier:
         _check_anchor(root.public_bytes(Encoding.DER))
         self.trust_root = root
         self.simulated = not is_intel_root(root)
-        self._root_sha256 = hashlib.sha256(root.public_bytes(Encoding.DER)).digest()
+        self.trust_root_sha256 = hashlib.sha256(root.public_bytes(Encoding.DER)).digest()
         self._root_window = chain.cert_window(root, "trust root", "trust_root")
         self._lock = threading.Lock()
         self._collateral: OrderedDict[bytes, _CheckedCollateral] = OrderedDict()
@@ -327,7 +327,7 @@ class QuoteVerifier:
             ppid=ext.ppid,
             collateral_expiry=min(w.not_after for w in all_windows),
             simulated=self.simulated,
-            trust_root_sha256=self._root_sha256,
+            trust_root_sha256=self.trust_root_sha256,
         )
 
 

@@ -5,13 +5,18 @@ Appraisal answers "is it the code, configuration and platform state we accept?" 
 :class:`ReferenceValues`, and returns a :class:`Verdict` carrying *every* reason for rejection (not just
 the first), so operators can fix everything in one go. Fail closed: an empty reference value set
 accepts nothing, simulated evidence is refused unless allowed, and a Revoked TCB can never be accepted.
+
+Reference values are small composable policies (:class:`Reference`: :class:`Mrenclave`, :class:`Signer`,
+:class:`Mrtd`, :class:`LaunchConfig`, :class:`PlatformTcb`, :class:`Simulation`, :class:`Debug`, combined
+with :class:`AllOf` and :class:`AnyOf`). :class:`ReferenceValues` is the serialisable form a policy file
+holds; :func:`reference_policy` turns it into one such composition.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
@@ -117,69 +122,249 @@ class Verdict:
         return cls(False, (reason,))
 
 
-def appraise(verified: VerifiedQuote, ref: ReferenceValues) -> Verdict:
-    """Check ``verified`` against ``ref``; never raises for a mismatch."""
-    reasons: list[str] = []
-    notes: list[str] = []
+def _verdict(reasons: Iterable[str] = (), notes: Iterable[str] = ()) -> Verdict:
+    reasons = tuple(reasons)
+    return Verdict(not reasons, reasons, tuple(notes))
 
-    if verified.simulated:
-        if ref.allow_simulation:
-            notes.append("simulated evidence (not from Intel hardware), accepted because simulation is allowed")
-        else:
-            reasons.append("evidence is simulated (its trust root is not Intel's SGX Root CA) and simulation is not allowed")
 
-    if verified.debug:
-        if ref.allow_debug:
-            notes.append("debug enclave: its memory is readable by the host")
-        else:
-            reasons.append("enclave runs in debug mode and debug is not allowed")
+# -- reference values as small composable policies ----------------------------------------------------
+#
+# Each class checks one aspect of verified evidence and returns a Verdict with every reason it finds;
+# AllOf and AnyOf combine them (as sigstore-python's policies do). ReferenceValues, the form a federation
+# policy and `quote verify` write, is one such composition (ReferenceValues.policy); callers with needs it
+# does not express (accept either of two releases during a rollout, SGX or TDX members) build their own.
 
-    report = verified.sgx_report
-    if ref.accept_any_code:
-        notes.append("code identity not checked (no reference measurement given)")
-    elif report is not None:
-        code_ok: list[bool] = []
-        if ref.mrenclave:
-            code_ok.append(report.mr_enclave in ref.mrenclave)
-        if ref.mrsigner is not None:
-            signer_ok = report.mr_signer == ref.mrsigner and report.isv_prod_id == ref.isv_prod_id
-            if signer_ok and report.isv_svn < ref.min_isv_svn:
-                reasons.append(f"ISVSVN {report.isv_svn} is below the minimum {ref.min_isv_svn}")
-            code_ok.append(signer_ok)
-        if not code_ok:
-            reasons.append("no SGX reference values (mrenclave or mrsigner) to appraise an SGX enclave against")
-        elif ref.mrenclave and not code_ok[0]:
-            reasons.append(f"MRENCLAVE {report.mr_enclave.hex()} is not an accepted measurement")
-        if ref.mrsigner is not None and not code_ok[-1]:
-            reasons.append(
-                f"MRSIGNER {report.mr_signer.hex()} / ISVPRODID {report.isv_prod_id} is not the accepted signer and product"
+
+class Reference(Protocol):
+    """What one aspect of verified evidence must show."""
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        """Every reason ``verified`` fails this reference (none when it passes), and notes for an auditor."""
+        ...
+
+
+@dataclass(frozen=True, init=False)
+class AllOf:
+    """Accepts when every reference accepts; collects every reason and every note, in order. Empty: refuses."""
+
+    references: tuple[Reference, ...]
+
+    def __init__(self, *references: Reference) -> None:
+        object.__setattr__(self, "references", references)
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        if not self.references:
+            return _verdict(["an empty AllOf accepts nothing"])
+        verdicts = [r.check(verified) for r in self.references]
+        return _verdict([x for v in verdicts for x in v.reasons], [x for v in verdicts for x in v.notes])
+
+
+@dataclass(frozen=True, init=False)
+class AnyOf:
+    """Accepts when at least one reference accepts (its notes are kept); otherwise every alternative's
+    reasons. Empty: refuses."""
+
+    references: tuple[Reference, ...]
+
+    def __init__(self, *references: Reference) -> None:
+        object.__setattr__(self, "references", references)
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        if not self.references:
+            return _verdict(["an empty AnyOf accepts nothing"])
+        verdicts = [r.check(verified) for r in self.references]
+        for v in verdicts:
+            if v.accepted:
+                return v
+        return _verdict([x for v in verdicts for x in v.reasons])
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Refuses with ``reason``: the branch of a composition that has no acceptable value."""
+
+    reason: str
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        return _verdict([self.reason])
+
+
+@dataclass(frozen=True)
+class ForTee:
+    """``sgx`` for an SGX enclave's evidence, ``tdx`` for a TD's."""
+
+    sgx: Reference
+    tdx: Reference
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        return (self.sgx if verified.sgx_report is not None else self.tdx).check(verified)
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Simulated evidence (a trust root other than Intel's) only when ``allowed``; then noted."""
+
+    allowed: bool = False
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        if not verified.simulated:
+            return _verdict()
+        if self.allowed:
+            return _verdict(notes=["simulated evidence (not from Intel hardware), accepted because simulation is allowed"])
+        return _verdict(["evidence is simulated (its trust root is not Intel's SGX Root CA) and simulation is not allowed"])
+
+
+@dataclass(frozen=True)
+class Debug:
+    """A debug enclave or TD (its memory readable by the host) only when ``allowed``; then noted."""
+
+    allowed: bool = False
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        if not verified.debug:
+            return _verdict()
+        if self.allowed:
+            return _verdict(notes=["debug enclave: its memory is readable by the host"])
+        return _verdict(["enclave runs in debug mode and debug is not allowed"])
+
+
+@dataclass(frozen=True)
+class Mrenclave:
+    """An SGX enclave whose MRENCLAVE is one of ``values``."""
+
+    values: frozenset[bytes]
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        report = verified.sgx_report
+        if report is None:
+            return _verdict(["MRENCLAVE is an SGX value: a TD reports none"])
+        if report.mr_enclave in self.values:
+            return _verdict()
+        return _verdict([f"MRENCLAVE {report.mr_enclave.hex()} is not an accepted measurement"])
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An SGX enclave signed by ``mrsigner`` as product ``isv_prod_id``, at ISVSVN ``min_isv_svn`` or above."""
+
+    mrsigner: bytes
+    isv_prod_id: int
+    min_isv_svn: int = 0
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        report = verified.sgx_report
+        if report is None:
+            return _verdict(["MRSIGNER is an SGX value: a TD reports none"])
+        if report.mr_signer != self.mrsigner or report.isv_prod_id != self.isv_prod_id:
+            return _verdict(
+                [f"MRSIGNER {report.mr_signer.hex()} / ISVPRODID {report.isv_prod_id} is not the accepted signer and product"]
             )
-    else:
+        if report.isv_svn < self.min_isv_svn:
+            return _verdict([f"ISVSVN {report.isv_svn} is below the minimum {self.min_isv_svn}"])
+        return _verdict()
+
+
+@dataclass(frozen=True)
+class Mrtd:
+    """A TD whose MRTD is one of ``values``."""
+
+    values: frozenset[bytes]
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        if verified.sgx_report is not None:
+            return _verdict(["MRTD is a TDX value: an SGX enclave reports none"])
         mrtd = verified.mr_td
-        if not ref.mrtd:
-            reasons.append("no TDX reference values (mrtd) to appraise a TD against")
-        elif mrtd not in ref.mrtd:
-            reasons.append(f"MRTD {mrtd.hex() if mrtd else '?'} is not an accepted measurement")
+        if mrtd in self.values:
+            return _verdict()
+        return _verdict([f"MRTD {mrtd.hex() if mrtd else '?'} is not an accepted measurement"])
 
-    # The launch configuration (SGX KSS), checked whether or not the code identity is.
-    if report is not None:
-        if ref.config_id is not None and report.config_id != ref.config_id:
-            reasons.append(f"CONFIGID {report.config_id.hex()} is not the expected {ref.config_id.hex()}")
-        if report.config_svn < ref.min_config_svn:
-            reasons.append(f"CONFIGSVN {report.config_svn} is below the minimum {ref.min_config_svn}")
-    elif ref.config_id is not None or ref.min_config_svn:
-        reasons.append("CONFIGID and CONFIGSVN are SGX launch values: a TD reports none")
 
-    status = verified.tcb_status
-    if status not in ref.accepted_tcb_statuses:
-        accepted = ", ".join(sorted(ref.accepted_tcb_statuses))
-        reasons.append(f"TCB status {status} is not accepted (accepted: {accepted})")
-    elif status != TcbStatus.UP_TO_DATE:
-        notes.append(f"TCB status {status}")
-    bad = sorted(set(verified.advisory_ids) & ref.rejected_advisory_ids)
-    if bad:
-        reasons.append(f"platform is affected by rejected advisories {', '.join(bad)}")
-    elif verified.advisory_ids:
-        notes.append(f"advisories: {', '.join(verified.advisory_ids)}")
+@dataclass(frozen=True)
+class AnyCode:
+    """Accepts any code, and says so in a note: for tools that check only the platform."""
 
-    return Verdict(not reasons, tuple(reasons), tuple(notes), verified)
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        return _verdict(notes=[CODE_NOT_CHECKED])
+
+
+CODE_NOT_CHECKED = "code identity not checked (no reference measurement given)"
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """SGX KSS: the enclave was launched with CONFIGID ``config_id`` (None: any) at CONFIGSVN
+    ``min_config_svn`` or above. A TD reports neither, so it passes only a reference that asks for neither."""
+
+    config_id: bytes | None = None
+    min_config_svn: int = 0
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        report = verified.sgx_report
+        if report is None:
+            if self.config_id is not None or self.min_config_svn:
+                return _verdict(["CONFIGID and CONFIGSVN are SGX launch values: a TD reports none"])
+            return _verdict()
+        reasons = []
+        if self.config_id is not None and report.config_id != self.config_id:
+            reasons.append(f"CONFIGID {report.config_id.hex()} is not the expected {self.config_id.hex()}")
+        if report.config_svn < self.min_config_svn:
+            reasons.append(f"CONFIGSVN {report.config_svn} is below the minimum {self.min_config_svn}")
+        return _verdict(reasons)
+
+
+@dataclass(frozen=True)
+class PlatformTcb:
+    """The platform's TCB status is one of ``accepted`` (never Revoked: Intel revoked it) and it is affected by
+    none of ``rejected_advisories``; another accepted status and the advisories are noted."""
+
+    accepted: frozenset[TcbStatus] = DEFAULT_ACCEPTED_TCB
+    rejected_advisories: frozenset[str] = frozenset()
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        reasons: list[str] = []
+        notes: list[str] = []
+        status = verified.tcb_status
+        if status not in self.accepted or status == TcbStatus.REVOKED:
+            accepted = ", ".join(sorted(self.accepted - {TcbStatus.REVOKED}))
+            reasons.append(f"TCB status {status} is not accepted (accepted: {accepted})")
+        elif status != TcbStatus.UP_TO_DATE:
+            notes.append(f"TCB status {status}")
+        bad = sorted(set(verified.advisory_ids) & self.rejected_advisories)
+        if bad:
+            reasons.append(f"platform is affected by rejected advisories {', '.join(bad)}")
+        elif verified.advisory_ids:
+            notes.append(f"advisories: {', '.join(verified.advisory_ids)}")
+        return _verdict(reasons, notes)
+
+
+def reference_policy(ref: ReferenceValues) -> AllOf:
+    """``ref`` as a composition: origin (simulation), debug, code identity, launch configuration, platform TCB."""
+    code: Reference
+    if ref.accept_any_code:
+        code = AnyCode()
+    else:
+        sgx: list[Reference] = []
+        if ref.mrenclave:
+            sgx.append(Mrenclave(ref.mrenclave))
+        if ref.mrsigner is not None and ref.isv_prod_id is not None:
+            sgx.append(Signer(ref.mrsigner, ref.isv_prod_id, ref.min_isv_svn))
+        no_sgx = Refuse("no SGX reference values (mrenclave or mrsigner) to appraise an SGX enclave against")
+        code = ForTee(
+            sgx=AllOf(*sgx) if sgx else no_sgx,
+            tdx=Mrtd(ref.mrtd) if ref.mrtd else Refuse("no TDX reference values (mrtd) to appraise a TD against"),
+        )
+    return AllOf(
+        Simulation(ref.allow_simulation),
+        Debug(ref.allow_debug),
+        code,
+        LaunchConfig(ref.config_id, ref.min_config_svn),
+        PlatformTcb(ref.accepted_tcb_statuses, ref.rejected_advisory_ids),
+    )
+
+
+def appraise(verified: VerifiedQuote, ref: ReferenceValues | Reference) -> Verdict:
+    """Check ``verified`` against ``ref`` (reference values, or any composition of references); never
+    raises for a mismatch."""
+    policy = reference_policy(ref) if isinstance(ref, ReferenceValues) else ref
+    verdict = policy.check(verified)
+    return Verdict(verdict.accepted, verdict.reasons, verdict.notes, verified)
