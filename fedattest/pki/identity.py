@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedattest.certificates import issue_certificate
+from fedattest.certificates import new_key as new_key  # noqa: PLC0414 - re-exported (mypy strict): callers make keys here
 from fedattest.errors import FedattestError
 from fedattest.pki.names import TOKEN_SIGNER_URI
 
@@ -76,30 +78,13 @@ def coordinator_report_data(root_public_key_der: bytes, policy_hash: bytes, nonc
     return hashlib.sha256(root_public_key_der + policy_hash + nonce).digest() + bytes(32)
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
 def make_root_ca(key: ec.EllipticCurvePrivateKey, federation: str, now: datetime) -> x509.Certificate:
+    """The coordinator's root CA: self-signed, valid ten years, issuing end-entity certificates only."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"fedattest coordinator root CA ({federation})")])
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                False, False, False, False, False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    return issue_certificate(
+        subject=name, public_key=key.public_key(), issuer=None, issuer_key=key, not_before=now - timedelta(minutes=5),
+        not_after=now + timedelta(days=3650), ca=True, path_length=0,
+    )  # fmt: skip
 
 
 def issue_leaf(
@@ -118,26 +103,12 @@ def issue_leaf(
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
     sans += [x509.DNSName(d) for d in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + lifetime)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                True, False, False, False, False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    usage = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    return issue_certificate(
+        subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]), public_key=public_key, issuer=ca,
+        issuer_key=ca_key, not_before=now - timedelta(minutes=5), not_after=now + lifetime, ca=False,
+        extensions=[(usage, False), (x509.SubjectAlternativeName(sans), False)],
+    )  # fmt: skip
 
 
 def issue_token_signer(

@@ -15,13 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.x509.oid import NameOID
 
+from fedattest import certificates
+from fedattest.certificates import new_key as new_key  # noqa: PLC0414 - re-exported (mypy strict) for the platform and tests
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID
-
-P256 = ec.SECP256R1()
-
-
-def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(P256)
 
 
 def name(common_name: str, organization: str) -> x509.Name:
@@ -55,38 +51,18 @@ def issue_certificate(
     serial: int | None = None,
     sgx_extension: bytes | None = None,
 ) -> x509.Certificate:
-    """Issue a certificate; ``issuer=None`` makes it self-signed (``issuer_key`` must match ``public_key``)."""
-    key_usage = x509.KeyUsage(
-        digital_signature=not ca,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer is not None else subject)
-        .public_key(public_key)
-        .serial_number(serial if serial is not None else x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(key_usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
-    )
+    """Issue a PCK-infrastructure certificate (:func:`fedattest.certificates.issue_certificate`) with, when
+    given, a CRL distribution point and the SGX extension; ``issuer=None`` makes it self-signed."""
+    extensions: list[tuple[x509.ExtensionType, bool]] = []
     if crl_url is not None:
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
-        builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        extensions.append((x509.CRLDistributionPoints([point]), False))
     if sgx_extension is not None:
-        oid = x509.ObjectIdentifier(SGX_EXTENSION_OID)
-        builder = builder.add_extension(x509.UnrecognizedExtension(oid, sgx_extension), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+        extensions.append((x509.UnrecognizedExtension(x509.ObjectIdentifier(SGX_EXTENSION_OID), sgx_extension), False))
+    return certificates.issue_certificate(
+        subject=subject, public_key=public_key, issuer=issuer, issuer_key=issuer_key, not_before=not_before,
+        not_after=not_after, ca=ca, serial=serial, extensions=extensions,
+    )  # fmt: skip
 
 
 def issue_crl(
