@@ -144,39 +144,33 @@ class Reference(Protocol):
 
 
 @dataclass(frozen=True, init=False)
-class AllOf:
-    """Accepts when every reference accepts; collects every reason and every note, in order. Empty: refuses."""
-
+class _Combination:
     references: tuple[Reference, ...]
 
     def __init__(self, *references: Reference) -> None:
         object.__setattr__(self, "references", references)
 
+    def _verdicts(self, verified: VerifiedQuote) -> list[Verdict]:
+        if not self.references:  # fail closed: a combination of nothing accepts nothing
+            return [_verdict([f"an empty {type(self).__name__} accepts nothing"])]
+        return [r.check(verified) for r in self.references]
+
+
+class AllOf(_Combination):
+    """Accepts when every reference accepts; collects every reason and every note, in order. Empty: refuses."""
+
     def check(self, verified: VerifiedQuote) -> Verdict:
-        if not self.references:
-            return _verdict(["an empty AllOf accepts nothing"])
-        verdicts = [r.check(verified) for r in self.references]
+        verdicts = self._verdicts(verified)
         return _verdict([x for v in verdicts for x in v.reasons], [x for v in verdicts for x in v.notes])
 
 
-@dataclass(frozen=True, init=False)
-class AnyOf:
+class AnyOf(_Combination):
     """Accepts when at least one reference accepts (its notes are kept); otherwise every alternative's
     reasons. Empty: refuses."""
 
-    references: tuple[Reference, ...]
-
-    def __init__(self, *references: Reference) -> None:
-        object.__setattr__(self, "references", references)
-
     def check(self, verified: VerifiedQuote) -> Verdict:
-        if not self.references:
-            return _verdict(["an empty AnyOf accepts nothing"])
-        verdicts = [r.check(verified) for r in self.references]
-        for v in verdicts:
-            if v.accepted:
-                return v
-        return _verdict([x for v in verdicts for x in v.reasons])
+        verdicts = self._verdicts(verified)
+        return next((v for v in verdicts if v.accepted), _verdict([x for v in verdicts for x in v.reasons]))
 
 
 @dataclass(frozen=True)
