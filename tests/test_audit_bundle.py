@@ -268,7 +268,7 @@ def test_unreadable_bundles_are_refused_with_the_reason(exported: Exported) -> N
 
 def coordinator_key(exported: Exported) -> ec.EllipticCurvePrivateKey:
     """The coordinator's log (token) key, unsealed from its state: to write logs it would have signed."""
-    from fedattest.coordinator.core import load_or_create_state
+    from fedattest.coordinator.state_dir import load_or_create_state
 
     return load_or_create_state(exported.running.state, tee(exported.running, COORD), "hospitals").token_key
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedattest.coordinator.audit import import_log, verify_log
-from fedattest.coordinator.core import Coordinator
+from fedattest.coordinator.core import open_coordinator
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.participant import activate, verify_coordinator
@@ -281,7 +281,7 @@ def test_restart_unseals_and_another_measurement_cannot(tmp_path: Path) -> None:
         assert second.root_pem == root  # same sealed root CA after a restart
     verifier, collateral_for = verifier_for(first)
     with pytest.raises(SealingError, match="another enclave"):
-        Coordinator(
+        open_coordinator(
             state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(AGG, SIGNER)), verifier=verifier,
             collateral_for=collateral_for,
         )  # fmt: skip
@@ -489,7 +489,7 @@ def test_only_the_aggregator_may_report_rounds(tmp_path: Path) -> None:
     from fedattest.pki.signing import UpdateSigner
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
-    coordinator = Coordinator(
+    coordinator = open_coordinator(
         state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
         collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
         approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()],

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from fedattest.coordinator.core import Coordinator
+from fedattest.coordinator.core import Coordinator, open_coordinator
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.participant import activate
 from fedattest.policy.approval import approve
@@ -168,7 +169,7 @@ def test_a_nonce_flood_does_not_deny_a_legitimate_activation(tmp_path: Path) -> 
 def local(tmp_path: Path) -> Iterator[Coordinator]:
     platform = SimulatedPlatform.create(tmp_path / "platform")
     now = [1_800_000_000.0]
-    made = Coordinator(
+    made = open_coordinator(
         state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
         collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
         approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()], clock=lambda: now[0],
@@ -519,7 +520,7 @@ def test_the_coordinator_has_one_clock(tmp_path: Path) -> None:
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
     now = [time.time()]
-    made = Coordinator(
+    made = open_coordinator(
         state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
         collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
         approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()], clock=lambda: now[0],
@@ -559,7 +560,7 @@ def test_the_coordinator_is_handed_its_store(tmp_path: Path) -> None:
         return opened[-1]
 
     platform = SimulatedPlatform.create(tmp_path / "platform")
-    made = Coordinator(
+    made = open_coordinator(
         state_dir=tmp_path / "state", tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
         collateral_for=lambda _q: platform.collateral(), policy_text=policy_text(),
         approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()], open_store=open_store,
@@ -569,3 +570,36 @@ def test_the_coordinator_is_handed_its_store(tmp_path: Path) -> None:
         assert [e.kind for e in opened[0].audit_entries()] == ["policy"]  # the first policy went into it
     finally:
         made.close()
+
+
+def test_the_core_runs_on_what_it_is_handed(tmp_path: Path) -> None:
+    """The coordinator core does no file I/O of its own: handed a store, a way to unseal its state, a TEE and a
+    clock, it writes nothing but through the store, and decides on the clock it was given."""
+    from fedattest.coordinator.state_dir import SealedState
+    from fedattest.coordinator.store import SqliteStore
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    work = tmp_path / "work"
+    work.mkdir()
+    unsealed: list[str] = []
+
+    def unseal(federation: str) -> SealedState:
+        unsealed.append(federation)
+        return SealedState.create(federation, datetime.fromtimestamp(1_800_000_000, UTC))
+
+    core = Coordinator(
+        tee=platform.tee(WorkloadIdentity(COORD, SIGNER)), verifier=QuoteVerifier(platform.root_ca),
+        collateral_for=lambda _q: platform.collateral(), store=SqliteStore(work / "only.sqlite"), unseal_state=unseal,
+        policy_text=policy_text(), approvals=[approve(parse_policy(policy_text()), "alice", KEY).to_json()],
+        clock=lambda: 1_800_000_000.0,
+    )  # fmt: skip
+    try:
+        assert unsealed == ["hospitals"]  # once, after the policy named the federation
+        assert core._utc() == datetime.fromtimestamp(1_800_000_000, UTC)
+        nonce = core.new_nonce()
+        core._use_nonce(nonce)
+        assert {p.name for p in work.iterdir()} <= {"only.sqlite", "only.sqlite-wal", "only.sqlite-shm"}
+        assert [e.kind for e in core.store.audit_entries()][:1] == ["policy"]  # the policy taken force, via the store
+        assert core._utc().isoformat().startswith("2027-01-15")  # the clock it was handed, not the machine's
+    finally:
+        core.close()

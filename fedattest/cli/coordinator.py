@@ -24,7 +24,7 @@ from fedattest.cli._common import (
 )
 from fedattest.cli.policy import load_policy
 from fedattest.coordinator.api import BODY_TIMEOUT_SECONDS, NONCE_BURST, NONCE_RATE_PER_SECOND
-from fedattest.coordinator.core import Coordinator
+from fedattest.coordinator.core import open_coordinator
 from fedattest.coordinator.server import parse_listen, serve
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
@@ -186,8 +186,8 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
     try:
         host, port = parse_listen(listen)
         verifier, collateral_for = evidence_source(platform, pccs, collateral, state / "pccs-cache")
-        coordinator = Coordinator(
-            state_dir=state,
+        coordinator = open_coordinator(
+            state,
             tee=_tee(tee, platform, mrenclave),
             verifier=verifier,
             collateral_for=collateral_for,
@@ -197,7 +197,7 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
             accept_store=accept_store,
         )
         serve(
-            coordinator, host, port, name or [], header_timeout=header_timeout, max_connections=max_connections,
+            coordinator, state, host, port, name or [], header_timeout=header_timeout, max_connections=max_connections,
             max_per_client=max_per_client, body_timeout=body_timeout, nonce_rate=nonce_rate, nonce_burst=nonce_burst,
         )  # fmt: skip
     except FedattestError as exc:

@@ -9,11 +9,9 @@ activation is one store transaction (nonce, activation record and audit entry to
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -26,18 +24,16 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, attest
 from fedattest.coordinator.activation import ActivationError, check_request, claims_nonce
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.revocation import revocation_reason
-from fedattest.coordinator.sealing import HeadGuard
+from fedattest.coordinator.state_dir import SealedState, StateDirectory
 from fedattest.coordinator.store import (
     ActivationRecord,
     RevocationRecord,
-    SqliteStore,
     Store,
     StoreError,
     StoreUnavailableError,
@@ -55,9 +51,7 @@ from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
-from fedattest.tee.sealing import seal, unseal
 
-STATE_PURPOSE = b"fedattest-coordinator-state-v1"
 NONCE_TTL_SECONDS = 300.0
 MAX_QUOTE_BYTES = 64 * 1024
 # Issued nonces are not stored: each is ``random (12) || issue time (4, big-endian seconds) || MAC (16)``,
@@ -66,60 +60,6 @@ MAX_QUOTE_BYTES = 64 * 1024
 # they expire, so the table grows with real activations, never with unauthenticated POST /nonce.
 _NONCE_MAC = b"fedattest-nonce-v1"
 MAX_REDEEMED_NONCES = 100_000
-
-
-@dataclass
-class SealedState:
-    root_key: ec.EllipticCurvePrivateKey
-    root_ca: x509.Certificate
-    token_key: ec.EllipticCurvePrivateKey
-    master_secret: bytes
-
-    def to_bytes(self) -> bytes:
-        def pem(key: ec.EllipticCurvePrivateKey) -> str:
-            fmt = serialization.PrivateFormat.PKCS8
-            return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
-
-        return json.dumps(
-            {
-                "root_key": pem(self.root_key),
-                "root_ca": self.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
-                "token_key": pem(self.token_key),
-                "master_secret": self.master_secret.hex(),
-            }
-        ).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> SealedState:
-        doc = json.loads(data)
-
-        def key(text: str) -> ec.EllipticCurvePrivateKey:
-            k = serialization.load_pem_private_key(text.encode(), password=None)
-            assert isinstance(k, ec.EllipticCurvePrivateKey)
-            return k
-
-        return cls(
-            key(doc["root_key"]),
-            x509.load_pem_x509_certificate(doc["root_ca"].encode()),
-            key(doc["token_key"]),
-            bytes.fromhex(doc["master_secret"]),
-        )
-
-
-def load_or_create_state(state_dir: Path, tee: TEE, federation: str) -> SealedState:
-    """Unseal ``state_dir/state.sealed``, or create and seal a new state on first start."""
-    path = state_dir / "state.sealed"
-    key = tee.sealing_key()
-    if path.exists():
-        return SealedState.from_bytes(unseal(key, STATE_PURPOSE, path.read_bytes()))
-    root_key = ident.new_key()
-    state = SealedState(
-        root_key, ident.make_root_ca(root_key, federation, ident.utcnow()), ident.new_key(), secrets.token_bytes(32)
-    )
-    from fedattest.files import atomic_write  # noqa: PLC0415 - I/O helper, only here
-
-    atomic_write(path, seal(key, STATE_PURPOSE, state.to_bytes()))
-    return state
 
 
 def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, approvals: list[Approval]) -> ApprovalCheck:
@@ -134,22 +74,6 @@ def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, ap
     return by_new
 
 
-def _lock_state(state_dir: Path) -> int:
-    """An exclusive lock on ``state_dir`` for this process's lifetime (released when it ends, however it ends):
-    two coordinators on one state would each seal heads the other does not know, and refuse each other's
-    store at the next start."""
-    fd = os.open(state_dir / "coordinator.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise FedattestError(f"another coordinator (pid {holder}) is running on {state_dir}: stop it first") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 thumbprint (base64url SHA-256 of the required members, sorted, no whitespace)."""
     required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
@@ -159,38 +83,35 @@ def jwk_thumbprint(jwk: dict[str, Any]) -> str:
 
 @dataclass
 class Coordinator:
-    """One federation's coordinator. Thread-safe: the store's transactions, a lock held while a policy takes
-    force (and around each activation's commit), and a lock for the metrics."""
+    """One federation's coordinator, without HTTP and without files: it is handed its TEE (its own quote),
+    its verifier and collateral source, its store, a way to unseal its state (called once, with the
+    federation's name, after the policy is known) and its clock. :func:`open_coordinator` opens a state
+    directory and hands over what it holds. Thread-safe: the store's transactions, a lock held while a policy
+    takes force (and around each activation's commit), and a lock for the metrics."""
 
-    state_dir: Path
     tee: TEE
     verifier: QuoteVerifier
     collateral_for: Callable[[Quote], Collateral]
+    store: Store
+    unseal_state: Callable[[str], SealedState]
     policy_text: str | None = None
     approvals: list[str] = field(default_factory=list)
     cert_lifetime: timedelta = timedelta(days=1)
     clock: Callable[[], float] = time.time
-    new_state: bool = False  # --new-state: move the old state and store aside and begin a new federation state
-    # Opens the store, after the sealed head was checked for a missing one (so it must not exist before this is
-    # called). Default: SQLite in the state directory.
-    open_store: Callable[[Path], Store] | None = None
-    accept_store: bool = False  # --accept-store: run on the store as it is, although head.sealed disagrees (logged)
+    accepted_store: dict[str, Any] | None = None  # what --accept-store overrode: recorded in the audit log
+    on_close: Callable[[], None] | None = None  # releases what was opened for it (the state directory's lock)
 
     def __post_init__(self) -> None:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_file = _lock_state(self.state_dir)
-        guard = HeadGuard(self.state_dir, self.tee.sealing_key(), new_state=self.new_state, accept_store=self.accept_store)
-        guard.before_open()  # a missing store is refused before an empty one is created
-        self.store: Store = (self.open_store or SqliteStore)(self.state_dir / "store.sqlite")
-        self._attach_store(guard)
+        if self.accepted_store is not None:  # --accept-store: the override is part of the history
+            with self.store.transaction() as tx:
+                tx.append_audit(self._now(), "store-accepted", self.accepted_store)
         # Held while a policy takes force (with its revocations) and around each activation's commit, so no
         # identity is issued under a policy after it was replaced.
         self._policy_lock = threading.Lock()
         self._revoked = {r.cert_sha256: r for r in self.store.revocations()}
         self._crl: tuple[tuple[int, int], bytes] | None = None  # ((revocations, minute), DER)
         self.policy = self._load_policy()
-        self.state = load_or_create_state(self.state_dir, self.tee, self.policy.name)
-        guard.bind_state(ident.spki_sha256(self.state.root_ca))
+        self.state = self.unseal_state(self.policy.name)
         self.metrics: dict[str, int] = {"activations_accepted": 0, "activations_refused": 0, "quotes_served": 0}
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
         self._metrics_lock = threading.Lock()  # the API counts from several worker threads at once
@@ -204,19 +125,6 @@ class Coordinator:
         self._x5c = [base64.b64encode(signer.public_bytes(serialization.Encoding.DER)).decode()]  # RFC 7515: base64 DER
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.state.token_key.public_key()))
         self.jwk = {**jwk, "use": "sig", "alg": "ES256", "kid": jwk_thumbprint(jwk)}
-
-    def _attach_store(self, guard: HeadGuard) -> None:
-        """Refuse a store that is not the one ``head.sealed`` records (deleted, older, forked, another state's),
-        then seal every later commit's head (see :class:`fedattest.coordinator.sealing.HeadGuard`)."""
-        try:
-            guard.attach(self.store)
-            self.store.check_rows_against_chain()
-            if guard.accepted is not None:  # --accept-store: the override is part of the history
-                with self.store.transaction() as tx:
-                    tx.append_audit(self._now(), "store-accepted", guard.accepted)
-        except BaseException:
-            self.store.close()
-            raise
 
     # -- policy ---------------------------------------------------------------------------------------
     def _load_policy(self) -> FederationPolicy:
@@ -690,4 +598,40 @@ class Coordinator:
 
     def close(self) -> None:
         self.store.close()
-        os.close(self._lock_file)
+        if self.on_close is not None:
+            self.on_close()
+
+
+def open_coordinator(
+    state_dir: Path,
+    *,
+    tee: TEE,
+    verifier: QuoteVerifier,
+    collateral_for: Callable[[Quote], Collateral],
+    policy_text: str | None = None,
+    approvals: list[str] | None = None,
+    cert_lifetime: timedelta = timedelta(days=1),
+    clock: Callable[[], float] = time.time,
+    new_state: bool = False,
+    accept_store: bool = False,
+    open_store: Callable[[Path], Store] | None = None,
+) -> Coordinator:
+    """Open ``state_dir`` (lock it, check the store against the sealed head, unseal or create the state) and
+    start a :class:`Coordinator` on it. ``new_state`` moves an old state aside and begins a new federation
+    state; ``accept_store`` runs on the store as it is although the sealed head disagrees (recorded in the
+    audit log); ``open_store`` opens the store (default: SQLite in the state directory). Whatever fails,
+    nothing stays open."""
+    directory = StateDirectory(state_dir, tee, new_state=new_state, accept_store=accept_store)
+    store: Store | None = None
+    try:
+        store, accepted = directory.open_store(open_store)
+        return Coordinator(
+            tee=tee, verifier=verifier, collateral_for=collateral_for, store=store, unseal_state=directory.sealed_state,
+            policy_text=policy_text, approvals=approvals or [], cert_lifetime=cert_lifetime, clock=clock,
+            accepted_store=accepted, on_close=directory.close,
+        )  # fmt: skip
+    except BaseException:
+        if store is not None:
+            store.close()
+        directory.close()
+        raise

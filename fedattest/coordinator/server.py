@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import uvicorn
 from cryptography.hazmat.primitives import serialization
@@ -63,6 +64,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def serve(
     coordinator: Coordinator,
+    state: Path,
     host: str,
     port: int,
     extra_names: list[str],
@@ -74,7 +76,8 @@ def serve(
     nonce_rate: float = NONCE_RATE_PER_SECOND,
     nonce_burst: int = NONCE_BURST,
 ) -> None:
-    """Bind, write ``url`` and ``root_ca.pem`` into the state directory, and serve until stopped."""
+    """Bind, write ``url``, ``root_ca.pem`` and the TLS files into the state directory ``state``, and serve until
+    stopped."""
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]
     try:
@@ -88,7 +91,6 @@ def serve(
         common_name="fedattest coordinator", uris=[f"urn:fedattest:{coordinator.policy.name}:coordinator"],
         dns_names=names, ips=ips, now=ident.utcnow(), lifetime=timedelta(days=30),
     )  # fmt: skip
-    state = coordinator.state_dir
     for stale in [*state.glob("tls-*.pem"), *state.glob("tls-*.key")]:  # from a coordinator that was killed
         stale.unlink(missing_ok=True)
     tls_cert, tls_key = state / f"tls-{os.getpid()}.pem", state / f"tls-{os.getpid()}.key"
