@@ -63,3 +63,30 @@ def test_the_nonce_is_read_only_from_well_shaped_claims() -> None:
     assert claims_nonce(_request()["claims"]) == "00" * 32
     with pytest.raises(ActivationError, match="claims must have exactly"):
         claims_nonce({"nonce": "00" * 32})
+
+
+def test_claims_are_hashed_and_signed_over_their_rfc8785_bytes_and_old_records_still_check() -> None:
+    """What a member's enclave quotes and its enrolment key signs, recomputed from the documented formula; version
+    1 (before RFC 8785) only for re-checking records in old logs, and the two never verify for each other."""
+    import base64
+    import hashlib
+    import json
+
+    import rfc8785
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    claims = {"member": "hôpital-a", "nonce": "ab" * 32, "policy_hash": "cd" * 32, "keys": {"tls": "ef" * 32}}
+    v2 = rfc8785.dumps(claims)
+    assert ident.claims_report_data(claims) == hashlib.sha256(b"fedattest-claims-v2\n" + v2).digest() + bytes(32)
+    v1 = json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert ident.claims_report_data(claims, 1) == hashlib.sha256(b"fedattest-claims-v1\n" + v1).digest() + bytes(32)
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    signature = ident.sign_enrolment(key, claims)
+    assert key.public_key().verify(base64.b64decode(signature), b"fedattest-enrolment-v2\n" + rfc8785.dumps(claims)) is None
+    assert ident.enrolment_signed_by(public, claims, signature)
+    assert not ident.enrolment_signed_by(public, claims, signature, version=1)
+    old = base64.b64encode(key.sign(b"fedattest-enrolment-v1\n" + v1)).decode()
+    assert ident.enrolment_signed_by(public, claims, old, version=1) and not ident.enrolment_signed_by(public, claims, old)
+    assert not ident.enrolment_signed_by(public, claims, signature, version=7)  # an unknown version checks nothing

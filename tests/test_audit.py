@@ -21,6 +21,7 @@ from fedattest.coordinator.audit import (
     sign_head,
     verify_log,
 )
+from fedattest.errors import FormatError
 from tests.conftest import assert_one_line_error
 
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -81,10 +82,11 @@ def test_head_signature_and_key() -> None:
 
 
 def test_data_must_be_plain_json() -> None:
-    with pytest.raises(ValueError):
-        next_entry(None, "t", "k", {"x": float("nan")})
-    with pytest.raises(TypeError):
-        next_entry(None, "t", "k", {"x": b"bytes"})
+    """Refused when appended, not when an auditor verifies: what RFC 8785 cannot encode (NaN, bytes, an integer
+    beyond 2**53, which a double would round)."""
+    for value in (float("nan"), b"bytes", 2**60, {1: "a non-string key"}):
+        with pytest.raises(FormatError):
+            next_entry(None, "t", "k", {"x": value})
 
 
 def test_export_import_and_stated_hashes() -> None:
@@ -125,3 +127,31 @@ def test_cli_verify(tmp_path: Path) -> None:
         runner.invoke(app, ["audit", "verify", str(forged), "--key", str(tmp_path / "key.pem")]), 1, "does not verify"
     )
     assert_one_line_error(runner.invoke(app, ["audit", "verify", str(tmp_path / "missing.json")]), 2, "cannot read")
+
+
+def test_entries_written_before_rfc8785_still_verify_and_the_chain_goes_on_in_rfc8785() -> None:
+    """Version 1 entries (no ``v``) hash as they were written; an upgraded coordinator appends version 2 entries to
+    the same chain; each hash is recomputed here from the documented formula, independently of AuditEntry."""
+    import hashlib
+
+    import rfc8785
+
+    from fedattest.coordinator.audit import GENESIS
+
+    old = AuditEntry(0, "2026-01-01T00:00:00Z", "round", {"run_id": 2**63 + 5, "note": "é"}, GENESIS, version=1)
+    v1_text = json.dumps(old.body(), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert "v" not in old.to_json() and old.hash == hashlib.sha256(b"fedattest-audit-v1\n" + v1_text).digest()
+    new = next_entry(old, "2026-12-01T00:00:00Z", "round", {"run_id": str(2**63 + 5), "note": "é"})
+    assert new.version == 2 and new.to_json()["v"] == 2 and new.prev == old.hash
+    assert new.hash == hashlib.sha256(b"fedattest-audit-v2\n" + rfc8785.dumps(new.body())).digest()
+    entries, head, key = import_log(export_log([old, new], sign_head(new, KEY), KEY.public_key()))
+    assert verify_log(entries, head, key) == 2 and [e.version for e in entries] == [1, 2]
+
+    relabelled = {**new.to_json(), "v": 1}  # claiming the old encoding for a new entry changes its hash
+    with pytest.raises(AuditError, match="stated hash does not match"):
+        AuditEntry.from_json(relabelled)
+    for version in (3, True, "2"):
+        with pytest.raises(AuditError, match="unknown entry version"):
+            AuditEntry.from_json({**new.to_json(), "v": version})
+    with pytest.raises(AuditError, match="malformed"):  # a 64-bit number cannot be in a version 2 entry at all
+        AuditEntry.from_json({**new.to_json(), "data": {"run_id": 2**63 + 5}})

@@ -86,8 +86,8 @@ def test_export_and_offline_verify(exported: Exported) -> None:
     ]
     assert doc["activations"][0]["mrenclave"] == AGG.hex() and doc["activations"][1]["data_commitment"] == "ab" * 32
     assert [(r["run_id"], r["round"], r["participants"]) for r in doc["rounds"]] == [
-        (7, 1, ["hospital-a"]),
-        (7, 2, ["hospital-a"]),
+        ("7", 1, ["hospital-a"]),
+        ("7", 2, ["hospital-a"]),
     ]
     text = cli("audit", "verify", str(exported.tmp / "bundle.tar"), "--key", key, "--platform", platform)
     assert text.returncode == 0 and "OK: 6 of 6 checks pass; 2 activations, 2 rounds" in text.stdout
@@ -293,7 +293,7 @@ def test_replayed_round_reports_are_a_failed_check(exported: Exported) -> None:
     failed = [c for c in report.checks if not c.ok]
     assert not report.ok and len(failed) == 5, failed
     assert all("a replay: aggregator already reported run 7 round 1 (entry #3)" in c.detail for c in failed)
-    assert [(r["run_id"], r["round"]) for r in report.rounds] == [(7, 1), (7, 2)]
+    assert [(r["run_id"], r["round"]) for r in report.rounds] == [("7", 1), ("7", 2)]
 
 
 def test_collateral_that_is_not_the_logged_one_is_a_failed_check(exported: Exported) -> None:

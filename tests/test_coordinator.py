@@ -458,7 +458,7 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
         ).hexdigest()
         signature = entry.data["signature"]
         assert entry.kind == "round" and entry.data == {
-            "reported_by": "aggregator", "run_id": 42, "round": 1, "participants": ["hospital-a"], "params_sha256": params,
+            "reported_by": "aggregator", "run_id": "42", "round": 1, "participants": ["hospital-a"], "params_sha256": params,
             "certificate_sha256": cert_sha256, "signature": signature,  # so the log alone proves who reported it
         }  # fmt: skip
         assert base64.b64decode(signature)
@@ -469,6 +469,18 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
         assert refused.status_code == 403 and "signature does not verify" in refused.json()["error"]
         unknown = http.post(f"{server.url}/api/v1/rounds", json=signed_round_report(signer, 42, 3, ["mallory"], params))
         assert unknown.status_code == 400 and "not in the policy" in unknown.json()["error"]
+        # Flower run ids are uint64: the largest one goes through whole (a JSON number would round it to a double).
+        top = report_round(server.url, server.root_pem, agg, 2**64 - 1, 1, ["hospital-a"], params)
+        entries, head, key = import_log(http.get(f"{server.url}/api/v1/audit").content)
+        verify_log(entries, head, key)
+        assert next(e for e in entries if e.seq == top).data["run_id"] == "18446744073709551615"
+        as_number = signed_round_report(signer, 42, 4, ["hospital-a"], params)
+        as_number["report"]["run_id"] = 42  # the pre-RFC 8785 form
+        too_big = signed_round_report(signer, 42, 5, ["hospital-a"], params)
+        too_big["report"]["run_id"] = str(2**64)
+        for body in (as_number, too_big):
+            bad = http.post(f"{server.url}/api/v1/rounds", json=body)
+            assert bad.status_code in (400, 422) and "run_id" in bad.text, bad.text
     with pytest.raises(FedattestError, match=r"not issued by the coordinator"):
         other_root_key = ident.new_key()
         other_root = ident.make_root_ca(other_root_key, "hospitals", ident.utcnow())

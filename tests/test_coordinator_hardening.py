@@ -226,7 +226,7 @@ def test_a_replayed_round_report_is_refused_by_the_store(tmp_path: Path) -> None
         again = http.post(f"{restarted.url}/api/v1/rounds", json=body)
         assert again.status_code == 409, again.text
         entries, _, _ = import_log(http.get(f"{restarted.url}/api/v1/audit").content)
-    assert [(e.data["run_id"], e.data["round"]) for e in entries if e.kind == "round"] == [(7, 1), (7, 2)]
+    assert [(e.data["run_id"], e.data["round"]) for e in entries if e.kind == "round"] == [("7", 1), ("7", 2)]
 
 
 # -- 4. slow headers ---------------------------------------------------------------------------------------------

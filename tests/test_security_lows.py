@@ -32,20 +32,23 @@ class _Capture:
         return b"signature"
 
 
-def test_a_report_without_refusals_is_signed_over_the_same_bytes_as_before() -> None:
+def test_a_round_report_is_signed_over_its_rfc8785_bytes_with_the_run_id_as_a_string() -> None:
+    """The exact bytes an implementation in another language must reproduce: RFC 8785, the four keys when nothing
+    was refused, and the uint64 run id as a decimal string (a JCS number is a double: 2**63 + 5 would round)."""
     capture = _Capture()
-    body = signed_round_report(cast(UpdateSigner, capture), 7, 2, ["hospital-b", "hospital-a"], "ef" * 32, [])
+    big = 2**63 + 5
+    body = signed_round_report(cast(UpdateSigner, capture), big, 2, ["hospital-b", "hospital-a"], "ef" * 32, [])
     assert set(body["report"]) == {"run_id", "round", "participants", "params_sha256"}
     assert capture.signed == (
-        7,
+        big,
         "round-2",
         b'{"params_sha256":"efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef",'
-        b'"participants":["hospital-a","hospital-b"],"round":2,"run_id":7}',
+        b'"participants":["hospital-a","hospital-b"],"round":2,"run_id":"9223372036854775813"}',
     )
-    signed_round_report(cast(UpdateSigner, capture), 7, 2, ["hospital-a"], "ef" * 32, [("node 12", "not signed")])
+    signed_round_report(cast(UpdateSigner, capture), 7, 2, ["hospital-a"], "ef" * 32, [("node é", "not signed")])
     assert capture.signed[2] == (
         b'{"params_sha256":"efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef",'
-        b'"participants":["hospital-a"],"refused":[{"member":"node 12","reason":"not signed"}],"round":2,"run_id":7}'
+        b'"participants":["hospital-a"],"refused":[{"member":"node \xc3\xa9","reason":"not signed"}],"round":2,"run_id":"7"}'
     )
 
 

@@ -13,7 +13,7 @@ import anyio
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -116,12 +116,20 @@ class Refusal(BaseModel):
 
 class RoundReport(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    run_id: int = Field(ge=0, lt=1 << 64)  # Flower run ids are uint64
+    # Flower run ids are uint64: a decimal string, since RFC 8785 JSON carries integers only up to 2**53.
+    run_id: str = Field(pattern=r"^(0|[1-9][0-9]{0,19})$")
     round: int = Field(ge=0, lt=1 << 31)
     participants: list[str] = Field(max_length=10_000)
     params_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     # Optional, and signed only when present: a report without it is signed over the four keys above.
     refused: list[Refusal] | None = Field(default=None, max_length=10_000)
+
+    @field_validator("run_id")
+    @classmethod
+    def _uint64(cls, value: str) -> str:
+        if int(value) >= 1 << 64:
+            raise ValueError("a Flower run id is a uint64 (below 18446744073709551616)")
+        return value
 
 
 class SignedRoundReport(BaseModel):

@@ -3,10 +3,14 @@
 Each entry holds the previous entry's hash, so changing, removing or reordering any entry changes
 every hash after it; the coordinator signs the head (sequence number and hash) with its key, so a log
 cut short or rewritten after the fact does not verify against a head someone saved earlier. Entries
-are canonical JSON, so anyone can recompute the hashes with nothing but SHA-256.
+are canonical JSON (RFC 8785), so anyone can recompute the hashes with nothing but SHA-256 and a JCS encoder.
 
-    entry hash = SHA-256("fedattest-audit-v1\\n" || canonical JSON of {seq, time, kind, data, prev})
+    entry hash = SHA-256("fedattest-audit-v2\\n" || RFC 8785 JSON of {v: 2, seq, time, kind, data, prev})
     head signature = ECDSA-P256-SHA256 over "fedattest-audit-head-v1\\n" || u64 seq || head hash
+
+Entries written before RFC 8785 have no ``v`` (version 1): their hash is SHA-256("fedattest-audit-v1\\n" ||
+json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)); they verify as they were
+written, and a chain may go on from them with version 2 entries (an upgraded coordinator).
 
 Pure: objects and bytes in and out; the store persists entries, the service signs heads.
 """
@@ -19,16 +23,18 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedattest.errors import FedattestError
+from fedattest.canonical import CURRENT_VERSION, canonical_json, versioned_json
+from fedattest.errors import FedattestError, FormatError
 from fedattest.shape import load_json
 
-ENTRY_LABEL = b"fedattest-audit-v1\n"
+ENTRY_LABELS = {1: b"fedattest-audit-v1\n", 2: b"fedattest-audit-v2\n"}
 HEAD_LABEL = b"fedattest-audit-head-v1\n"
 GENESIS = bytes(32)
 
@@ -41,10 +47,6 @@ class AuditError(FedattestError):
         super().__init__(message)
 
 
-def canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-
-
 @dataclass(frozen=True)
 class AuditEntry:
     seq: int
@@ -52,13 +54,16 @@ class AuditEntry:
     kind: str
     data: Mapping[str, Any]
     prev: bytes
+    version: int = CURRENT_VERSION  # 1: written before RFC 8785 (see the module docstring)
 
     def body(self) -> dict[str, Any]:
-        return {"seq": self.seq, "time": self.time, "kind": self.kind, "data": dict(self.data), "prev": self.prev.hex()}
+        body = {"seq": self.seq, "time": self.time, "kind": self.kind, "data": dict(self.data), "prev": self.prev.hex()}
+        return body if self.version == 1 else {"v": self.version, **body}
 
-    @property
+    @cached_property  # an entry is immutable; its hash is asked for by every later check
     def hash(self) -> bytes:
-        return hashlib.sha256(ENTRY_LABEL + canonical(self.body())).digest()
+        encoded = versioned_json(self.body(), self.version, v1_ascii_only=False)
+        return hashlib.sha256(ENTRY_LABELS[self.version] + encoded).digest()
 
     def to_json(self) -> dict[str, Any]:
         return {**self.body(), "hash": self.hash.hex()}
@@ -66,8 +71,14 @@ class AuditEntry:
     @classmethod
     def from_json(cls, obj: Any) -> AuditEntry:
         try:
-            entry = cls(int(obj["seq"]), str(obj["time"]), str(obj["kind"]), dict(obj["data"]), bytes.fromhex(obj["prev"]))
-        except (KeyError, TypeError, ValueError) as exc:
+            version = obj.get("v", 1)
+            if isinstance(version, bool) or version not in ENTRY_LABELS:
+                raise ValueError(f"unknown entry version {version!r}")
+            entry = cls(
+                int(obj["seq"]), str(obj["time"]), str(obj["kind"]), dict(obj["data"]), bytes.fromhex(obj["prev"]), version
+            )
+            entry.hash  # noqa: B018 - data that the entry's encoding cannot carry is malformed, here rather than later
+        except (KeyError, TypeError, ValueError, FormatError) as exc:
             raise AuditError(f"malformed audit entry: {exc}") from None
         if "hash" in obj and obj["hash"] != entry.hash.hex():
             raise AuditError(f"entry {entry.seq}: stated hash does not match its content", entry.seq)
@@ -89,7 +100,7 @@ def parse_time(text: str) -> datetime:
 
 def next_entry(previous: AuditEntry | None, time: str, kind: str, data: Mapping[str, Any]) -> AuditEntry:
     """The entry that follows ``previous`` (None: the first entry). ``data`` must be JSON-serialisable."""
-    canonical(dict(data))  # fail now, not at verification time, on data that is not plain JSON
+    canonical_json(dict(data))  # fail now, not at verification time, on data that is not plain JSON (or a 64-bit int)
     if previous is None:
         return AuditEntry(0, time, kind, dict(data), GENESIS)
     return AuditEntry(previous.seq + 1, time, kind, dict(data), previous.hash)

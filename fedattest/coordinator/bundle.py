@@ -448,7 +448,9 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     if not (
         isinstance(claimed, dict)
         and claimed.get("member") == d["member"]
-        and ident.enrolment_signed_by(member.enrolment_key, claimed, str(record["verdict"].get("enrolment") or ""))
+        and ident.enrolment_signed_by(
+            member.enrolment_key, claimed, str(record["verdict"].get("enrolment") or ""), entry.version
+        )
     ):
         return report.add(
             subject, False, "not authorised by the member: no enrolment signature over its claims by the member's key"
@@ -485,7 +487,7 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     except FedattestError as exc:
         return report.add(subject, False, f"the quote does not verify: {exc}")
     outcome = attest(raw, collateral=bundle_collateral, verifier=verifier, reference=reference,
-                     expected_report_data=ident.claims_report_data(claims), at=parse_time(entry.time))  # fmt: skip
+                     expected_report_data=ident.claims_report_data(claims, entry.version), at=parse_time(entry.time))  # fmt: skip
     if outcome.evidence_failed:
         return report.add(subject, False, f"the quote does not verify: {outcome.reason}")
     if outcome.step == REPORT_DATA:
@@ -534,7 +536,7 @@ def _check_round(
     try:
         member = UpdateVerifier(root, policy.name).verify(
             str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
-            f"round-{int(d['round'])}", ident.canonical_claims(body), at=parse_time(entry.time),
+            f"round-{int(d['round'])}", ident.canonical_claims(body, entry.version), at=parse_time(entry.time),
         )  # fmt: skip
     except (UpdateRejectedError, KeyError, ValueError) as exc:
         report.add(subject, False, f"the report's signature does not verify: {exc}")

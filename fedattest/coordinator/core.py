@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, attest
+from fedattest.canonical import canonical_json
 from fedattest.coordinator.activation import ActivationError, check_request, claims_nonce
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.revocation import revocation_reason
@@ -75,9 +76,10 @@ def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, ap
 
 
 def jwk_thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638 thumbprint (base64url SHA-256 of the required members, sorted, no whitespace)."""
+    """RFC 7638 thumbprint: base64url SHA-256 of the required members, sorted, no whitespace (for these string
+    members, exactly their RFC 8785 form)."""
     required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
-    digest = hashlib.sha256(json.dumps(required, sort_keys=True, separators=(",", ":")).encode()).digest()
+    digest = hashlib.sha256(canonical_json(required)).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 

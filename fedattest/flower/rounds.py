@@ -51,9 +51,10 @@ def signed_round_report(  # noqa: PLR0917 - the fields of a round report
     refused: Iterable[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """A round report signed with the aggregator's key. ``refused`` (the updates refused this round) is sent,
-    and signed, only when there are any: a report without refusals is signed over exactly the four keys."""
+    and signed, only when there are any: a report without refusals is signed over exactly the four keys. The run
+    id (a uint64) is a decimal string: RFC 8785 JSON carries integers only up to 2**53."""
     report: dict[str, Any] = {
-        "run_id": run_id, "round": round_number, "participants": sorted(participants), "params_sha256": params_sha256,
+        "run_id": str(run_id), "round": round_number, "participants": sorted(participants), "params_sha256": params_sha256,
     }  # fmt: skip
     base = len(json.dumps({"report": report}))
     if refused_items := refusals(refused, MAX_REPORT_BYTES - base, MAX_REPORT_ITEMS - len(participants) - 16):

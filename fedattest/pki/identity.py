@@ -7,7 +7,6 @@ import base64
 import binascii
 import hashlib
 import ipaddress
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedattest.canonical import CURRENT_VERSION, versioned_json
 from fedattest.certificates import issue_certificate
 from fedattest.certificates import new_key as new_key  # noqa: PLC0414 - re-exported (mypy strict): callers make keys here
 from fedattest.errors import FedattestError
@@ -33,23 +33,28 @@ def spki_sha256(key: ec.EllipticCurvePublicKey | x509.Certificate) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def canonical_claims(claims: dict[str, Any]) -> bytes:
-    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+def canonical_claims(claims: dict[str, Any], version: int = CURRENT_VERSION) -> bytes:
+    """The signed and hashed form of claims (and of round reports): RFC 8785 canonical JSON; ``version=1`` only
+    to verify records written before it (:mod:`fedattest.canonical`)."""
+    return versioned_json(claims, version, v1_ascii_only=True)
 
 
-def claims_report_data(claims: dict[str, Any]) -> bytes:
-    """Report data for a participant's quote: SHA-256 of its canonical claims, then 32 zero bytes."""
-    return hashlib.sha256(b"fedattest-claims-v1\n" + canonical_claims(claims)).digest() + bytes(32)
+_CLAIMS_LABEL = {1: b"fedattest-claims-v1\n", 2: b"fedattest-claims-v2\n"}
 
 
-ENROLMENT_LABEL = b"fedattest-enrolment-v1\n"
+def claims_report_data(claims: dict[str, Any], version: int = CURRENT_VERSION) -> bytes:
+    """Report data for a participant's quote: SHA-256 of a label and its canonical claims, then 32 zero bytes."""
+    return hashlib.sha256(_CLAIMS_LABEL[version] + canonical_claims(claims, version)).digest() + bytes(32)
 
 
-def enrolment_message(claims: dict[str, Any]) -> bytes:
+_ENROLMENT_LABEL = {1: b"fedattest-enrolment-v1\n", 2: b"fedattest-enrolment-v2\n"}
+
+
+def enrolment_message(claims: dict[str, Any], version: int = CURRENT_VERSION) -> bytes:
     """What a member signs to let one enclave activate as it: a label and the enclave's canonical claims (member
     name, fresh coordinator nonce, policy hash, and the hashes of the enclave's keys). The nonce makes it good
     for one activation; the key hashes make it useless to any enclave that does not hold those keys."""
-    return ENROLMENT_LABEL + canonical_claims(claims)
+    return _ENROLMENT_LABEL[version] + canonical_claims(claims, version)
 
 
 def sign_enrolment(key: ed25519.Ed25519PrivateKey, claims: dict[str, Any]) -> str:
@@ -57,8 +62,9 @@ def sign_enrolment(key: ed25519.Ed25519PrivateKey, claims: dict[str, Any]) -> st
     return base64.b64encode(key.sign(enrolment_message(claims))).decode()
 
 
-def enrolment_signed_by(public_key_pem: str, claims: dict[str, Any], signature_b64: str) -> bool:
-    """Whether ``signature_b64`` is the holder of ``public_key_pem`` (an Ed25519 key) signing ``claims``."""
+def enrolment_signed_by(public_key_pem: str, claims: dict[str, Any], signature_b64: str, version: int = CURRENT_VERSION) -> bool:
+    """Whether ``signature_b64`` is the holder of ``public_key_pem`` (an Ed25519 key) signing ``claims`` (in the
+    encoding of record ``version``)."""
     try:
         key = serialization.load_pem_public_key(public_key_pem.encode())
         signature = base64.b64decode(signature_b64, validate=True)
@@ -67,8 +73,8 @@ def enrolment_signed_by(public_key_pem: str, claims: dict[str, Any], signature_b
     if not isinstance(key, ed25519.Ed25519PublicKey):
         return False
     try:
-        key.verify(signature, enrolment_message(claims))
-    except InvalidSignature:
+        key.verify(signature, enrolment_message(claims, version))
+    except (InvalidSignature, KeyError, FedattestError):
         return False
     return True
 

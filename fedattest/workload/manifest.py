@@ -30,13 +30,13 @@ Pure parsing and rendering; :mod:`fedattest.workload.trusted` reads and hashes f
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedattest import canonical
 from fedattest.errors import FedattestError
 
 
@@ -315,8 +315,8 @@ def parse_manifest(text: str) -> Manifest:
 
 
 def canonical_json(manifest: Manifest, trusted: list[tuple[str, str]]) -> bytes:
-    """The canonical manifest that is measured: UTF-8 JSON with sorted keys and no whitespace, trusted
-    files expanded to sorted (uri, sha256) pairs. Same inputs, same bytes, on any machine."""
+    """The canonical manifest that is measured: RFC 8785 JSON (:mod:`fedattest.canonical`), trusted files expanded
+    to sorted (uri, sha256) pairs. Same inputs, same bytes, on any machine and in any language with a JCS encoder."""
     doc: dict[str, Any] = {
         "format": "fedattest-workload-manifest-v1",
         "libos": {"entrypoint": manifest.entrypoint},
@@ -339,4 +339,4 @@ def canonical_json(manifest: Manifest, trusted: list[tuple[str, str]]) -> bytes:
     }
     if manifest.data_dir is not None:  # only when declared, so that manifests without one measure as before
         doc["fedattest"] = {"data_dir": manifest.data_dir}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical.canonical_json(doc)
