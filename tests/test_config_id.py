@@ -27,7 +27,7 @@ BOUND = f'mrenclave = ["{COLLAB.hex()}"]\nallow_simulation = true\nconfig_id = "
 
 
 def _verified(platform: SimulatedPlatform, config_id: bytes = bytes(64), config_svn: int = 0) -> Any:
-    identity = WorkloadIdentity(COLLAB, SIGNER, config_id=config_id, config_svn=config_svn)
+    identity = WorkloadIdentity(COLLAB, SIGNER, config_id=config_id, config_svn=config_svn, kss=True)
     return QuoteVerifier(platform.root_ca).verify(platform.tee(identity).quote(bytes(64)), platform.collateral())
 
 
@@ -77,7 +77,7 @@ def test_a_role_can_bind_config_id_to_each_members_commitment(tmp_path: Path) ->
         unbound = running.platform.tee(WorkloadIdentity(COLLAB, SIGNER))  # the right code, launched for no one's data
         with pytest.raises(CoordinatorError, match="HTTP 403: evidence does not match role 'collaborator': CONFIGID 0000"):
             activate(running.url, running.root_pem, "hospital-a", unbound, tmp_path / "x", enrolment_key=ENROL["hospital-a"])
-        bound = running.platform.tee(WorkloadIdentity(COLLAB, SIGNER, config_id=OURS))
+        bound = running.platform.tee(WorkloadIdentity(COLLAB, SIGNER, config_id=OURS, kss=True))
         done = activate(running.url, running.root_pem, "hospital-a", bound, tmp_path / "a", enrolment_key=ENROL["hospital-a"])
         assert done.provisioned["data_commitment"] == COMMITMENT
         # The audit bundle re-checks it offline.
@@ -104,5 +104,5 @@ def test_a_workload_identity_keeps_its_launch_configuration_across_processes() -
     included (CONFIGSVN used to be dropped, so a child quoted CONFIGSVN 0)."""
     from fedattest.tee.current import identity_from_env, identity_to_env
 
-    identity = WorkloadIdentity(COLLAB, SIGNER, config_id=OURS, config_svn=7)
+    identity = WorkloadIdentity(COLLAB, SIGNER, config_id=OURS, config_svn=7, kss=True)
     assert identity_from_env(identity_to_env(identity)) == identity

@@ -234,3 +234,49 @@ def test_mrenclave_is_the_same_whatever_the_order_mtimes_or_locale(tmp_path: Pat
             )  # fmt: skip
             results.add(json.loads(proc.stdout)["mrenclave"])
     assert len(results) == 1
+
+
+def test_a_kss_manifest_is_launched_with_the_config_id_it_is_given(tmp_path: Path, platform: SimulatedPlatform) -> None:
+    """sgx.kss = true (Gramine's key): `workload run --config-id` (or SGX_CONFIG_ID, as gramine-sgx reads it)
+    launches the enclave with that CONFIGID, which its quote reports with ATTRIBUTES.KSS; `quote verify
+    --expect-config-id` accepts it and refuses another. Without sgx.kss, a CONFIGID is refused before anything
+    runs, as SGX refuses to create such an enclave."""
+    from fedattest.sgx.quote import SGX_FLAGS_KSS
+
+    commitment = "ab" * 32
+    family = "0x00112233445566778899aabbccddeeff"
+    (tmp_path / "kss").mkdir()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "bad").mkdir()
+    kss = manifest(tmp_path / "kss", extra_sgx=f'kss = true\nisvfamilyid = "{family}"')
+    plain_path = manifest(tmp_path / "plain")
+    plain = measure_json(plain_path)
+    assert measure_json(kss)["kss"] is True and measure_json(kss)["mrenclave"] != plain["mrenclave"]  # another enclave
+
+    def run(path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fedattest", "workload", "run", str(path), "--platform", str(platform.directory), *args],
+            capture_output=True, text=True, timeout=60, check=False, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+
+    by_option = run(kss, "--config-id", commitment, "--config-svn", "3")
+    by_env = run(kss, env={"SGX_CONFIG_ID": commitment, "SGX_CONFIG_SVN": "3"})
+    for proc in (by_option, by_env):
+        assert proc.returncode == 0, proc.stderr
+        quote = bytes.fromhex(proc.stdout.split("\n")[0])
+        report = QuoteVerifier(platform.root_ca).verify(quote, platform.collateral()).sgx_report
+        assert report is not None and report.config_id == bytes.fromhex(commitment) + bytes(32) and report.config_svn == 3
+        assert report.flags & SGX_FLAGS_KSS and report.isv_family_id == bytes.fromhex(family[2:])
+    (tmp_path / "q.hex").write_text(by_option.stdout.split("\n")[0])
+    (tmp_path / "c.json").write_text(platform.collateral().to_json())
+    verify = ["quote", "verify", str(tmp_path / "q.hex"), "--collateral", str(tmp_path / "c.json"), "--root-ca",
+              str(platform.directory / "root_ca.der"), "--allow-simulation"]  # fmt: skip
+    assert runner.invoke(app, [*verify, "--expect-config-id", commitment]).exit_code == 0
+    assert runner.invoke(app, [*verify, "--expect-config-id", "cd" * 32]).exit_code == 1
+
+    refused = run(plain_path, "--config-id", commitment)  # the same workload without sgx.kss
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    lines = refused.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "need KSS (sgx.kss = true in the manifest)" in lines[0]
+    bad = manifest(tmp_path / "bad", extra_sgx=f'isvfamilyid = "{family}"')  # a KSS value without KSS
+    assert_one_line_error(runner.invoke(app, ["workload", "measure", str(bad)]), 2, "sgx.isvfamilyid: a KSS value, but sgx.kss")

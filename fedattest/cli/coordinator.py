@@ -119,7 +119,7 @@ def _tee(kind: str, platform: Path | None, mrenclave: str, config_id: str | None
         if platform is None:
             raise CliUsageError("--tee sim needs --platform DIR") from None
         identity = WorkloadIdentity(parse_hex(mrenclave, 32, "--mrenclave"), bytes.fromhex(DEFAULT_SIM_MRSIGNER),
-                                    config_id=padded_64(config_id, "--config-id"))  # fmt: skip
+                                    config_id=padded_64(config_id, "--config-id"), kss=config_id is not None)  # fmt: skip
         return SimulatedPlatform.load(platform).tee(identity)
 
 

@@ -142,6 +142,7 @@ def quote(  # noqa: PLR0917 - typer maps parameters to options
         isv_svn=isvsvn,
         debug=debug,
         config_id=padded_64(config_id, "--config-id"),
+        kss=config_id is not None,  # an enclave launched with a CONFIGID is a KSS enclave
     )
     data = padded_64(report_data, "--report-data")
     raw = _open(platform_dir).tee(identity).quote(data)

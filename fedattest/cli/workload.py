@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, print_json, print_rich, read_input
+from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, padded_64, print_json, print_rich, read_input
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.tee.base import WorkloadIdentity
@@ -64,13 +64,18 @@ class Measured:
             "isv_prod_id": self.identity.isv_prod_id,
             "isv_svn": self.identity.isv_svn,
             "debug": self.identity.debug,
+            "kss": self.identity.kss,
             "trusted_files": len(self.trusted),
             "data_dir": self.manifest.data_dir,
             "insecure": self.insecure,
         }
 
 
-def measure_manifest(path: Path, signing_key: Path | None, allow_insecure: bool) -> Measured:
+def measure_manifest(
+    path: Path, signing_key: Path | None, allow_insecure: bool, config_id: bytes = bytes(64), config_svn: int = 0
+) -> Measured:
+    """Measure the manifest at ``path``; the identity is launched with ``config_id`` and ``config_svn`` (SGX KSS:
+    only when the manifest sets ``sgx.kss``)."""
     text = read_input(str(path), "manifest").decode("utf-8", "replace")
     base = path.resolve().parent
     try:
@@ -91,6 +96,11 @@ def measure_manifest(path: Path, signing_key: Path | None, allow_insecure: bool)
             isv_prod_id=manifest.isv_prod_id,
             isv_svn=manifest.isv_svn,
             debug=manifest.debug,
+            kss=manifest.kss,
+            isv_family_id=manifest.isv_family_id,
+            isv_ext_prod_id=manifest.isv_ext_prod_id,
+            config_id=config_id,
+            config_svn=config_svn,
         )
     except FedattestError as exc:
         raise CliUsageError(f"{path}: {exc}") from None
@@ -159,13 +169,31 @@ def measure(
         "Example: fedattest workload run train.manifest.toml --platform plat/ --signing-key enclave-key.pem"
     ),
 )
-def run(
+def run(  # noqa: PLR0917 - typer maps parameters to options
     manifest: ManifestArg,
     platform: Annotated[Path, typer.Option("--platform", "-p", metavar="DIR", help="Simulated platform ('fedattest sim init').")],
     signing_key: SigningKeyOpt = None,
     allow_insecure: InsecureOpt = False,
+    config_id: Annotated[
+        str | None,
+        typer.Option(
+            "--config-id",
+            metavar="HEX",
+            envvar="SGX_CONFIG_ID",
+            help="SGX KSS: the CONFIGID to launch with (up to 128 hex digits, zero-padded; e.g. a data commitment)."
+            " Needs sgx.kss = true in the manifest. Like gramine-sgx, read from SGX_CONFIG_ID when not given.",
+        ),
+    ] = None,
+    config_svn: Annotated[
+        int | None,
+        typer.Option(
+            "--config-svn", metavar="N", min=0, max=0xFFFF, envvar="SGX_CONFIG_SVN",
+            help="SGX KSS: the CONFIGSVN to launch with (needs sgx.kss = true; env SGX_CONFIG_SVN).",
+        ),
+    ] = None,
 ) -> None:
-    m = measure_manifest(manifest, signing_key, allow_insecure)
+    launch_id = padded_64(config_id, "--config-id") if config_id is not None else bytes(64)
+    m = measure_manifest(manifest, signing_key, allow_insecure, launch_id, config_svn or 0)
     try:
         plat = SimulatedPlatform.load(platform)
         check_trusted(m.trusted, m.base)
@@ -208,11 +236,19 @@ def gramine_manifest(  # noqa: PLR0917 - typer maps parameters to options
     threads: Annotated[int, typer.Option("--threads", help="sgx.max_threads.")] = 32,
     isvprodid: Annotated[int, typer.Option("--isvprodid", help="sgx.isvprodid.")] = 0,
     isvsvn: Annotated[int, typer.Option("--isvsvn", help="sgx.isvsvn.")] = 0,
+    kss: Annotated[
+        bool,
+        typer.Option(
+            "--kss",
+            help="sgx.kss = true: launch with SGX_CONFIG_ID set to the member's data commitment (for a role with"
+            ' config_id = "data-commitment").',
+        ),
+    ] = False,
     output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="Where to write ('-': stdout).")] = "-",
 ) -> None:
     try:
         text = render_template(
-            PythonWorkload(app_dir, entry, (), data_dir or None, enclave_size, threads, isvprodid, isvsvn, debug=False)
+            PythonWorkload(app_dir, entry, (), data_dir or None, enclave_size, threads, isvprodid, isvsvn, debug=False, kss=kss)
         )
     except FedattestError as exc:
         raise CliUsageError(str(exc)) from None

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from fedattest.errors import TeeError
-from fedattest.sgx.quote import SGX_FLAGS_DEBUG, SGX_FLAGS_MODE64BIT, make_attributes
+from fedattest.sgx.quote import SGX_FLAGS_DEBUG, SGX_FLAGS_KSS, SGX_FLAGS_MODE64BIT, make_attributes
 
 REPORT_DATA_SIZE = 64
 SGX_FLAGS_INITTED = 0x01
@@ -80,6 +80,9 @@ class WorkloadIdentity:
     config_svn: int = 0
     isv_ext_prod_id: bytes = bytes(16)
     isv_family_id: bytes = bytes(16)
+    # SGX Key Separation and Sharing: ATTRIBUTES.KSS set. Only such an enclave has a CONFIGID, CONFIGSVN,
+    # ISVEXTPRODID or ISVFAMILYID (the CPU refuses to create one that asks for them otherwise).
+    kss: bool = False
 
     def __post_init__(self) -> None:
         _sized(self.mr_enclave, 32, "mr_enclave")
@@ -92,9 +95,15 @@ class WorkloadIdentity:
         _u(self.config_svn, 16, "config_svn")
         _u(self.misc_select, 32, "misc_select")
         _u(self.xfrm, 64, "xfrm")
+        if not self.kss and (any(self.config_id) or self.config_svn or any(self.isv_ext_prod_id) or any(self.isv_family_id)):
+            raise TeeError(
+                "workload identity: CONFIGID, CONFIGSVN, ISVEXTPRODID and ISVFAMILYID need KSS (sgx.kss = true in the"
+                " manifest): SGX does not create an enclave that asks for them without it"
+            )
 
     @property
     def attributes(self) -> bytes:
-        """ATTRIBUTES as the report carries them: INIT and MODE64BIT set, DEBUG when ``debug``."""
-        flags = SGX_FLAGS_INITTED | SGX_FLAGS_MODE64BIT | (SGX_FLAGS_DEBUG if self.debug else 0)
+        """ATTRIBUTES as the report carries them: INIT and MODE64BIT set, DEBUG when ``debug``, KSS when ``kss``."""
+        flags = SGX_FLAGS_INITTED | SGX_FLAGS_MODE64BIT
+        flags |= (SGX_FLAGS_DEBUG if self.debug else 0) | (SGX_FLAGS_KSS if self.kss else 0)
         return make_attributes(flags, self.xfrm)

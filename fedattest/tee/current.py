@@ -32,6 +32,9 @@ def identity_to_env(identity: WorkloadIdentity) -> str:
             "debug": identity.debug,
             "config_id": identity.config_id.hex(),
             "config_svn": identity.config_svn,
+            "kss": identity.kss,
+            "isv_ext_prod_id": identity.isv_ext_prod_id.hex(),
+            "isv_family_id": identity.isv_family_id.hex(),
         },
         sort_keys=True,
     )
@@ -48,6 +51,9 @@ def identity_from_env(text: str) -> WorkloadIdentity:
             debug=bool(doc["debug"]),
             config_id=bytes.fromhex(doc.get("config_id", "00" * 64)),
             config_svn=int(doc.get("config_svn", 0)),
+            kss=bool(doc.get("kss", False)),
+            isv_ext_prod_id=bytes.fromhex(doc.get("isv_ext_prod_id", "00" * 16)),
+            isv_family_id=bytes.fromhex(doc.get("isv_family_id", "00" * 16)),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise TeeError(f"{ENV_IDENTITY} is not a valid workload identity: {exc}") from None

@@ -14,6 +14,10 @@ Supported keys (anything else is refused, so nothing unmeasured can hide in a ma
     sgx.enclave_size                      "256M", "1G" (a power of two)
     sgx.max_threads                       1..1024
     sgx.remote_attestation                "dcap" or "none"
+    sgx.kss                               true/false: SGX Key Separation and Sharing; only a KSS enclave can be
+                                          launched with a CONFIGID / CONFIGSVN (``workload run --config-id``), as
+                                          with Gramine's ``sgx.kss`` and ``SGX_CONFIG_ID``
+    sgx.isvfamilyid, sgx.isvextprodid     16 bytes of hex ("0x..."), KSS only (Gramine's keys)
     fedattest.data_dir                    "/data": the committed dataset (the one directory that may be allowed)
 
 Allowed (unmeasured) files are refused, unless ``--allow-insecure``, when the host could use them to
@@ -63,7 +67,7 @@ _TABLES: dict[str, set[str]] = {
     "loader": {"argv", "env", "insecure__use_cmdline_argv", "insecure__use_host_env", "entrypoint"},
     "sgx": {
         "trusted_files", "allowed_files", "isvprodid", "isvsvn", "debug", "enclave_size", "max_threads",
-        "remote_attestation",
+        "remote_attestation", "kss", "isvfamilyid", "isvextprodid",
     },
 }  # fmt: skip
 
@@ -100,6 +104,9 @@ class Manifest:
     insecure_cmdline_argv: bool = False
     insecure_host_env: bool = False
     loader_entrypoint: str | None = None
+    kss: bool = False  # SGX KSS: the enclave may be launched with a CONFIGID and CONFIGSVN
+    isv_family_id: bytes = bytes(16)
+    isv_ext_prod_id: bytes = bytes(16)
     data_dir: str | None = None  # normalised: no "file:", no trailing "/" ("/" itself stays "/", "." is the manifest's dir)
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -239,6 +246,19 @@ def _flag(table: dict[str, Any], name: str, key: str) -> bool:
     return bool(_expect(table.get(key, False), bool, f"{name}.{key}", "true or false"))
 
 
+def _kss_id(value: Any, key: str, kss: bool) -> bytes:
+    """A 16-byte KSS identifier written as Gramine does ("0x" and 32 hex digits); zeros when absent."""
+    if value is None:
+        return bytes(16)
+    if not kss:
+        raise ManifestError(f"{key}: a KSS value, but sgx.kss is not true")
+    text = _expect(value, str, key, 'a hex string ("0x" and 32 hex digits)')
+    digits = text[2:] if text.lower().startswith("0x") else text
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", digits):
+        raise ManifestError(f'{key}: expected "0x" and 32 hex digits (16 bytes), got {text!r}')
+    return bytes.fromhex(digits)
+
+
 def parse_manifest(text: str) -> Manifest:
     """Parse manifest TOML. Raises :class:`ManifestError` naming the key on anything unexpected."""
     try:
@@ -285,6 +305,9 @@ def parse_manifest(text: str) -> Manifest:
     if data_dir is not None:
         path = checked_path(_expect(data_dir, str, "fedattest.data_dir", 'a directory, e.g. "/data"'), "fedattest.data_dir")
         data_dir = "/" if path.strip("/") == "" and path.startswith("/") else _norm(path)
+    kss = _expect(sgx.get("kss", False), bool, "sgx.kss", "true or false")
+    family = _kss_id(sgx.get("isvfamilyid"), "sgx.isvfamilyid", kss)
+    ext_prod = _kss_id(sgx.get("isvextprodid"), "sgx.isvextprodid", kss)
     threads = _expect(sgx.get("max_threads", 4), int, "sgx.max_threads", "an integer")
     if not 1 <= threads <= 1024:
         raise ManifestError(f"sgx.max_threads: {threads} is out of range 1..1024")
@@ -303,6 +326,9 @@ def parse_manifest(text: str) -> Manifest:
         enclave_size=parse_size(sgx.get("enclave_size", "256M"), "sgx.enclave_size"),
         max_threads=threads,
         remote_attestation=attestation,
+        kss=kss,
+        isv_family_id=family,
+        isv_ext_prod_id=ext_prod,
         insecure_cmdline_argv=_expect(
             loader.get("insecure__use_cmdline_argv", False), bool, "loader.insecure__use_cmdline_argv", "true or false"
         ),
@@ -339,4 +365,6 @@ def canonical_json(manifest: Manifest, trusted: list[tuple[str, str]]) -> bytes:
     }
     if manifest.data_dir is not None:  # only when declared, so that manifests without one measure as before
         doc["fedattest"] = {"data_dir": manifest.data_dir}
+    if manifest.kss:  # likewise: a KSS enclave is another enclave (Gramine measures its manifest too)
+        doc["sgx"] |= {"isvextprodid": manifest.isv_ext_prod_id.hex(), "isvfamilyid": manifest.isv_family_id.hex(), "kss": True}
     return canonical.canonical_json(doc)
