@@ -57,8 +57,8 @@ from fedattest.sgx.quote import (
     TeeType,
 )
 
-# The verifier, collateral and appraisal modules are imported where they are used: they build pydantic
-# models at import time, which 'quote show' does not need.
+# The verifier, collateral and appraisal modules are imported where they are used: 'quote show' needs
+# none of them (the appraisal module builds pydantic models at import time, the verifier loads cryptography).
 if TYPE_CHECKING:
     from fedattest.dcap.collateral import Collateral
     from fedattest.dcap.verify import QuoteVerifier
