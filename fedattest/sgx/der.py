@@ -104,13 +104,15 @@ def decode_bool(tlv: Tlv, where: str) -> bool:
 
 # -- writing ---------------------------------------------------------------------------------
 def encode(tag: int, value: bytes) -> bytes:
-    n = len(value)
+    return bytes([tag]) + encode_length(len(value)) + value
+
+
+def encode_length(n: int) -> bytes:
+    """A definite length in its minimal (DER) form."""
     if n < 0x80:
-        length = bytes([n])
-    else:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(raw)]) + raw
-    return bytes([tag]) + length + value
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
 
 
 def encode_oid(dotted: str) -> bytes:
