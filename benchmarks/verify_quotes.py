@@ -4,6 +4,11 @@
 
 Modes (quotes per second, median of --repeat runs after a warm-up):
   dcap-qvl        the reference verifier (Rust, PyPI dcap-qvl), same quote, collateral and time;
+  signatures-only the floor of any verifier built on Python and OpenSSL: only the nine P-256 ECDSA
+                  verifications a cold verification makes (root CA CRL, PCK CA certificate, PCK
+                  certificate, PCK CRL, TCB signing certificate, TCB info, QE identity, QE report,
+                  quote), done bare with cryptography on keys, signatures and signed bytes loaded
+                  beforehand: no parsing, no other check;
   cold            a new fedattest QuoteVerifier per quote: every certificate, CRL, TCB info and QE
                   identity check is done for every quote;
   warm            one QuoteVerifier, one collateral bundle: collateral and certification-data checks
@@ -30,6 +35,10 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -39,6 +48,7 @@ from rich.table import Table  # noqa: E402
 from fedattest.dcap.collateral import Collateral  # noqa: E402
 from fedattest.dcap.trust import load_trust_root  # noqa: E402
 from fedattest.dcap.verify import QuoteVerifier  # noqa: E402
+from fedattest.sgx.quote import Quote  # noqa: E402
 from fedattest.tee import SimulatedPlatform, WorkloadIdentity  # noqa: E402
 
 try:
@@ -97,6 +107,56 @@ def rate(run: Callable[[], None], count: int, repeat: int) -> float:
     return statistics.median(samples)
 
 
+# (public key, DER ECDSA signature, signed bytes)
+SignatureCheck = tuple[ec.EllipticCurvePublicKey, bytes, bytes]
+ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def _p256_key(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    return key
+
+
+def _der_signature(raw: bytes) -> bytes:
+    """A quote's or collateral's raw r||s signature as DER, as OpenSSL takes it."""
+    return utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+
+
+def signature_checks(case: Case) -> list[list[SignatureCheck]]:
+    """For each quote, the nine signature checks a cold verification makes, with everything loaded
+    beforehand (keys, DER signatures, the signed bytes of each certificate and CRL). The warm-up run of
+    the mode verifies them all, so a wrong pairing fails loudly instead of timing an exception."""
+    c = case.collateral
+    tcb_signer, root = x509.load_pem_x509_certificates(c.tcb_info_issuer_chain.encode())
+    pck_crl_signer = x509.load_pem_x509_certificates(c.pck_crl_issuer_chain.encode())[0]
+    root_crl, pck_crl = x509.load_der_x509_crl(c.root_ca_crl), x509.load_der_x509_crl(c.pck_crl)
+    root_key, tcb_key = _p256_key(root), _p256_key(tcb_signer)
+    collateral_checks = [
+        (root_key, root_crl.signature, root_crl.tbs_certlist_bytes),
+        (_p256_key(pck_crl_signer), pck_crl.signature, pck_crl.tbs_certlist_bytes),
+        (root_key, tcb_signer.signature, tcb_signer.tbs_certificate_bytes),
+        (tcb_key, _der_signature(c.tcb_info_signature), c.tcb_info.encode()),
+        (tcb_key, _der_signature(c.qe_identity_signature), c.qe_identity.encode()),
+    ]
+    per_quote: dict[bytes, list[SignatureCheck]] = {}
+    for raw in case.quotes:
+        if raw in per_quote:
+            continue
+        q = Quote.parse(raw)
+        leaf, ca = x509.load_pem_x509_certificates(q.pck_chain_pem)[:2]
+        attestation_key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), b"\x04" + q.signature.attestation_key)
+        qe = q.signature.qe
+        per_quote[raw] = [
+            *collateral_checks,
+            (_p256_key(root), ca.signature, ca.tbs_certificate_bytes),
+            (_p256_key(ca), leaf.signature, leaf.tbs_certificate_bytes),
+            (_p256_key(leaf), _der_signature(qe.qe_report_signature), qe.qe_report.to_bytes()),
+            (attestation_key, _der_signature(q.signature.quote_signature), q.signed_bytes()),
+        ]
+    return [per_quote[raw] for raw in case.quotes]
+
+
 def modes(case: Case, threads: int) -> dict[str, Callable[[], None]]:
     quotes, collateral, at = case.quotes, case.collateral, case.at
     root = load_trust_root(case.root_der) if case.root_der else None
@@ -108,6 +168,15 @@ def modes(case: Case, threads: int) -> dict[str, Callable[[], None]]:
         else:
             root_der = case.root_der
             out["dcap-qvl"] = lambda: [dcap_qvl.verify_with_root_ca(q, qvl_collateral, root_der, at) for q in quotes] and None
+
+    checks = signature_checks(case)
+
+    def signatures_only() -> None:
+        for quote_checks in checks:
+            for key, signature, data in quote_checks:
+                key.verify(signature, data, ECDSA_SHA256)
+
+    out["signatures-only"] = signatures_only
 
     def cold() -> None:
         for q in quotes:

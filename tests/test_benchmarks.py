@@ -23,7 +23,7 @@ def test_benchmark_reports_every_mode_with_ratios() -> None:
     assert report["dcap_qvl"] is True
     rows = {(r["vector"], r["mode"]): r for r in report["results"]}
     for vector in ("phala_sgx_v3", "simulated"):
-        for mode in ("dcap-qvl", "cold", "warm", "warm-2-threads"):
+        for mode in ("dcap-qvl", "signatures-only", "cold", "warm", "warm-2-threads"):
             row = rows[(vector, mode)]
             assert row["quotes_per_second"] > 0
             assert (row["ratio_vs_dcap_qvl"] is None) == (mode == "dcap-qvl")

@@ -149,8 +149,8 @@ def run_imports(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], Im
 # (id, argv given the inputs, text its stdout must contain, what else it must not import). Besides HEAVY,
 # no command may import another command's module; --version and --help import none; help, quote show and
 # sigstruct show are printed without rich (fedattest.cli.fields); and the commands that only read a file
-# need no pydantic (quote verify and policy check do: the TCB documents, reference values
-# and the policy schema are pydantic models).
+# need no pydantic (quote verify and policy check do: the reference values and the policy schema are
+# pydantic models).
 LIGHT_COMMANDS = [
     ("version", lambda i: ["--version"], "fedattest ", {"rich", "pydantic", "cryptography", *SUBCOMMAND_MODULES}),
     ("help", lambda i: ["--help"], "sigstruct", {"rich", "pydantic", "cryptography", *SUBCOMMAND_MODULES}),

@@ -3,6 +3,7 @@ each check on purpose (see tests/reroot.py)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -10,9 +11,12 @@ from typing import Any
 
 import dcap_qvl
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from fedattest.dcap import Collateral, QuoteVerifier, TcbStatus, verify_quote
+from fedattest.dcap import Collateral, QuoteVerifier, TcbStatus, chain, verify_quote
 from fedattest.errors import FedattestError, UnsupportedFormatError, VerificationError
+from fedattest.sgx import der
 from fedattest.sgx.quote import Quote
 from tests.conftest import DCAP, dcap_expected, load_vector, verifiable_cases
 from tests.reroot import Rerooted, rr
@@ -344,3 +348,126 @@ def test_foreign_qe_vendor() -> None:
     with pytest.raises(VerificationError) as err:
         verify_quote(forged, collateral, at=case["at"])
     assert err.value.step == "quote_header"
+
+
+# -- the unsigned outer DER layer of certificates and CRLs (fedattest.dcap.chain.check_signed_der) ------------
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return der.encode(tag, value)
+
+
+def _outer_variants(raw: bytes) -> dict[str, tuple[bytes, bool]]:
+    """Re-encodings of a certificate or CRL that carry the same signed content: name -> (bytes, whether
+    cryptography's own parser refuses them). chain.check_signed_der relies on the parser for the first
+    kind and checks the second kind itself."""
+    tbs, alg, bits = der.read_all(der.read_single(raw, "t").value, "t")
+    t, a = _tlv(tbs.tag, tbs.value), _tlv(alg.tag, alg.value)
+    body = t + a + _tlv(0x03, bits.value)
+    r, s = der.read_all(der.read_single(bits.value[1:], "t").value, "t")
+    long_r = _tlv(0x02, b"\x00" + r.value)  # a non-minimal INTEGER
+    n = len(body)
+    return {
+        "trailing byte": (raw + b"\x00", True),
+        "outer SET": (_tlv(0x31, body), True),
+        "outer length not minimal": (b"\x30\x83" + n.to_bytes(3, "big") + body, True),
+        "outer length indefinite": (b"\x30\x80" + body + b"\x00\x00", True),
+        "tbs not a SEQUENCE": (_tlv(0x30, _tlv(0x31, tbs.value) + a + _tlv(0x03, bits.value)), True),
+        "algorithm not a SEQUENCE": (_tlv(0x30, t + _tlv(0x31, alg.value) + _tlv(0x03, bits.value)), True),
+        "signature not a BIT STRING": (_tlv(0x30, t + a + _tlv(0x04, bits.value)), True),
+        "element after the signature": (_tlv(0x30, body + b"\x05\x00"), True),
+        "BIT STRING length not minimal": (_tlv(0x30, t + a + bytes([0x03, 0x81, len(bits.value)]) + bits.value), True),
+        "BIT STRING declares unused bits": (_tlv(0x30, t + a + _tlv(0x03, b"\x01" + bits.value[1:-1] + b"\x00")), False),
+        "ECDSA INTEGER not minimal": (_tlv(0x30, t + a + _tlv(0x03, b"\x00" + _tlv(0x30, long_r + _tlv(0x02, s.value)))), False),
+        "ECDSA signature with trailing bytes": (_tlv(0x30, t + a + _tlv(0x03, bits.value + b"\x00")), False),
+        "ECDSA r negative": (
+            _tlv(0x30, t + a + _tlv(0x03, b"\x00" + _tlv(0x30, _tlv(0x02, b"\xff") + _tlv(0x02, s.value)))),
+            False,
+        ),
+    }
+
+
+def _pem(ders: list[bytes]) -> bytes:
+    out = b""
+    for d in ders:
+        b64 = base64.b64encode(d)
+        out += b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(b64[i : i + 64] for i in range(0, len(b64), 64))
+        out += b"\n-----END CERTIFICATE-----\n"
+    return out
+
+
+def _pck_chain_ders() -> list[bytes]:
+    quote, _, _ = load_vector("phala_sgx_v3")
+    return [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(Quote.parse(quote).pck_chain_pem)]
+
+
+@pytest.mark.parametrize("variant", sorted(_outer_variants(_pck_chain_ders()[0])))
+def test_certificate_outer_layer_is_strict_der(variant: str) -> None:
+    ders = _pck_chain_ders()
+    mutated, parser_refuses = _outer_variants(ders[0])[variant]
+    if parser_refuses:  # what check_signed_der leaves to cryptography: pinned, in case a release relaxes it
+        with pytest.raises(ValueError):
+            x509.load_der_x509_certificate(mutated)
+    with pytest.raises(VerificationError) as err:
+        chain.load_pem_chain(_pem([mutated, *ders[1:]]), "PCK certificate chain", "pck_chain")
+    assert err.value.step == "pck_chain"
+    if not parser_refuses:
+        assert "is not strict DER" in err.value.detail
+
+
+@pytest.mark.parametrize("key", ["root_ca_crl", "pck_crl"])
+@pytest.mark.parametrize("variant", sorted(_outer_variants(load_vector("phala_sgx_v3")[1].pck_crl)))
+def test_crl_outer_layer_is_strict_der(key: str, variant: str) -> None:
+    raw = getattr(load_vector("phala_sgx_v3")[1], key)
+    mutated, parser_refuses = _outer_variants(raw)[variant]
+    if parser_refuses:
+        with pytest.raises(ValueError):
+            x509.load_der_x509_crl(mutated)
+    with pytest.raises(VerificationError) as err:
+        chain.load_crl(mutated, "CRL", key)
+    if not parser_refuses:
+        assert "is not strict DER" in err.value.detail
+
+
+def _nonzero_trailing_bits(pem: bytes) -> bytes:
+    """``pem`` with the last base64 digit of its first padded certificate changed in the bits that
+    padding leaves unused: it decodes to the same bytes, but is not the canonical encoding."""
+    alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    end = pem.index(b"=\n-----END")
+    pad = 2 if pem[end - 1 : end] == b"=" else 1
+    pos = end - pad
+    digit = alphabet.index(pem[pos])
+    changed = alphabet[digit | (0b1111 if pad == 2 else 0b11)]
+    assert changed != pem[pos]
+    return pem[:pos] + bytes([changed]) + pem[pos + 1 :]
+
+
+def test_plain_pem_chains_read_as_cryptography_reads_them() -> None:
+    """chain.load_pem_chain decodes the usual PEM layout itself (to keep each certificate's DER without
+    re-encoding it) and leaves any other layout to cryptography: both must find the same certificates."""
+    ders = _pck_chain_ders()
+    plain = _pem(ders)
+    variants = [
+        plain,
+        plain.rstrip(b"\n"),
+        plain.replace(b"\n", b"\r\n"),
+        b"subject=CN=x\n" + plain,
+        plain.replace(b"-----\n-----", b"-----\n\n-----"),
+        plain.replace(b"\n", b"\n\x0b", 1),
+        plain.replace(b"\n", b" \n"),
+        plain.replace(b"=\n-----END", b"\n-----END"),  # no padding
+        _nonzero_trailing_bits(plain),  # the same bytes in base64 that is not canonical
+    ]
+    quote, collateral, _ = load_vector("gotdx_v5_sample")
+    variants += [Quote.parse(quote).pck_chain_pem, collateral.tcb_info_issuer_chain.encode()]
+    for text in variants:
+        try:
+            expected: list[bytes] | None = [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(text)]
+        except ValueError:
+            expected = None
+        try:
+            got: list[bytes] | None = [c.der for c in chain.load_pem_chain_der(text, "chain", "pck_chain")]
+        except VerificationError:
+            got = None
+        assert got == expected, text[:120]
+    assert chain.load_pem_chain_der(plain, "chain", "pck_chain")[0].der == ders[0]

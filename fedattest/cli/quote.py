@@ -49,8 +49,8 @@ from fedattest.sgx.quote import (
     TdReport,
 )
 
-# The verifier, collateral and appraisal modules are imported where they are used: they build pydantic
-# models at import time, which 'quote show' does not need.
+# The verifier, collateral and appraisal modules are imported where they are used: 'quote show' needs
+# none of them (the appraisal module builds pydantic models at import time, the verifier loads cryptography).
 if TYPE_CHECKING:
     from fedattest.attestation import Attestation
     from fedattest.dcap.collateral import Collateral

@@ -1,8 +1,8 @@
 """DCAP quote verification: collateral, verifier, results.
 
 Names are imported on first use, so that a module needing one piece (``fedattest.dcap.chain`` for a PCK
-chain, ``fedattest.dcap.result`` for the status names) does not load the verifier and the pydantic models
-of the TCB documents with it (``fedattest quote show`` needs neither).
+chain, ``fedattest.dcap.result`` for the status names) does not load the verifier and the TCB document
+readers with it (``fedattest quote show`` needs neither).
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ every verification time.
 
 from __future__ import annotations
 
+import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -58,62 +61,121 @@ def crl_window(crl: x509.CertificateRevocationList, what: str, step: str) -> Win
 DECODED_CACHE_LIMIT = 256
 
 
+class LoadedCert(NamedTuple):
+    """A certificate and the DER it was loaded from. Checks key their caches by the DER, which is what
+    identifies a certificate: ``public_bytes`` re-encodes the whole certificate at every call, and
+    ``Certificate.__hash__``/``__eq__`` walk its parsed structure, each costing several microseconds."""
+
+    cert: x509.Certificate
+    der: bytes
+
+
 def load_pem_chain(
     pem: str | bytes, what: str, step: str, decoded: dict[bytes, x509.Certificate] | None = None
 ) -> list[x509.Certificate]:
     """Certificates from a PEM chain, each fully decoded (:func:`decode_fully`). ``decoded`` maps DER to
     certificates already decoded (the trust root, certificates of other chains in the same collateral):
     those are reused instead of decoded again, and new ones are added to it."""
+    return [loaded.cert for loaded in load_pem_chain_der(pem, what, step, decoded)]
+
+
+def load_pem_chain_der(
+    pem: str | bytes, what: str, step: str, decoded: dict[bytes, x509.Certificate] | None = None
+) -> list[LoadedCert]:
+    """:func:`load_pem_chain`, with each certificate's DER."""
     data = pem.encode() if isinstance(pem, str) else pem
+    ders = _plain_pem_ders(data)
+    known = decoded if decoded is not None else {}
+    loaded: list[tuple[bytes, x509.Certificate | None]]
     try:
-        certs = x509.load_pem_x509_certificates(data)
+        if ders is None:
+            loaded = [(cert.public_bytes(Encoding.DER), cert) for cert in x509.load_pem_x509_certificates(data)]
+        else:
+            # Certificates already decoded are not even loaded again.
+            loaded = [(raw, known.get(raw) or x509.load_der_x509_certificate(raw)) for raw in ders]
     except (ValueError, x509.InvalidVersion) as exc:
         raise VerificationError(step, f"{what} is not a valid PEM certificate chain: {exc}") from None
-    known = decoded if decoded is not None else {}
     out = []
-    for i, cert in enumerate(certs):
-        raw = cert.public_bytes(Encoding.DER)
+    for i, (raw, cert) in enumerate(loaded):
         seen = known.get(raw)
         if seen is None:
-            decode_fully(cert, f"{what}, certificate {i + 1}", step)
+            assert cert is not None
+            decode_fully(cert, f"{what}, certificate {i + 1}", step, raw)
             seen = cert
             if len(known) < DECODED_CACHE_LIMIT:  # bounded: one collateral bundle serves many platforms
                 known[raw] = cert
-        out.append(seen)
+        out.append(LoadedCert(seen, raw))
     return out
 
 
-def decode_fully(cert: x509.Certificate, what: str, step: str) -> None:
+# One certificate in the layout every DCAP source uses (Intel's PCS and PCCS, the QE's certification data):
+# BEGIN line, non-empty base64 lines, END line, each ended by a newline (the last one's optional). No blank
+# line: cryptography's reader takes what comes before one for RFC 1421 headers.
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----\n((?:[A-Za-z0-9+/=]+\n)+)-----END CERTIFICATE-----\n?")
+
+
+def _plain_pem_ders(data: bytes) -> list[bytes] | None:
+    """The DER of each certificate when ``data`` is nothing but certificates in the plain layout above,
+    in canonical base64; otherwise None, and ``cryptography``'s PEM reader decides (anything else: other
+    labels, text between blocks, CRLF, non-canonical base64). On the plain layout both readers find the
+    same blocks and the same bytes, and decoding here lets each certificate be loaded from the DER we
+    keep, instead of re-encoding it (``public_bytes``) to learn its DER."""
+    ders = []
+    pos = 0
+    while pos < len(data):
+        match = _PEM_CERTIFICATE.match(data, pos)
+        if match is None:
+            return None
+        body = match.group(1).replace(b"\n", b"")
+        try:
+            raw = binascii.a2b_base64(body, strict_mode=True)
+        except binascii.Error:
+            return None
+        # Only the one canonical encoding: cryptography's reader refuses non-zero trailing bits, which
+        # a2b_base64 would ignore.
+        if binascii.b2a_base64(raw, newline=False) != body:
+            return None
+        ders.append(raw)
+        pos = match.end()
+    return ders or None
+
+
+def decode_fully(cert: x509.Certificate, what: str, step: str, der: bytes | None = None) -> None:
     """cryptography decodes names, validity and extensions on first access; decode them now, so a
-    malformed field is a verification error here rather than a ValueError deep inside a later check."""
+    malformed field is a verification error here rather than a ValueError deep inside a later check.
+    ``der`` is the encoding ``cert`` was loaded from, when the caller has it (saves re-encoding it)."""
     try:
         _ = (cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number)
         _ = cert.extensions
         cert.public_key()
+        signature = cert.signature
     except Exception as exc:
         # Decoding attacker-supplied DER: cryptography signals bad input with several exception types
         # (ValueError, InvalidVersion, DuplicateExtension, UnsupportedAlgorithm, ...). Any of them means
         # the certificate is malformed, and nothing but decoding runs inside this block.
         raise VerificationError(step, f"{what} is malformed: {exc}") from None
-    check_signed_der(cert.public_bytes(Encoding.DER), what, step)
+    check_signed_der(der if der is not None else cert.public_bytes(Encoding.DER), signature, what, step)
 
 
-def check_signed_der(raw: bytes, what: str, step: str) -> None:
-    """The outer layer of a certificate or CRL is strict DER: SEQUENCE {tbs, algorithm, BIT STRING} with
-    no unused bits, holding an ECDSA signature that is itself minimal DER.
+def check_signed_der(raw: bytes, signature: bytes, what: str, step: str) -> None:
+    """The outer layer of a certificate or CRL that ``cryptography`` loaded from ``raw`` is strict DER:
+    SEQUENCE {tbs, algorithm, BIT STRING} with no unused bits, holding an ECDSA signature (``signature``,
+    the object's ``.signature``) that is itself minimal DER.
 
     The outer layer is not covered by the signature, and OpenSSL tolerates some non-canonical forms of
     it (a non-zero unused-bits count, for one). Refusing them means each signed object has exactly one
-    accepted encoding, so nobody can make a "different" certificate or CRL that still verifies."""
+    accepted encoding, so nobody can make a "different" certificate or CRL that still verifies.
+
+    ``cryptography``'s DER parser already refuses, at load, any other outer shape, a non-SEQUENCE tbs or
+    algorithm, a non-BIT STRING signature, non-minimal or indefinite lengths and trailing bytes (tests
+    in ``tests/test_dcap_verify.py`` pin this). Two things it accepts are checked here: a BIT STRING
+    that declares unused bits (``.signature`` is the same bytes either way, so the encoding must end
+    with exactly ``03 len 00 || signature``), and a signature that is not a minimal-DER SEQUENCE of two
+    positive INTEGERs (OpenSSL refuses that too, but only when verifying, with no reason given)."""
     try:
-        outer = der.read_single(raw, what)
-        parts = der.read_all(outer.value, what)
-        if outer.tag != der.SEQUENCE or len(parts) != 3 or [p.tag for p in parts] != [der.SEQUENCE, der.SEQUENCE, 0x03]:
-            raise FormatError(what, "not SEQUENCE { tbs, signatureAlgorithm, signatureValue }")
-        bits = parts[2].value
-        if not bits or bits[0] != 0:
+        if not raw.endswith(b"\x03" + der.encode_length(len(signature) + 1) + b"\x00" + signature):
             raise FormatError(what, "signature BIT STRING declares unused bits")
-        sig = der.read_single(bits[1:], what)
+        sig = der.read_single(signature, what)
         ints = der.read_all(sig.value, what)
         if sig.tag != der.SEQUENCE or len(ints) != 2:
             raise FormatError(what, "signature is not an ECDSA SEQUENCE { r, s }")
@@ -124,21 +186,20 @@ def check_signed_der(raw: bytes, what: str, step: str) -> None:
         raise VerificationError(step, f"{what} is not strict DER: {exc.detail}") from None
 
 
-def load_crl(raw: bytes, what: str, step: str) -> x509.CertificateRevocationList:
+def load_crl(raw: bytes, what: str, step: str) -> tuple[x509.CertificateRevocationList, x509.Name]:
+    """The CRL and its issuer name: each ``crl.issuer`` builds a new ``x509.Name`` (~10 µs), so callers
+    keep this one."""
     try:
         crl = x509.load_der_x509_crl(raw)
         # Decoded lazily by cryptography: force it, so malformed fields fail here (see decode_fully).
         # Revoked entries are decoded when looked up (check_not_revoked), after the CRL's signature is checked.
-        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.extensions)
+        issuer = crl.issuer
+        _ = (crl.last_update_utc, crl.next_update_utc, crl.extensions)
+        signature = crl.signature
     except Exception as exc:  # any decoding failure of attacker-supplied DER (see decode_fully)
         raise VerificationError(step, f"{what} is not a valid DER CRL: {exc}") from None
-    check_signed_der(raw, what, step)
-    return crl
-
-
-def same_cert(a: x509.Certificate, b: x509.Certificate) -> bool:
-    """Byte-identical certificates (``Certificate.__eq__`` compares the DER encodings)."""
-    return a == b
+    check_signed_der(raw, signature, what, step)
+    return crl, issuer
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -174,11 +235,14 @@ def check_issued_by(cert: x509.Certificate, issuer: x509.Certificate, what: str,
         raise VerificationError(step, f"{what}: {detail}") from None
 
 
-def check_crl_issued_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str, step: str) -> None:
-    if crl.issuer != issuer.subject:
-        raise VerificationError(
-            step, f"{what}: issuer {crl.issuer.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}"
-        )
+def check_crl_issued_by(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate, what: str, step: str, crl_issuer: x509.Name | None = None
+) -> None:
+    """``crl`` names ``issuer`` and is signed by its key. Pass ``crl_issuer`` (``crl.issuer``, as
+    :func:`load_crl` returns it) to save building it again."""
+    name = crl_issuer or crl.issuer
+    if name != issuer.subject:
+        raise VerificationError(step, f"{what}: issuer {name.rfc4514_string()!r} is not {issuer.subject.rfc4514_string()!r}")
     ku = _key_usage(issuer)
     if ku is not None and not ku.crl_sign:
         raise VerificationError(step, f"{what}: issuer {issuer.subject.rfc4514_string()!r} may not sign CRLs (keyUsage)")

@@ -39,12 +39,18 @@ AiEA4J0lrHoMs+Xo5o/sX6O9QWxHRAvZUGOdRQ7cvqRXaqI=
 INTEL_SGX_ROOT_CA_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 
 
-@lru_cache(maxsize=1)
 def intel_sgx_root_ca() -> x509.Certificate:
+    return intel_sgx_root_ca_with_der()[0]
+
+
+@lru_cache(maxsize=1)
+def intel_sgx_root_ca_with_der() -> tuple[x509.Certificate, bytes]:
+    """The embedded root and its DER, which a verifier keys its caches by (computed once, not per verifier)."""
     cert = x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM)
-    if hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() != INTEL_SGX_ROOT_CA_SHA256:
+    der = cert.public_bytes(Encoding.DER)
+    if hashlib.sha256(der).hexdigest() != INTEL_SGX_ROOT_CA_SHA256:
         raise FedattestError("embedded Intel SGX Root CA does not match its fingerprint")
-    return cert
+    return cert, der
 
 
 def load_trust_root(data: bytes) -> x509.Certificate:
@@ -61,4 +67,9 @@ def load_trust_root(data: bytes) -> x509.Certificate:
 
 
 def is_intel_root(cert: x509.Certificate) -> bool:
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest() == INTEL_SGX_ROOT_CA_SHA256
+    return is_intel_root_sha256(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+
+
+def is_intel_root_sha256(digest: bytes) -> bool:
+    """Whether ``digest`` (SHA-256 of a certificate's DER) is the Intel SGX Root CA's fingerprint."""
+    return digest.hex() == INTEL_SGX_ROOT_CA_SHA256

@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from fedattest.dcap import chain
-from fedattest.dcap.chain import Window
+from fedattest.dcap.chain import LoadedCert, Window
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.tcb import EnclaveIdentity, TcbInfo, evaluate_tcb
-from fedattest.dcap.trust import intel_sgx_root_ca, is_intel_root, load_trust_root
+from fedattest.dcap.trust import intel_sgx_root_ca_with_der, is_intel_root_sha256, load_trust_root
 from fedattest.errors import FedattestError, FormatError, VerificationError
 from fedattest.sgx.pck_extension import SGX_EXTENSION_OID, PckExtension
 from fedattest.sgx.quote import ECDSA_SIGNATURE_SIZE, INTEL_QE_VENDOR_ID, Quote, ReportBody, TdReport, TeeType
@@ -62,68 +62,69 @@ class _CheckedCollateral:
     """One collateral bundle checked against one trust root. Each part is computed on first use, in
     QVL order, and kept; a part that failed is recomputed (and fails again) on the next use."""
 
-    def __init__(self, collateral: Collateral, root: x509.Certificate) -> None:
+    def __init__(self, collateral: Collateral, root: x509.Certificate, root_der: bytes) -> None:
         self.collateral = collateral
         self.root = root
+        self.root_der = root_der
         # (certificate DER, issuer DER) pairs already verified: the TCB signing certificate signs both
         # TCB info and QE identity, and the PCK CA appears in the PCK CRL chain and in every PCK chain.
-        # Certificates hash and compare by their DER encoding.
-        self._issued: set[tuple[x509.Certificate, x509.Certificate]] = set()
-        self._crl_signers: set[x509.Certificate] = set()
+        # Keyed by DER bytes, which hash once and compare by memcmp (Certificate.__hash__ walks the
+        # parsed certificate at every call).
+        self._issued: set[tuple[bytes, bytes]] = set()
+        self._crl_signers: set[bytes] = set()
         # Certificates decoded so far, by DER: the root appears in every chain, the PCK CA in two.
-        self.decoded: dict[bytes, x509.Certificate] = {root.public_bytes(Encoding.DER): root}
+        self.decoded: dict[bytes, x509.Certificate] = {root_der: root}
         self.root_crl_issuer: x509.Name | None = None  # set with root_crl
         self.pck_crl_issuer: x509.Name | None = None  # set with pck_crl
 
-    def issued_by(self, cert: x509.Certificate, issuer: x509.Certificate, what: str, step: str) -> None:
-        key = (cert, issuer)
+    def issued_by(self, cert: LoadedCert, issuer: LoadedCert, what: str, step: str) -> None:
+        key = (cert.der, issuer.der)
         if key not in self._issued:
-            chain.check_issued_by(cert, issuer, what, step)
+            chain.check_issued_by(cert.cert, issuer.cert, what, step)
             self._issued.add(key)
 
     @cached_property
     def root_crl(self) -> tuple[x509.CertificateRevocationList, tuple[Window, ...]]:
         step = "root_ca_crl"
-        crl = chain.load_crl(self.collateral.root_ca_crl, "root CA CRL", step)
-        chain.check_crl_issued_by(crl, self.root, "root CA CRL", step)
-        self.root_crl_issuer = crl.issuer
+        crl, issuer = chain.load_crl(self.collateral.root_ca_crl, "root CA CRL", step)
+        chain.check_crl_issued_by(crl, self.root, "root CA CRL", step, issuer)
+        self.root_crl_issuer = issuer
         return crl, (chain.crl_window(crl, "root CA CRL", step),)
 
-    def _issuer_chain(self, pem: str, what: str, step: str) -> tuple[x509.Certificate, tuple[Window, ...]]:
+    def _issuer_chain(self, pem: str, what: str, step: str) -> tuple[LoadedCert, tuple[Window, ...]]:
         """A two-certificate issuer chain [signer, root] ending at the trust root; the signer must not be
         revoked by the root CA CRL."""
-        certs = chain.load_pem_chain(pem, what, step, self.decoded)
+        certs = chain.load_pem_chain_der(pem, what, step, self.decoded)
         if len(certs) != 2:
             raise VerificationError(step, f"{what} must hold 2 certificates (signer, root CA), found {len(certs)}")
         signer, root = certs
-        if not chain.same_cert(root, self.root):
-            raise VerificationError(step, f"{what} does not end at the trust root ({root.subject.rfc4514_string()!r})")
+        if root.der != self.root_der:  # byte-identical to the trust root
+            raise VerificationError(step, f"{what} does not end at the trust root ({root.cert.subject.rfc4514_string()!r})")
         self.issued_by(signer, root, f"{what}: signer", step)
         crl, _ = self.root_crl
-        chain.check_not_revoked(signer, crl, f"{what}: signer", self.root_crl_issuer)
-        return signer, (chain.cert_window(signer, f"{what}: signing certificate", step),)
+        chain.check_not_revoked(signer.cert, crl, f"{what}: signer", self.root_crl_issuer)
+        return signer, (chain.cert_window(signer.cert, f"{what}: signing certificate", step),)
 
     @cached_property
     def pck_crl(self) -> tuple[x509.CertificateRevocationList, tuple[Window, ...]]:
         step = "pck_crl"
         signer, windows = self._issuer_chain(self.collateral.pck_crl_issuer_chain, "PCK CRL issuer chain", step)
-        crl = chain.load_crl(self.collateral.pck_crl, "PCK CRL", step)
-        chain.check_crl_issued_by(crl, signer, "PCK CRL", step)
-        self._crl_signers.add(signer)
-        self.pck_crl_issuer = crl.issuer
+        crl, issuer = chain.load_crl(self.collateral.pck_crl, "PCK CRL", step)
+        chain.check_crl_issued_by(crl, signer.cert, "PCK CRL", step, issuer)
+        self._crl_signers.add(signer.der)
+        self.pck_crl_issuer = issuer
         return crl, (*windows, chain.crl_window(crl, "PCK CRL", step))
 
-    def check_pck_crl_signer(self, ca: x509.Certificate) -> None:
+    def check_pck_crl_signer(self, ca: LoadedCert) -> None:
         """The PCK CRL must come from this PCK CA (processor vs platform CA), not just any CA."""
-        _ = self.pck_crl
-        if ca not in self._crl_signers:
-            crl, _ = self.pck_crl
-            chain.check_crl_issued_by(crl, ca, "PCK CRL (for this quote's PCK CA)", "pck_crl")
-            self._crl_signers.add(ca)
+        crl, _ = self.pck_crl
+        if ca.der not in self._crl_signers:
+            chain.check_crl_issued_by(crl, ca.cert, "PCK CRL (for this quote's PCK CA)", "pck_crl", self.pck_crl_issuer)
+            self._crl_signers.add(ca.der)
 
     def _signed_document(self, pem: str, text: str, signature: bytes, what: str, step: str) -> tuple[Window, ...]:
         signer, windows = self._issuer_chain(pem, f"{what} issuer chain", f"{step}_chain")
-        key = chain.ec_public_key(signer, f"{what} signing certificate", f"{step}_chain")
+        key = chain.ec_public_key(signer.cert, f"{what} signing certificate", f"{step}_chain")
         if not chain.verify_raw_ecdsa(key, signature, text.encode()):
             raise VerificationError(f"{step}_signature", f"{what} signature does not verify over its signed text")
         return windows
@@ -161,20 +162,23 @@ def _check_pck_chain(
     pem: bytes, checked: _CheckedCollateral
 ) -> tuple[ec.EllipticCurvePublicKey, PckExtension, tuple[Window, ...]]:
     step = "pck_chain"
-    certs = chain.load_pem_chain(pem, "PCK certificate chain in the quote", step, checked.decoded)
+    certs = chain.load_pem_chain_der(pem, "PCK certificate chain in the quote", step, checked.decoded)
     if len(certs) != 3:
         raise VerificationError(
             step, f"PCK certificate chain must hold 3 certificates (PCK, PCK CA, root CA), found {len(certs)}"
         )
-    leaf, ca, root = certs
-    if not chain.same_cert(root, checked.root):
-        raise VerificationError(step, f"PCK certificate chain does not end at the trust root ({root.subject.rfc4514_string()!r})")
-    checked.issued_by(ca, root, "PCK CA certificate", step)
-    checked.issued_by(leaf, ca, "PCK certificate", step)
+    loaded_leaf, loaded_ca, loaded_root = certs
+    leaf, ca = loaded_leaf.cert, loaded_ca.cert
+    if loaded_root.der != checked.root_der:  # byte-identical to the trust root
+        raise VerificationError(
+            step, f"PCK certificate chain does not end at the trust root ({loaded_root.cert.subject.rfc4514_string()!r})"
+        )
+    checked.issued_by(loaded_ca, loaded_root, "PCK CA certificate", step)
+    checked.issued_by(loaded_leaf, loaded_ca, "PCK certificate", step)
     root_crl, _ = checked.root_crl
     pck_crl, _ = checked.pck_crl
     chain.check_not_revoked(ca, root_crl, "PCK CA certificate", checked.root_crl_issuer)
-    checked.check_pck_crl_signer(ca)
+    checked.check_pck_crl_signer(loaded_ca)
     chain.check_not_revoked(leaf, pck_crl, "PCK certificate", checked.pck_crl_issuer)
     key = chain.ec_public_key(leaf, "PCK certificate", step)
     try:
@@ -215,15 +219,15 @@ class QuoteVerifier:
 
     def __init__(self, trust_root: x509.Certificate | bytes | None = None) -> None:
         if trust_root is None:
-            root = intel_sgx_root_ca()
-        elif isinstance(trust_root, x509.Certificate):
-            root = trust_root
+            root, root_der = intel_sgx_root_ca_with_der()
         else:
-            root = load_trust_root(trust_root)
-        _check_anchor(root.public_bytes(Encoding.DER))
+            root = trust_root if isinstance(trust_root, x509.Certificate) else load_trust_root(trust_root)
+            root_der = root.public_bytes(Encoding.DER)  # once: the caches below are keyed by it
+        _check_anchor(root_der)
         self.trust_root = root
-        self.simulated = not is_intel_root(root)
-        self.trust_root_sha256 = hashlib.sha256(root.public_bytes(Encoding.DER)).digest()
+        self._root_der = root_der
+        self.trust_root_sha256 = hashlib.sha256(root_der).digest()
+        self.simulated = not is_intel_root_sha256(self.trust_root_sha256)
         self._root_window = chain.cert_window(root, "trust root", "trust_root")
         self._lock = threading.Lock()
         self._collateral: OrderedDict[bytes, _CheckedCollateral] = OrderedDict()
@@ -236,7 +240,7 @@ class QuoteVerifier:
             if hit is not None:
                 self._collateral.move_to_end(key)
                 return hit
-            checked = _CheckedCollateral(collateral, self.trust_root)
+            checked = _CheckedCollateral(collateral, self.trust_root, self._root_der)
             self._collateral[key] = checked
             if len(self._collateral) > _COLLATERAL_CACHE_SIZE:
                 self._collateral.popitem(last=False)

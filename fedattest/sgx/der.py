@@ -44,28 +44,33 @@ def read_single(data: bytes, where: str) -> Tlv:
 
 
 def _read_one(data: bytes, pos: int, where: str) -> tuple[Tlv, int]:
-    if pos + 2 > len(data):
+    tag, start, stop = read_header(data, pos, len(data), where)
+    return Tlv(tag, data[start:stop]), stop
+
+
+def read_header(data: bytes, pos: int, end: int, where: str) -> tuple[int, int, int]:
+    """The DER value at ``data[pos:end]``: its tag and where its content starts and stops (it must stop
+    by ``end``). For readers that walk nested values in place instead of copying each one out."""
+    if pos + 2 > end:
         raise FormatError(where, "truncated DER value")
     tag = data[pos]
     if tag & 0x1F == 0x1F:
         raise FormatError(where, "multi-byte DER tags are not used here")
-    first = data[pos + 1]
+    length = data[pos + 1]
     pos += 2
-    if first < 0x80:
-        length = first
-    elif first == 0x80:
-        raise FormatError(where, "indefinite length is not DER")
-    else:
-        n = first & 0x7F
-        if n > 4 or pos + n > len(data):
+    if length >= 0x80:
+        if length == 0x80:
+            raise FormatError(where, "indefinite length is not DER")
+        n = length & 0x7F
+        if n > 4 or pos + n > end:
             raise FormatError(where, "bad DER length")
         length = int.from_bytes(data[pos : pos + n], "big")
         if length < 0x80 or data[pos] == 0:
             raise FormatError(where, "non-minimal DER length")
         pos += n
-    if pos + length > len(data):
+    if pos + length > end:
         raise FormatError(where, f"DER value of {length} bytes is truncated")
-    return Tlv(tag, data[pos : pos + length]), pos + length
+    return tag, pos, pos + length
 
 
 def decode_oid(value: bytes, where: str) -> str:
@@ -104,13 +109,15 @@ def decode_bool(tlv: Tlv, where: str) -> bool:
 
 # -- writing ---------------------------------------------------------------------------------
 def encode(tag: int, value: bytes) -> bytes:
-    n = len(value)
+    return bytes([tag]) + encode_length(len(value)) + value
+
+
+def encode_length(n: int) -> bytes:
+    """A definite length in its minimal (DER) form."""
     if n < 0x80:
-        length = bytes([n])
-    else:
-        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        length = bytes([0x80 | len(raw)]) + raw
-    return bytes([tag]) + length + value
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
 
 
 def encode_oid(dotted: str) -> bytes:

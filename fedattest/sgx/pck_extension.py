@@ -30,6 +30,11 @@ OID_CACHED_KEYS = f"{_P}.7.2"
 OID_SMT_ENABLED = f"{_P}.7.3"
 
 
+_WHERE = "pck_certificate.sgx_extension"
+# (OID, field name in errors) of the 16 SGX TCB components, built once rather than at every parse.
+_COMPONENTS = tuple((f"{OID_TCB}.{i}", f"{_WHERE}.tcb.comp{i:02d}_svn") for i in range(1, 17))
+
+
 class SgxType(IntEnum):
     STANDARD = 0
     SCALABLE = 1
@@ -57,7 +62,7 @@ class PckExtension:
 
     @classmethod
     def parse(cls, value: bytes) -> PckExtension:
-        where = "pck_certificate.sgx_extension"
+        where = _WHERE
         fields = _pairs(der.read_single(value, where), where)
         missing = [o for o in (OID_PPID, OID_TCB, OID_PCEID, OID_FMSPC, OID_SGX_TYPE) if o not in fields]
         if missing:
@@ -65,13 +70,12 @@ class PckExtension:
 
         tcb = _pairs(fields[OID_TCB], f"{where}.tcb")
         components = []
-        for i in range(1, 17):
-            oid = f"{OID_TCB}.{i}"
+        for i, (oid, field) in enumerate(_COMPONENTS, 1):
             if oid not in tcb:
                 raise FormatError(f"{where}.tcb", f"missing SGX TCB component {i} ({oid})")
-            svn = der.decode_int(tcb[oid], f"{where}.tcb.comp{i:02d}_svn")
+            svn = der.decode_int(tcb[oid], field)
             if not 0 <= svn <= 255:
-                raise FormatError(f"{where}.tcb.comp{i:02d}_svn", f"{svn} is out of range 0..255")
+                raise FormatError(field, f"{svn} is out of range 0..255")
             components.append(svn)
         if OID_PCESVN not in tcb or OID_CPUSVN not in tcb:
             raise FormatError(f"{where}.tcb", "missing PCESVN or CPUSVN")
@@ -146,19 +150,29 @@ def _pairs(tlv: der.Tlv, where: str) -> dict[str, der.Tlv]:
     """Decode a SEQUENCE OF SEQUENCE {OID, value} into a dict; duplicate OIDs are an error."""
     if tlv.tag != der.SEQUENCE:
         raise FormatError(where, "expected a SEQUENCE")
+    data = tlv.value
     out: dict[str, der.Tlv] = {}
-    for item in der.read_all(tlv.value, where):
-        if item.tag != der.SEQUENCE:
+    # Walked in place (read_header), not split into a Tlv per item and per part: this runs for every new
+    # PCK certificate a verifier sees, and the extension holds some 30 pairs.
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, start, stop = der.read_header(data, pos, end, where)
+        if tag != der.SEQUENCE:
             raise FormatError(where, "expected a SEQUENCE {OID, value}")
-        parts = der.read_all(item.value, where)
-        if len(parts) != 2 or parts[0].tag != der.OID:
+        oid_tag, oid_start, oid_stop = der.read_header(data, start, stop, where)
+        if oid_stop == stop:  # the OID alone
+            raise FormatError(where, "expected a SEQUENCE {OID, value}")
+        value_tag, value_start, value_stop = der.read_header(data, oid_stop, stop, where)
+        if value_stop != stop or oid_tag != der.OID:
             raise FormatError(where, "expected a SEQUENCE {OID, value}")
         # Known OIDs are looked up by their encoding: decoding every arc costs more than the rest of
-        # the parse, and this runs for every new PCK certificate a verifier sees.
-        oid = _KNOWN_OIDS.get(parts[0].value) or der.decode_oid(parts[0].value, where)
+        # the parse.
+        raw_oid = data[oid_start:oid_stop]
+        oid = _KNOWN_OIDS.get(raw_oid) or der.decode_oid(raw_oid, where)
         if oid in out:
             raise FormatError(where, f"duplicate {oid}")
-        out[oid] = parts[1]
+        out[oid] = der.Tlv(value_tag, data[value_start:value_stop])
+        pos = stop
     return out
 
 
