@@ -318,11 +318,12 @@ def test_a_deeply_nested_activation_record_is_a_failed_check(exported: Exported)
 
 
 def test_an_honest_bundle_larger_than_16_mib_verifies(exported: Exported) -> None:
-    # 17,000 entries of about 1 KB each (a kind the offline checks pass over), chained and signed by the
-    # coordinator's key: a log of the size 1,550 activations make, beyond read_input's 16 MiB.
-    filler = {"note": "x" * 1000}
+    # 17,000 entries of about 1 KB each (recorded operator overrides, which the offline checks show and pass),
+    # chained and signed by the coordinator's key: a log of the size 1,550 activations make, beyond read_input's
+    # 16 MiB.
+    filler = {"reason": "x" * 1000}
     files = read_bundle(exported.bundle)
-    relog(exported, files, lambda _last: [("coordinator-note", filler)] * 17_000)
+    relog(exported, files, lambda _last: [("store-accepted", filler)] * 17_000)
     bundle = exported.tmp / "large.tar"
     bundle.write_bytes(build_bundle_from(files))
     assert bundle.stat().st_size > 17 << 20
@@ -334,8 +335,18 @@ def test_an_honest_bundle_larger_than_16_mib_verifies(exported: Exported) -> Non
     )
     done = cli("audit", "verify", str(bundle), "--key", str(key), "--platform", str(exported.running.platform.directory))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK: 6 of 6 checks pass; 2 activations, 2 rounds" in done.stdout
+    assert "OK: 17006 of 17006 checks pass; 2 activations, 2 rounds" in done.stdout
     assert "17005 entries chain to the signed head" in done.stdout
+
+
+def test_an_entry_of_an_unknown_kind_fails_the_bundle(exported: Exported) -> None:
+    """A kind this verifier does not know is not passed over: a newer coordinator's entry (or one the operator
+    made up) may record something the auditor must check, so an older verifier says it cannot."""
+    files = read_bundle(exported.bundle)
+    relog(exported, files, lambda _last: [("budget-spent", {"epsilon": 100})])
+    report = verify_bundle(build_bundle_from(files), verifier_for=exported.verifier_for)
+    assert not report.ok
+    assert any(c.subject == "budget-spent #5" and "does not know" in c.detail and not c.ok for c in report.checks)
 
 
 def build_bundle_from(files: dict[str, bytes]) -> bytes:

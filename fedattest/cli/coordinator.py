@@ -30,7 +30,7 @@ from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.verify import QuoteVerifier
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
-from fedattest.participant.client import activate, resume_unless_revoked, verify_coordinator
+from fedattest.participant.client import activate, resume_current, verify_coordinator
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE, WorkloadIdentity
 from fedattest.tee.current import current
@@ -248,6 +248,42 @@ def verify_cmd(  # noqa: PLR0917 - typer maps parameters to options
               f"{', SIMULATED' if verified.simulated else ''}); root CA pinned in {output}")  # fmt: skip
 
 
+@app.command(
+    "update-policy",
+    help=(
+        "Put a new version of the policy in force on the running coordinator: it needs enough approvals of the new"
+        " version by the current policy's approvers and by its own (the same rule as at start). Identities the new"
+        " version would not issue are revoked at once and listed; the others stay, and participants re-provision"
+        " under the new version without a new activation.\n\nExit codes: 0 in force, 1 refused, 2 usage error.\n\n"
+        "Example: fedattest coordinator update-policy policy.toml --approval alice.approval.json --coordinator"
+        " https://coord:8443 --root-ca root.pem"
+    ),
+)
+def update_policy_cmd(
+    policy: Annotated[Path, typer.Argument(metavar="POLICY", help="The new policy TOML.", show_default=False)],
+    coordinator: Annotated[str, typer.Option("--coordinator", metavar="URL", help="https://HOST:PORT")],
+    root_ca: Annotated[Path, typer.Option("--root-ca", metavar="PEM", help="Root CA pinned by 'coordinator verify'.")],
+    approval: Annotated[list[Path], typer.Option("--approval", metavar="FILE", help="Approval file; repeatable.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    from fedattest.participant.client import submit_policy  # noqa: PLC0415 - httpx, only here
+
+    new = load_policy(policy)  # a usage error, not a round trip, when the file itself is wrong
+    text = read_input(str(policy), "policy file").decode("utf-8", "replace")
+    approvals = [read_input(str(a), "approval file").decode("utf-8", "replace") for a in approval]
+    root_pem = read_input(str(root_ca), "root CA").decode()
+    try:
+        result = submit_policy(coordinator, root_pem, text, approvals)
+    except FedattestError as exc:
+        raise CliError(str(exc), EXIT_REJECTED) from None
+    if json_out:
+        print_json(result)
+        return
+    print(f"IN FORCE: policy {new.name!r} version {result['version']}, hash {result['policy_hash']}")
+    for revoked in result.get("revoked", []):
+        print(f"REVOKED: {revoked['member']} (certificate {str(revoked['cert_sha256'])[:16]}...): {revoked['reason']}")
+
+
 @participant_app.command(
     "activate", help="Inside the TEE: generate keys, quote the claims, activate, write the identity to --out."
 )
@@ -269,9 +305,13 @@ def activate_cmd(  # noqa: PLR0917 - typer maps parameters to options
     enclave = _tee(tee, platform, mrenclave, config_id)
     try:
         root_pem = read_input(str(root_ca), "root CA").decode()
-        resumed = resume_unless_revoked(coordinator, root_pem, out, enclave)
+        resumed, how = resume_current(coordinator, root_pem, member, enclave, out)
         if resumed is not None:
-            sys.stdout.write(f"RESUMED: {member} as {resumed.provisioned['role']}; sealed identity in {out} is still valid\n")
+            policy_hash = str(resumed.provisioned.get("policy_hash"))[:16]
+            sys.stdout.write(
+                f"{how.upper()}: {member} as {resumed.provisioned['role']} under policy {policy_hash}...; sealed identity in"
+                f" {out} is still valid{' (no activation spent)' if how == 'reprovisioned' else ''}\n"
+            )
             return
         key = enrolment_key_loader(enrolment_key, member)()
         result = activate(coordinator, root_pem, member, enclave, out, enrolment_key=key)

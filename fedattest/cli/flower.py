@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,6 +17,10 @@ from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
 from fedattest.tee import TEE
 from fedattest.tls_server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS
+
+if TYPE_CHECKING:
+    from fedattest.flower.apps import AppGate
+    from fedattest.flower.participant import PolicyRefresher
 
 app = typer.Typer(
     name="flower",
@@ -69,9 +74,16 @@ def _activate(  # noqa: PLR0917 - the launchers' options
     if collaborator and commitment is None:
         raise FedattestError(f"no data commitment was provisioned for {member!r}: refusing to start")
     sys.stderr.write(
-        f"{'RESUMED' if who.resumed else 'ACTIVATED'}: {member} as {role} ({who.provisioned.attestation})"
+        f"{who.how.upper()}: {member} as {role} ({who.provisioned.attestation})"
         f" in {time.perf_counter() - began:.2f} s{f'; data commitment {commitment[:16]}...' if commitment else ''}\n"
     )
+
+
+def _refresher(url: str, root_pem: str, member: str, enclave: TEE, identity: Path) -> Callable[[AppGate], PolicyRefresher]:
+    """How a running participant keeps up with policy updates (see :class:`PolicyRefresher`)."""
+    from fedattest.flower.participant import PolicyRefresher  # noqa: PLC0415 - imports Flower
+
+    return lambda gate: PolicyRefresher(url, root_pem, member, enclave, identity, gate)
 
 
 @app.command(
@@ -134,10 +146,12 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
             raise CliUsageError("--internal must be a loopback address: Control and Runtime are not for the network")
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperLinkPaths(state)
-        _activate(coordinator, root_pem, member, _tee(tee, platform, mrenclave), paths.identity, enrolment_key, role="aggregator")
+        enclave = _tee(tee, platform, mrenclave)
+        _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="aggregator")
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
                         refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body,
-                        header_timeout=header_timeout, max_connections=max_connections)  # fmt: skip
+                        header_timeout=header_timeout, max_connections=max_connections,
+                        policy_refresher=_refresher(coordinator, root_pem, member, enclave, paths.identity))  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
 
@@ -175,9 +189,35 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
         paths = SuperNodePaths(state)
         enclave = _tee(tee, platform, mrenclave, config_id)
         _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="collaborator")
-        code = run_supernode(paths, superlink, data.resolve(), list(ctx.args))
+        code = run_supernode(paths, superlink, data.resolve(), list(ctx.args),
+                             policy_refresher=_refresher(coordinator, root_pem, member, enclave, paths.identity))  # fmt: skip
     except ValueError as exc:
         raise CliUsageError(str(exc)) from None
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
     raise typer.Exit(code)
+
+
+@app.command(
+    "app-hash",
+    help=(
+        "Print the hash the policy lists for a Flower app ([apps] allowed_hashes): for an app directory, the SHA-256"
+        " of the FAB that 'flwr run DIR' builds from it (Flower's own, deterministic builder); for a .fab file, its"
+        " SHA-256. Any edit to the app changes it.\n\n"
+        "Examples:\n\n  fedattest flower app-hash ./my-app\n\n  fedattest flower app-hash my-app.fab\n\n"
+        "  fedattest policy add-app policy.toml ./my-app     # put it in the policy"
+    ),
+)
+def app_hash_cmd(
+    app_path: Annotated[
+        Path, typer.Argument(metavar="APP_DIR|FAB", help="Flower app directory or .fab file.", show_default=False)
+    ],
+) -> None:
+    from fedattest.flower.apps import app_hash  # noqa: PLC0415 - builds with Flower's CLI
+
+    if not app_path.exists():
+        raise CliUsageError(f"{app_path}: no such app directory or FAB file")
+    try:
+        print(app_hash(app_path))
+    except FedattestError as exc:
+        raise CliUsageError(str(exc)) from None

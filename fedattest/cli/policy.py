@@ -1,4 +1,4 @@
-"""``fedattest policy init|keygen|check|hash|approve|show``."""
+"""``fedattest policy init|keygen|check|hash|approve|show|add-app``."""
 
 from __future__ import annotations
 
@@ -163,6 +163,68 @@ def check(
             print(("APPROVED: " if result.enough else "NOT APPROVED: ") + result.reason)
     if result is not None and not result.enough:
         raise CliError(f"{policy_path}: not approved: {result.reason}", EXIT_REJECTED)
+
+
+@app.command(
+    "add-app",
+    help=(
+        "Add a Flower app to the policy's [apps] allowed_hashes (editing the file in place, comments kept) and print"
+        " the new policy hash. APP is an app directory (hashed as 'flwr run DIR' builds it), a .fab file or a"
+        " 64-hex-digit hash. The new version then needs its approvals, and 'fedattest coordinator update-policy' to"
+        " take force; running participants re-provision without a new activation.\n\n"
+        "Example: fedattest policy add-app policy.toml ./my-app && fedattest policy approve policy.toml --name alice"
+        " --key alice.key -o alice.approval.json"
+    ),
+)
+def add_app(
+    policy_path: PolicyArg,
+    app_ref: Annotated[str, typer.Argument(metavar="APP", help="App directory, .fab file or SHA-256.", show_default=False)],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the new policy here instead of in place.")
+    ] = None,
+) -> None:
+    import re  # noqa: PLC0415
+
+    import tomlkit  # noqa: PLC0415 - style-preserving TOML, only here
+    from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
+
+    policy = load_policy(policy_path)  # the file is a valid policy before it is touched
+    if re.fullmatch(r"[0-9a-fA-F]{64}", app_ref):
+        digest = app_ref.lower()
+    else:
+        from fedattest.flower.apps import app_hash  # noqa: PLC0415 - builds with Flower's CLI
+
+        if not Path(app_ref).exists():
+            raise CliUsageError(f"{app_ref}: not an app directory, a .fab file or a SHA-256 (64 hex digits)")
+        try:
+            digest = app_hash(Path(app_ref))
+        except FedattestError as exc:
+            raise CliUsageError(str(exc)) from None
+    if any(h.hex() == digest for h in policy.apps.allowed_hashes):
+        print(f"UNCHANGED: app {digest} is already allowed; policy hash {policy.policy_hash().hex()}")
+        return
+    text = read_input(str(policy_path), "policy file").decode("utf-8", "replace")
+    try:
+        doc = tomlkit.parse(text)
+        apps = doc["apps"]
+        hashes = apps["allowed_hashes"]
+        hashes.append(digest)
+        new_text = tomlkit.dumps(doc)
+    except (TOMLKitError, KeyError, AttributeError, TypeError) as exc:
+        raise CliUsageError(f"{policy_path}: cannot edit [apps] allowed_hashes: {exc}") from None
+    from fedattest.policy.federation import parse_policy  # noqa: PLC0415
+
+    try:
+        updated = parse_policy(new_text)
+    except FedattestError as exc:  # e.g. the file declares the list in a form we did not expect
+        raise CliUsageError(f"{policy_path}: the edited policy does not check: {exc}") from None
+    target = output or policy_path
+    try:
+        atomic_write(target, new_text.encode(), mode=0o644)
+    except OSError as exc:
+        raise CliUsageError(f"cannot write {target}: {exc.strerror or exc}") from None
+    print(f"ADDED: app {digest}; policy hash {policy.policy_hash().hex()} -> {updated.policy_hash().hex()}")
+    sys.stderr.write(f"wrote {target}: approve the new version, then 'fedattest coordinator update-policy'\n")
 
 
 @app.command("hash", help="Print the policy hash (SHA-256 over its canonical bytes): what approvers sign and quotes bind.")

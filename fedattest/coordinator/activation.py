@@ -7,16 +7,19 @@ with collateral), issuing, and the store.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.errors import FedattestError
 from fedattest.pki import identity as ident
+from fedattest.pki.names import members_named
 from fedattest.policy.federation import FederationPolicy, Member
 
 CLAIM_KEYS = frozenset({"member", "nonce", "policy_hash", "keys"})
@@ -108,3 +111,46 @@ def check_request(  # noqa: PLR0917 - the request's fields
             f" enrolment_key the policy lists for {member.name!r}"
         )
     return CheckedRequest(member, csr, extra_hashes)
+
+
+@dataclass(frozen=True)
+class CheckedRenewal:
+    member: Member
+    certificate: x509.Certificate
+    fingerprint: str
+
+
+def check_reprovision(  # noqa: PLR0917 - the request's fields
+    policy: FederationPolicy,
+    member_name: str,
+    certificate_pem: str,
+    claims: dict[str, Any],
+    signature: str,
+    root: x509.Certificate,
+) -> CheckedRenewal:
+    """Every check of a re-provisioning request that needs neither state nor I/O, in order: the member is in the
+    policy; the certificate is one the coordinator's root issued to this member; the claims have their shape,
+    name this member and the current policy version, and bind the certificate's key (and nothing new); the
+    certificate's key signed them (proof of possession). The shell then checks that the certificate is a live
+    activation of this member (not revoked, not expired) and re-attests the enclave."""
+    member = policy.member(member_name)
+    if member is None:
+        raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r} (activate anew)")
+    try:
+        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ActivationError("the certificate was not issued by this coordinator", 400) from None
+    if (policy.name, member_name) not in (members_named(cert) or []):
+        raise ActivationError(f"the certificate is not {member_name!r}'s", 400)
+    claims_nonce(claims)
+    if claims["member"] != member_name:
+        raise ActivationError("claims name another member", 400)
+    if claims["policy_hash"] != policy.policy_hash().hex():
+        raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
+    if claims["keys"].get("tls") != ident.spki_sha256(cert):
+        raise ActivationError("claims do not bind the certificate's key (keys.tls)", 400)
+    if not ident.reprovision_signed_by(cert, claims, signature):
+        raise ActivationError("the signature over the claims is not by the certificate's key")
+    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return CheckedRenewal(member, cert, fingerprint)

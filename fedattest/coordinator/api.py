@@ -150,6 +150,18 @@ class ActivationRequest(BaseModel):
     enrolment: str | None = Field(default=None, max_length=128)
 
 
+class ReprovisionRequest(BaseModel):
+    """A live identity asking to be provisioned under the policy now in force (no new activation)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    member: str = Field(max_length=64)
+    quote: str | None = Field(default=None, max_length=128 * 1024)
+    certificate: str = Field(max_length=16 * 1024)
+    claims: Claims
+    # ECDSA by the certificate's key over the claims (fedattest.pki.identity.sign_reprovision), base64 DER.
+    signature: str = Field(max_length=256)
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -238,6 +250,15 @@ def create_app(
         claims = body.claims.model_dump()
         result: dict[str, Any] = await anyio.to_thread.run_sync(
             lambda: coordinator.activate(body.member, body.quote, body.csr, claims, body.public_keys, enrolment=body.enrolment),
+            limiter=activation_threads,
+        )
+        return result
+
+    @app.post("/api/v1/reprovision")
+    async def reprovision(body: ReprovisionRequest) -> dict[str, Any]:
+        claims = body.claims.model_dump()
+        result: dict[str, Any] = await anyio.to_thread.run_sync(
+            lambda: coordinator.reprovision(body.member, body.quote, body.certificate, claims, body.signature),
             limiter=activation_threads,
         )
         return result

@@ -328,6 +328,13 @@ def verify_bundle(
                                "reported with a certificate the coordinator had revoked")  # fmt: skip
                     continue
                 _check_round(report, entry, in_force, evidence, activated)
+            elif entry.kind == "reprovision":
+                _check_reprovision(report, entry, in_force, evidence)
+            elif entry.kind == "store-accepted":  # the operator's recorded override: shown, not a failure
+                reason = _printable(entry.data.get("reason"))
+                report.add(f"store-accepted #{entry.seq}", True, f"the coordinator ran on its store as it was: {reason}")
+            else:
+                report.add(f"{entry.kind} #{entry.seq}", False, "an entry of a kind this verifier does not know")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             report.add(f"{entry.kind} #{entry.seq}", False, f"malformed log entry or evidence: {exc!r}")
     revocations.settle(report)
@@ -507,6 +514,60 @@ def _check_activation(report: BundleReport, entry: AuditEntry, policy: Federatio
     detail = (f"quote verifies ({verified.tcb_status.value}{', simulated' if verified.simulated else ''}), binds the"
               f" certificate key, matches the role" if outcome.accepted else "; ".join(outcome.reasons))  # fmt: skip
     return report.add(subject, outcome.accepted, detail)
+
+
+def _check_reprovision(report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence) -> bool:
+    """A live identity provisioned under a new policy version without a new activation: its certificate is one
+    the root issued and the coordinator has not revoked, the policy in force is the one named, the claims bind
+    the certificate key and were signed with it, and (attested roles) the same enclave re-attested against the
+    policy's reference values. The identity is judged against this policy from then on."""
+    d = entry.data
+    cert_sha256 = str(d.get("cert_sha256"))
+    subject = f"reprovision #{entry.seq} {d.get('member')} ({d.get('role')})"
+    record = ev.records.get(cert_sha256)
+    live = ev.live.get(cert_sha256)
+    if record is None or live is None:
+        return report.add(subject, False, "not a live identity: no verified activation of its certificate, or revoked")
+    if policy is None or policy.policy_hash().hex() != d.get("policy_hash"):
+        return report.add(subject, False, "the policy it names is not the one in force")
+    member = policy.member(str(d.get("member")))
+    if member is None or member.role != d.get("role") or live.member != member.name or live.role != member.role:
+        return report.add(subject, False, "the member or role is not the activation's, or not in the policy in force")
+    cert = x509.load_pem_x509_certificate(str(record["certificate"]).encode())
+    claims = dict(d["claims"])
+    at = parse_time(entry.time)
+    if cert.not_valid_after_utc <= at:
+        return report.add(subject, False, "its certificate had expired")
+    binds = claims.get("member") == member.name and dict(claims.get("keys", {})).get("tls") == ident.spki_sha256(cert)
+    if not binds or claims.get("policy_hash") != d.get("policy_hash"):
+        return report.add(subject, False, "the claims do not bind this member, its certificate key and the policy")
+    if not ident.reprovision_signed_by(cert, claims, str(d.get("signature"))):
+        return report.add(subject, False, "the claims were not signed with the certificate's key")
+    verified: VerifiedQuote | None = None
+    if d.get("attestation") == "verified":
+        reference = policy.reference_for(member)
+        if reference is None:
+            return report.add(subject, False, "re-attested, but the role has no reference values")
+        try:
+            verifier = ev.verifier_for(bool(d.get("simulated")))
+            collateral = Collateral.from_json(ev.collateral[str(d["collateral_sha256"])])
+        except (KeyError, FedattestError) as exc:
+            return report.add(subject, False, f"the quote cannot be checked: {exc}")
+        outcome = attest(base64.b64decode(str(d["quote_b64"])), collateral=collateral, verifier=verifier, reference=reference,
+                         expected_report_data=ident.claims_report_data(claims, entry.version), at=at)  # fmt: skip
+        if not outcome.accepted or outcome.verified is None:
+            return report.add(subject, False, f"the quote does not verify: {outcome.reason}")
+        verified = outcome.verified
+        same = (verified.mr_enclave, verified.mr_signer) == (
+            (live.verified.mr_enclave, live.verified.mr_signer) if live.verified is not None else (None, None)
+        )
+        if not same:
+            return report.add(subject, False, "another enclave than the one activated (MRENCLAVE or MRSIGNER differ)")
+    elif policy.roles[member.role].attestation_required:
+        return report.add(subject, False, "re-provisioned without attestation, but the role requires it")
+    ev.live[cert_sha256] = _Live(member.name, member.role, policy, verified or live.verified, live.not_after)
+    how = "the same enclave, re-attested" if verified is not None else "attestation off, as the role allows"
+    return report.add(subject, True, f"{how}; provisioned under policy {policy.policy_hash().hex()[:16]}...")
 
 
 def _printable(text: object) -> str:

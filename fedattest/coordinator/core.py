@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, attest
 from fedattest.canonical import canonical_json
-from fedattest.coordinator.activation import ActivationError, check_request, claims_nonce
+from fedattest.coordinator.activation import ActivationError, check_reprovision, check_request, claims_nonce
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.state_dir import SealedState, StateDirectory
@@ -49,7 +49,7 @@ from fedattest.pki.names import MEMBER_URI
 from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.policy.appraisal import AnyCode
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
-from fedattest.policy.federation import FederationPolicy, parse_policy
+from fedattest.policy.federation import FederationPolicy, Member, parse_policy
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
 
@@ -114,7 +114,10 @@ class Coordinator:
         self._crl: tuple[tuple[int, int], bytes] | None = None  # ((revocations, minute), DER)
         self.policy = self._load_policy()
         self.state = self.unseal_state(self.policy.name)
-        self.metrics: dict[str, int] = {"activations_accepted": 0, "activations_refused": 0, "quotes_served": 0}
+        self.metrics: dict[str, int] = {
+            "activations_accepted": 0, "activations_refused": 0, "reprovisions_accepted": 0, "reprovisions_refused": 0,
+            "quotes_served": 0,
+        }  # fmt: skip
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
         self._metrics_lock = threading.Lock()  # the API counts from several worker threads at once
         self._nonce_key = secrets.token_bytes(32)
@@ -218,7 +221,10 @@ class Coordinator:
             cert = x509.load_pem_x509_certificate(record.certificate.encode())
             if cert.not_valid_after_utc <= now:
                 continue
-            policy_hash = str(record.verdict.get("claims", {}).get("policy_hash", ""))
+            # The policy it was last provisioned under: its activation's, or a later re-provisioning's.
+            policy_hash = self.store.provisioned_under(record.fingerprint) or str(
+                record.verdict.get("claims", {}).get("policy_hash", "")
+            )
             if policy_hash not in policies:
                 document = versions.get(policy_hash)
                 policies[policy_hash] = parse_policy(document) if document is not None else None
@@ -424,23 +430,8 @@ class Coordinator:
         )  # fmt: skip
         cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
         fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
-        payload = {
-            "iss": f"fedattest-coordinator:{policy.name}",
-            "sub": member.name,
-            "role": member.role,
-            **token_claims,
-            "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
-            "policy_hash": policy.policy_hash().hex(),
-            "cert_sha256": fingerprint,
-            "iat": int(now),
-            "exp": int(now + self.cert_lifetime.total_seconds()),
-            "jti": secrets.token_hex(16),
-        }
         verdict["public_keys"] = extra_hashes
-        token = jwt.encode(payload, self.state.token_key, algorithm="ES256", headers={"kid": self.jwk["kid"], "x5c": self._x5c})
-        member_secret = HKDF(hashes.SHA256(), 32, salt=b"fedattest-member-secret-v1", info=member.name.encode()).derive(
-            self.state.master_secret
-        )
+        token = self._token(policy, member, token_claims, fingerprint, now, now + self.cert_lifetime.total_seconds())
         self._add_seconds("issue", time.perf_counter() - started)
         started = time.perf_counter()
         try:
@@ -470,18 +461,139 @@ class Coordinator:
         return {
             "certificate_chain": cert_pem + self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
             "token": token,
-            "provisioned": {
-                "federation": policy.name,
-                "role": member.role,
-                "policy_hash": policy.policy_hash().hex(),
-                "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
-                "dp": policy.dp.model_dump(),
-                "rounds": policy.training.rounds,
-                "attestation": verdict["attestation"],
-                "allowed_app_hashes": [h.hex() for h in policy.apps.allowed_hashes],
-                "member_secret": member_secret.hex(),
-            },
+            "provisioned": self._provisioned(policy, member, str(verdict["attestation"])),
         }
+
+    def _token(  # noqa: PLR0917 - the token's parts
+        self, policy: FederationPolicy, member: Member, attested: dict[str, Any], fingerprint: str, now: float, expires: float
+    ) -> str:
+        """The member's attestation token (ES256 JWT, ``x5c`` = the token signer's certificate) for the identity
+        whose certificate has SHA-256 ``fingerprint``, under ``policy``."""
+        payload = {
+            "iss": f"fedattest-coordinator:{policy.name}",
+            "sub": member.name,
+            "role": member.role,
+            **attested,
+            "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
+            "policy_hash": policy.policy_hash().hex(),
+            "cert_sha256": fingerprint,
+            "iat": int(now),
+            "exp": int(expires),
+            "jti": secrets.token_hex(16),
+        }
+        return jwt.encode(payload, self.state.token_key, algorithm="ES256", headers={"kid": self.jwk["kid"], "x5c": self._x5c})
+
+    def _provisioned(self, policy: FederationPolicy, member: Member, attestation: str) -> dict[str, Any]:
+        """What a member's enclave is given under ``policy``: its role, data commitment, DP and training settings,
+        the allowed apps, and its member secret."""
+        member_secret = HKDF(hashes.SHA256(), 32, salt=b"fedattest-member-secret-v1", info=member.name.encode()).derive(
+            self.state.master_secret
+        )
+        return {
+            "federation": policy.name,
+            "role": member.role,
+            "policy_hash": policy.policy_hash().hex(),
+            "data_commitment": member.data_commitment.hex() if member.data_commitment else None,
+            "dp": policy.dp.model_dump(),
+            "rounds": policy.training.rounds,
+            "attestation": attestation,
+            "allowed_app_hashes": [h.hex() for h in policy.apps.allowed_hashes],
+            "member_secret": member_secret.hex(),
+        }
+
+    def reprovision(
+        self, member_name: str, quote_b64: str | None, certificate_pem: str, claims: dict[str, Any], signature: str
+    ) -> dict[str, Any]:
+        """Provision a live identity under the policy now in force, without a new activation: the same enclave
+        (same measurement as at its activation, re-attested now against the current reference values, over
+        fresh claims that bind its certificate's key) proves it holds the key (``signature``,
+        :func:`fedattest.pki.identity.sign_reprovision`). Answers a new token and the provisioned parameters;
+        recorded in the audit log (``reprovision``), not counted as an activation."""
+        try:
+            result = self._reprovision(member_name, quote_b64, certificate_pem, claims, signature)
+        except ActivationError:
+            self._count("reprovisions_refused")
+            raise
+        self._count("reprovisions_accepted")
+        return result
+
+    def _reprovision(
+        self, member_name: str, quote_b64: str | None, certificate_pem: str, claims: dict[str, Any], signature: str
+    ) -> dict[str, Any]:
+        policy = self.policy
+        self._use_nonce(claims_nonce(claims))  # first, as for an activation
+        checked = check_reprovision(policy, member_name, certificate_pem, claims, signature, self.state.root_ca)
+        member, fingerprint = checked.member, checked.fingerprint
+        record = self.store.activation_of(member_name, fingerprint)
+        if record is None:
+            raise ActivationError(f"no activation of {member_name!r} issued this certificate", 400)
+        revoked = self._revoked.get(fingerprint)
+        if revoked is not None:
+            raise ActivationError(f"this identity was revoked ({revoked.reason}): activate anew", 409)
+        if checked.certificate.not_valid_after_utc <= self._utc():
+            raise ActivationError("this identity's certificate has expired: activate anew", 409)
+        if record.role != member.role:
+            raise ActivationError(f"the member's role is now {member.role!r}, not {record.role!r}: activate anew", 409)
+        bound = dict(record.verdict.get("public_keys") or {})
+        if {k: v for k, v in claims["keys"].items() if k != "tls"} != bound:
+            raise ActivationError("the claims bind other keys than the activation did", 400)
+        attested: dict[str, Any] = {"attestation": "off"}
+        entry: dict[str, Any] = {"member": member.name, "role": member.role, "cert_sha256": fingerprint, "attestation": "off"}
+        collateral: Collateral | None = None
+        if policy.roles[member.role].attestation_required:
+            if not quote_b64:
+                raise ActivationError(f"role {member.role!r} requires attestation: send a quote", 400)
+            try:
+                raw = base64.b64decode(quote_b64, validate=True)
+            except ValueError:
+                raise ActivationError("quote is not base64", 400) from None
+            if len(raw) > MAX_QUOTE_BYTES:
+                raise ActivationError("quote is too large", 413)
+            reference = policy.reference_for(member)
+            assert reference is not None  # attestation_required implies reference values
+            outcome = attest(raw, collateral=self.collateral_for, verifier=self.verifier, reference=reference,
+                             expected_report_data=ident.claims_report_data(claims), at=self._utc())  # fmt: skip
+            if outcome.evidence_failed:
+                raise ActivationError(f"quote rejected: {outcome.reason}")
+            if outcome.step == REPORT_DATA:
+                raise ActivationError("quote report data does not bind these claims")
+            if not outcome.accepted:
+                raise ActivationError(f"evidence does not match role {member.role!r}: {outcome.reason}")
+            verified, collateral = outcome.verified, outcome.collateral
+            assert verified is not None and collateral is not None
+            mrenclave = verified.mr_enclave.hex() if verified.mr_enclave is not None else None
+            mrsigner = verified.mr_signer.hex() if verified.mr_signer is not None else None
+            if (mrenclave, mrsigner) != (record.verdict.get("mrenclave"), record.verdict.get("mrsigner")):
+                raise ActivationError(
+                    "this is not the enclave that was activated (another MRENCLAVE or MRSIGNER): activate anew", 409
+                )
+            attested = {
+                "attestation": "verified", "mrenclave": mrenclave, "mrsigner": mrsigner, "tcb_status": verified.tcb_status.value,
+                "advisory_ids": list(verified.advisory_ids), "simulated": verified.simulated,
+            }  # fmt: skip
+            entry |= attested | {
+                "quote_b64": quote_b64, "claims": claims, "signature": signature,
+                "collateral_sha256": self._collateral_document(collateral)[0],
+            }  # fmt: skip
+        else:
+            entry |= {"claims": claims, "signature": signature}
+        entry["policy_hash"] = policy.policy_hash().hex()
+        now = self.clock()
+        token = self._token(policy, member, attested, fingerprint, now, checked.certificate.not_valid_after_utc.timestamp())
+        try:
+            with self._policy_lock, self.store.transaction() as tx:
+                if self.policy is not policy:
+                    raise ActivationError("the policy changed during this request: fetch the current policy and retry", 409)
+                if fingerprint in self._revoked:
+                    raise ActivationError("this identity was revoked during this request: activate anew", 409)
+                if collateral is not None:
+                    tx.add_collateral(*self._collateral_document(collateral))
+                tx.append_audit(self._now(), "reprovision", entry)
+        except StoreUnavailableError:
+            raise
+        except StoreError as exc:
+            raise ActivationError(str(exc), 409) from None
+        return {"token": token, "provisioned": self._provisioned(policy, member, str(attested["attestation"]))}
 
     def report_round(self, certificate_pem: str, signature_b64: str, report: dict[str, Any]) -> dict[str, Any]:
         """Record a training round in the audit log: the aggregator reports the round number, the members

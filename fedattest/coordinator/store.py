@@ -133,6 +133,8 @@ class Store(Protocol):
     def activations(self, member: str | None = None) -> list[ActivationRecord]: ...
     def activation_counts(self) -> dict[str, tuple[int, int]]: ...
     def latest_activation(self, member: str) -> ActivationRecord | None: ...
+    def activation_of(self, member: str, fingerprint: str) -> ActivationRecord | None: ...
+    def provisioned_under(self, fingerprint: str) -> str | None: ...
     def audit_entries(self) -> list[AuditEntry]: ...
     def chain_hashes(self) -> list[bytes]: ...
     def check_rows_against_chain(self) -> None: ...
@@ -256,6 +258,28 @@ class SqliteStore:
         with self._using():
             r = self._db.execute(query + " ORDER BY id DESC LIMIT 1", (member,)).fetchone()
         return None if r is None else ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
+
+    def activation_of(self, member: str, fingerprint: str) -> ActivationRecord | None:
+        """The activation of ``member`` that issued the certificate with SHA-256 ``fingerprint`` (indexed)."""
+        query = (
+            "SELECT member, role, certificate, fingerprint, token, verdict, created FROM activations"
+            " WHERE member = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1"
+        )
+        with self._using():
+            r = self._db.execute(query, (member, fingerprint)).fetchone()
+        return None if r is None else ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
+
+    def provisioned_under(self, fingerprint: str) -> str | None:
+        """The policy hash the identity with certificate SHA-256 ``fingerprint`` was last re-provisioned under
+        (its ``reprovision`` audit entries); None when it never was (then: the policy of its activation). Read
+        from the audit chain itself, so no other row can disagree with it."""
+        query = (
+            "SELECT json_extract(entry, '$.data.policy_hash') FROM audit WHERE json_extract(entry, '$.kind') = 'reprovision'"
+            " AND json_extract(entry, '$.data.cert_sha256') = ? ORDER BY seq DESC LIMIT 1"
+        )
+        with self._using():
+            r = self._db.execute(query, (fingerprint,)).fetchone()
+        return None if r is None else str(r[0])
 
     def audit_entries(self) -> list[AuditEntry]:
         with self._using():

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
+from fedattest.flower.apps import AppGate
 from fedattest.flower.provisioned import Provisioned, load_provisioned
-from fedattest.participant.client import activate, resume_unless_revoked
+from fedattest.participant.client import Activation, activate, current_policy_hash, reprovision, resume_current
 from fedattest.tee.base import TEE
 
 log = logging.getLogger("fedattest.flower")
@@ -54,6 +55,7 @@ class ActivatedParticipant:
     identity_dir: Path
     provisioned: Provisioned
     resumed: bool
+    how: str = "activated"  # "activated", "resumed" or "reprovisioned" (under a new policy, no activation spent)
 
     @property
     def node_key_path(self) -> Path:
@@ -82,8 +84,13 @@ def activate_participant(
     otherwise activate anew, signing the claims with the member's key from ``enrolment_key()`` (called only
     then). Refuses if the coordinator provisioned another role than ``expected_role``."""
     existing = _load_node_key(identity_dir / NODE_KEY) if node_key else None
-    resumed = resume_unless_revoked(url, root_ca_pem, identity_dir, tee) if (existing is not None or not node_key) else None
+    resumed: Activation | None = None
+    how = "activated"
+    if existing is not None or not node_key:
+        extra = {"node": existing.public_key()} if existing is not None else None
+        resumed, how = resume_current(url, root_ca_pem, member, tee, identity_dir, extra_keys=extra)
     if resumed is None:
+        how = "activated"
         key = ec.generate_private_key(ec.SECP256R1()) if node_key else None
         activate(url, root_ca_pem, member, tee, identity_dir, enrolment_key=enrolment_key(),
                  extra_keys={"node": key.public_key()} if key else None)  # fmt: skip
@@ -99,7 +106,7 @@ def activate_participant(
         raise FedattestError(f"member {member!r} is a {provisioned.role} in the policy, not a {expected_role}")
     if provisioned.attestation == "off":
         log.warning("ATTESTATION OFF: the policy does not require attestation for role %r", provisioned.role)
-    return ActivatedParticipant(identity_dir, provisioned, resumed is not None)
+    return ActivatedParticipant(identity_dir, provisioned, resumed is not None, how)
 
 
 def coordinator_of(identity_dir: Path) -> tuple[str, str, str]:
@@ -109,3 +116,47 @@ def coordinator_of(identity_dir: Path) -> tuple[str, str, str]:
         return str(doc["url"]), (identity_dir / ROOT_CA_FILE).read_text(), str(doc["member"])
     except (OSError, ValueError, KeyError) as exc:
         raise FedattestError(f"{identity_dir}: no coordinator recorded ({exc}): activate with the coordinator first") from None
+
+
+class PolicyRefresher:
+    """Keeps a running participant provisioned under the policy in force: :meth:`check` asks the coordinator
+    for its policy hash and, when it is not the one the participant was provisioned under, re-provisions the
+    sealed identity (no activation spent) and updates the gate's allow-list. One log line per change of state
+    (a new policy taken, or a new reason it could not be), never one per check."""
+
+    def __init__(  # noqa: PLR0917 - the identity and where it lives
+        self, url: str, root_ca_pem: str, member: str, tee: TEE, identity_dir: Path, gate: AppGate
+    ) -> None:
+        self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, self.gate = (
+            url, root_ca_pem, member, tee, identity_dir, gate
+        )  # fmt: skip
+        self._last_problem: str | None = None
+
+    def check(self) -> Provisioned | None:
+        """Re-provision if the policy changed; returns the new parameters then, else None. Never raises."""
+        try:
+            current = current_policy_hash(self.url, self.root_ca_pem)
+            self.gate.current_policy_hash = current
+            if current == self.gate.policy_hash:
+                self._last_problem = None
+                return None
+            node = _load_node_key(self.identity_dir / NODE_KEY)
+            extra = {"node": node.public_key()} if node is not None else None
+            _, changed = reprovision(self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, extra_keys=extra)
+            fresh = load_provisioned(self.identity_dir)
+        except FedattestError as exc:
+            problem = str(exc)
+            if problem != self._last_problem:
+                log.warning("could not take the coordinator's current policy (%s); retrying", problem)
+                self._last_problem = problem
+            return None
+        self._last_problem = None
+        if not changed:
+            return None
+        previous = self.gate.policy_hash
+        self.gate.update(fresh.allowed_app_hashes, fresh.policy_hash)
+        log.info(
+            "re-provisioned under policy %s... (was %s...; no activation spent): %d allowed apps",
+            fresh.policy_hash[:16], (previous or "?")[:16], len(fresh.allowed_app_hashes),
+        )  # fmt: skip
+        return fresh

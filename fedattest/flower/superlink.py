@@ -44,7 +44,7 @@ from fedattest.flower.apps import AppGate, AppNotAllowedError
 from fedattest.flower.context import IDENTITY_ENV
 from fedattest.flower.gate import install_app_gate
 from fedattest.flower.gated import write_gated_bin
-from fedattest.flower.participant import ParticipantPaths
+from fedattest.flower.participant import ParticipantPaths, PolicyRefresher
 from fedattest.flower.provisioned import load_provisioned
 from fedattest.listen import listening_socket
 from fedattest.participant.client import coordinator_context
@@ -311,8 +311,13 @@ def serve_superlink(
     max_fleet_body: int | None = None,
     header_timeout: float = HEADER_TIMEOUT_SECONDS,
     max_connections: int = MAX_CONNECTIONS,
+    policy_refresher: Callable[[AppGate], PolicyRefresher] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. The identity must already be activated into ``paths.identity``. With
+    """Serve until SIGINT/SIGTERM. With ``policy_refresher``, every ``refresh_seconds`` the participant also takes
+    a new policy version the coordinator put in force (re-provisioned, the allow-list updated: the next
+    ``flwr run`` of a newly allowed app is accepted without a restart).
+
+    The identity must already be activated into ``paths.identity``. With
     ``persist``, Flower's link state is an SQLite file in the state directory (runs survive a restart, at
     the cost of a synchronous write per message); otherwise it is in memory, as in stock Flower. Request bodies
     on the public listener are limited to ``max_fleet_body`` bytes (default :func:`default_max_fleet_body`)."""
@@ -320,9 +325,10 @@ def serve_superlink(
     from flwr.superlink.main import create_app  # noqa: PLC0415
 
     provisioned = load_provisioned(paths.identity)
-    gate = AppGate(provisioned.allowed_app_hashes)
+    gate = AppGate(provisioned.allowed_app_hashes, provisioned.policy_hash)
     install_app_gate(gate)
     gate_run_creation(gate)
+    refresher = policy_refresher(gate) if policy_refresher is not None else None
     for name in ("FLWR_INTERNAL_GRPC_CONTROL_API", "FLWR_INTERNAL_GRPC_FLEET_API"):
         os.environ.pop(name, None)  # no legacy gRPC listeners beside the two filtered ones
     env = child_environment(paths)
@@ -354,6 +360,8 @@ def serve_superlink(
     def keep_registry() -> None:
         while not stop.is_set():
             registry.sync()
+            if refresher is not None:
+                refresher.check()
             stop.wait(refresh_seconds)
 
     superexec: subprocess.Popen[bytes] | None = None

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedattest.files import PRIVATE_DIR
@@ -20,7 +22,7 @@ from fedattest.flower.apps import AppGate
 from fedattest.flower.context import DATA_KEY, IDENTITY_ENV, IDENTITY_KEY
 from fedattest.flower.gate import install_app_gate
 from fedattest.flower.gated import write_gated_bin
-from fedattest.flower.participant import NODE_KEY, ROOT_CA_FILE, ParticipantPaths
+from fedattest.flower.participant import NODE_KEY, ROOT_CA_FILE, ParticipantPaths, PolicyRefresher
 from fedattest.flower.provisioned import load_provisioned
 
 SuperNodePaths = ParticipantPaths
@@ -59,15 +61,36 @@ FIXED_FLAGS = frozenset({
 })  # fmt: skip
 
 
-def run_supernode(paths: SuperNodePaths, superlink: str, data_dir: Path, extra: Sequence[str] = ()) -> int:
-    """Run Flower's SuperNode in this process until it exits; returns its exit code."""
+def run_supernode(
+    paths: SuperNodePaths,
+    superlink: str,
+    data_dir: Path,
+    extra: Sequence[str] = (),
+    *,
+    policy_refresher: Callable[[AppGate], PolicyRefresher] | None = None,
+    refresh_seconds: float = 2.0,
+) -> int:
+    """Run Flower's SuperNode in this process until it exits; returns its exit code. With ``policy_refresher``, a
+    policy version the coordinator puts in force is taken every ``refresh_seconds`` (re-provisioned, no new
+    activation; the ClientApp processes Flower starts read the new parameters)."""
     from flwr.supernode.cli.flower_supernode import flower_supernode  # noqa: PLC0415 - Flower only here
 
     clash = sorted({a.split("=")[0] for a in extra} & FIXED_FLAGS)
     if clash:
         raise ValueError(f"{', '.join(clash)}: set by fedattest (security-relevant), not overridable")
     argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)  # refuses bad input before any change
-    install_app_gate(AppGate(load_provisioned(paths.identity).allowed_app_hashes))
+    provisioned = load_provisioned(paths.identity)
+    gate = AppGate(provisioned.allowed_app_hashes, provisioned.policy_hash)
+    install_app_gate(gate)
+    if policy_refresher is not None:
+        refresher = policy_refresher(gate)
+
+        def keep_provisioned() -> None:
+            while True:  # a daemon thread: it ends with the process
+                time.sleep(refresh_seconds)
+                refresher.check()
+
+        threading.Thread(target=keep_provisioned, name="fedattest-policy", daemon=True).start()
     paths.flwr_home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     write_gated_bin(paths.gated_bin)
     os.environ["PATH"] = f"{paths.gated_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

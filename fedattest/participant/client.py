@@ -54,6 +54,10 @@ class CoordinatorError(FedattestError):
     """The coordinator could not be verified or refused a request; the message says why."""
 
 
+class CoordinatorUnreachableError(CoordinatorError):
+    """The coordinator could not be reached (connection, TLS or timeout), as opposed to answering a refusal."""
+
+
 def _host_port(url: str) -> tuple[str, int]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
@@ -137,6 +141,19 @@ def verify_coordinator(
     return root, verified, verdict
 
 
+def submit_policy(url: str, root_ca_pem: str, policy_text: str, approvals: list[str], *, timeout: float = 60.0) -> Any:
+    """``POST /api/v1/policy``: ask the coordinator (TLS pinned to its root) to put a new policy version in force.
+    It needs enough approvals of the new version by the current policy's approvers and by its own; the answer
+    is ``{version, policy_hash, revoked: [{member, cert_sha256, reason}]}``. Raises :class:`CoordinatorError`."""
+    _host_port(url)
+    try:
+        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout) as http:
+            body = {"policy": policy_text, "approvals": approvals}
+            return _json(http.post(f"{url}/api/v1/policy", json=body), "POST /api/v1/policy")
+    except httpx.HTTPError as exc:
+        raise CoordinatorError(f"{url}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Activation:
     directory: Path
@@ -186,19 +203,82 @@ def activate(
             result = _json(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
     except httpx.HTTPError as exc:
         raise CoordinatorError(f"{url}: {exc}") from None
+    fmt = serialization.PrivateFormat.PKCS8
+    pem_key = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
+    return _write_identity(out_dir, tee, pem_key, result["certificate_chain"], result["token"], result["provisioned"])
+
+
+def _write_identity(  # noqa: PLR0917 - the identity's parts
+    out_dir: Path, tee: TEE, key_pem: str, chain: str, token: str, provisioned: dict[str, Any]
+) -> Activation:
+    """key.pem, chain.pem, token.jwt and provisioned.json in ``out_dir`` (0700, files 0600), and the same sealed
+    to this enclave (what :func:`resume` reads)."""
     out_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(out_dir, PRIVATE_DIR)
-    fmt = serialization.PrivateFormat.PKCS8
-    atomic_write(out_dir / "key.pem", key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
-    atomic_write(out_dir / "chain.pem", result["certificate_chain"].encode())
-    atomic_write(out_dir / "token.jwt", result["token"].encode())
-    atomic_write(out_dir / "provisioned.json", json.dumps(result["provisioned"], indent=2).encode())
-    pem_key = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
-    state = {"key": pem_key, "chain": result["certificate_chain"], "token": result["token"], "provisioned": result["provisioned"]}
+    atomic_write(out_dir / "key.pem", key_pem.encode())
+    atomic_write(out_dir / "chain.pem", chain.encode())
+    atomic_write(out_dir / "token.jwt", token.encode())
+    atomic_write(out_dir / "provisioned.json", json.dumps(provisioned, indent=2).encode())
+    state = {"key": key_pem, "chain": chain, "token": token, "provisioned": provisioned}
     # A TEE without sealing (none today) keeps only the plain files above.
     with contextlib.suppress(FedattestError):
         atomic_write(out_dir / SEALED_NAME, seal(tee.sealing_key(), SEAL_PURPOSE, json.dumps(state).encode()))
-    return Activation(out_dir, result["certificate_chain"], result["token"], result["provisioned"])
+    return Activation(out_dir, chain, token, provisioned)
+
+
+def current_policy_hash(url: str, root_ca_pem: str, *, timeout: float = 10.0) -> str:
+    """The hash of the policy now in force at the coordinator (``GET /api/v1/policy``, TLS pinned to its root)."""
+    try:
+        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout) as http:
+            return str(_json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"])
+    except httpx.HTTPError as exc:
+        raise CoordinatorError(f"{url}: {exc}") from None
+
+
+def reprovision(
+    url: str,
+    root_ca_pem: str,
+    member: str,
+    tee: TEE,
+    out_dir: Path,
+    *,
+    extra_keys: dict[str, ec.EllipticCurvePublicKey] | None = None,
+    timeout: float = 30.0,
+) -> tuple[Activation, bool]:
+    """Inside the TEE that holds the sealed identity in ``out_dir``: when the coordinator's policy is no longer
+    the one it was provisioned under, re-attest (fresh nonce, the same keys, a quote over the claims), prove
+    possession of the identity key, and take the new token and provisioned parameters; no new activation is
+    spent. Returns (identity, whether it changed). Raises :class:`CoordinatorError` when refused (a revoked or
+    expired identity, another enclave: then activate anew), :class:`CoordinatorUnreachableError` when the
+    coordinator cannot be reached, and :class:`FedattestError` when nothing is sealed."""
+    _host_port(url)
+    path = out_dir / SEALED_NAME
+    if not path.exists():
+        raise FedattestError(f"{out_dir}: no sealed identity to re-provision")
+    state = json.loads(unseal(tee.sealing_key(), SEAL_PURPOSE, path.read_bytes()))
+    key = serialization.load_pem_private_key(state["key"].encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
+    try:
+        with httpx.Client(verify=_pinned_context(root_ca_pem, leaf_pin=False), timeout=timeout) as http:
+            policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
+            if policy_hash == state["provisioned"].get("policy_hash"):
+                return Activation(out_dir, state["chain"], state["token"], state["provisioned"]), False
+            nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
+            extra = extra_keys or {}
+            keys = {"tls": ident.spki_sha256(key.public_key()), **{n: ident.spki_sha256(k) for n, k in extra.items()}}
+            claims = {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": keys}
+            request = {
+                "member": member,
+                "quote": base64.b64encode(tee.quote(ident.claims_report_data(claims))).decode(),
+                "certificate": leaf.public_bytes(serialization.Encoding.PEM).decode(),
+                "claims": claims,
+                "signature": ident.sign_reprovision(key, claims),
+            }
+            result = _json(http.post(f"{url}/api/v1/reprovision", json=request), "POST /api/v1/reprovision")
+    except httpx.HTTPError as exc:
+        raise CoordinatorUnreachableError(f"{url}: {exc}") from None
+    return _write_identity(out_dir, tee, state["key"], state["chain"], result["token"], result["provisioned"]), True
 
 
 def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activation | None:
@@ -257,3 +337,35 @@ def resume_unless_revoked(url: str, root_ca_pem: str, out_dir: Path, tee: TEE) -
         return resumed
     log.warning("the sealed identity was revoked by the coordinator (%s): activating anew", reason)
     return None
+
+
+def resume_current(
+    url: str,
+    root_ca_pem: str,
+    member: str,
+    tee: TEE,
+    out_dir: Path,
+    *,
+    extra_keys: dict[str, ec.EllipticCurvePublicKey] | None = None,
+) -> tuple[Activation | None, str]:
+    """The sealed identity, provisioned under the policy now in force: (identity, "resumed") when nothing
+    changed, (identity, "reprovisioned") when it was re-provisioned under a new policy version (no activation
+    spent), (None, why) when the caller must activate anew: nothing sealed, expired, revoked, or the coordinator
+    refused to re-provision it (logged)."""
+    resumed = resume_unless_revoked(url, root_ca_pem, out_dir, tee)
+    if resumed is None:
+        return None, "no valid sealed identity"
+    try:
+        identity, changed = reprovision(url, root_ca_pem, member, tee, out_dir, extra_keys=extra_keys)
+    except CoordinatorUnreachableError as exc:  # as resume_unless_revoked: keep working; the next start catches up
+        log.warning("could not check the coordinator's current policy (%s): resuming the sealed identity as it is", exc)
+        return resumed, "resumed"
+    except CoordinatorError as exc:
+        log.warning("could not re-provision the sealed identity under the current policy (%s): activating anew", exc)
+        return None, str(exc)
+    if changed:
+        log.info(
+            "re-provisioned under policy %s (was %s); no activation spent",
+            str(identity.provisioned.get("policy_hash"))[:16], str(resumed.provisioned.get("policy_hash"))[:16],
+        )  # fmt: skip
+    return identity, "reprovisioned" if changed else "resumed"

@@ -57,6 +57,29 @@ def enrolment_message(claims: dict[str, Any], version: int = CURRENT_VERSION) ->
     return _ENROLMENT_LABEL[version] + canonical_claims(claims, version)
 
 
+REPROVISION_LABEL = b"fedattest-reprovision-v1\n"
+
+
+def sign_reprovision(key: ec.EllipticCurvePrivateKey, claims: dict[str, Any]) -> str:
+    """An identity's proof that it holds its certificate's key, over fresh claims: ECDSA P-256 SHA-256 (DER,
+    base64) over ``"fedattest-reprovision-v1\\n" || RFC 8785 claims``. What re-provisioning under a new policy
+    version asks for instead of a new activation."""
+    return base64.b64encode(key.sign(REPROVISION_LABEL + canonical_claims(claims), ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def reprovision_signed_by(cert: x509.Certificate, claims: dict[str, Any], signature_b64: str) -> bool:
+    """Whether ``signature_b64`` (:func:`sign_reprovision`) is by the key of ``cert`` over ``claims``."""
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return False
+    try:
+        key.verify(base64.b64decode(signature_b64, validate=True), REPROVISION_LABEL + canonical_claims(claims),
+                   ec.ECDSA(hashes.SHA256()))  # fmt: skip
+    except (InvalidSignature, ValueError, binascii.Error, FedattestError):
+        return False
+    return True
+
+
 def sign_enrolment(key: ed25519.Ed25519PrivateKey, claims: dict[str, Any]) -> str:
     """The member's enrolment signature over ``claims``, base64 (the activation request's ``enrolment``)."""
     return base64.b64encode(key.sign(enrolment_message(claims))).decode()

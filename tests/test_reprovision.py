@@ -1,0 +1,161 @@
+"""A new policy version reaches running members without a new activation (issue 13, the change cycle): the same
+enclave re-attests over fresh claims bound to its identity key, proves it holds the key, and takes a new token
+and provisioned parameters; the audit log records it and the offline bundle checks it. Every check the
+coordinator makes has its refusal here, against the real coordinator over TLS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from fedattest.coordinator.audit import import_log, verify_log
+from fedattest.coordinator.bundle import verify_bundle
+from fedattest.dcap.verify import QuoteVerifier
+from fedattest.participant import activate
+from fedattest.participant.client import CoordinatorError, reprovision, resume_current
+from fedattest.pki import identity as ident
+from fedattest.tee import SimulatedPlatform, WorkloadIdentity
+from tests.coordinator_harness import AGG, COLLAB, ENROL, SIGNER, Running, coordinator, policy_text, tee, update_policy
+
+NEW_APP = "ee" * 32
+
+
+def with_app(text: str, digest: str = NEW_APP) -> str:
+    return text.replace('allowed_hashes = ["', f'allowed_hashes = ["{digest}", "', 1)
+
+
+def _members(running: Running) -> dict[str, dict[str, Any]]:
+    with running.http() as http:
+        return {m["name"]: m for m in http.get(f"{running.url}/api/v1/members").json()}
+
+
+def _entries(running: Running) -> list[Any]:
+    with running.http() as http:
+        entries, head, key = import_log(http.get(f"{running.url}/api/v1/audit").content)
+    verify_log(entries, head, key)
+    return entries
+
+
+def test_a_policy_update_is_taken_without_spending_an_activation(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        enclave = tee(running, AGG)
+        agg = tmp_path / "agg"
+        first = activate(running.url, running.root_pem, "aggregator", enclave, agg, enrolment_key=ENROL["aggregator"])
+        assert resume_current(running.url, running.root_pem, "aggregator", enclave, agg)[1] == "resumed"
+        activations = _members(running)["aggregator"]["activations"]
+
+        result = update_policy(running, with_app(policy_text()))
+        assert result["revoked"] == []  # adding an app takes nothing away from anyone
+        again, how = resume_current(running.url, running.root_pem, "aggregator", enclave, tmp_path / "agg")
+        assert how == "reprovisioned" and again is not None
+        assert again.provisioned["policy_hash"] == result["policy_hash"] != first.provisioned["policy_hash"]
+        assert NEW_APP in again.provisioned["allowed_app_hashes"]
+        assert again.certificate_chain == first.certificate_chain  # the same identity
+        token = jwt.decode(again.token, options={"verify_signature": False})
+        assert token["policy_hash"] == result["policy_hash"] and token["attestation"] == "verified"
+        assert json.loads((tmp_path / "agg" / "provisioned.json").read_text())["policy_hash"] == result["policy_hash"]
+        assert resume_current(running.url, running.root_pem, "aggregator", enclave, tmp_path / "agg")[1] == "resumed"
+        assert _members(running)["aggregator"]["activations"] == activations  # no activation spent
+
+        kinds = [e.kind for e in _entries(running)]
+        assert kinds.count("reprovision") == 1 and kinds.count("activation") == activations
+        entry = next(e for e in _entries(running) if e.kind == "reprovision")
+        assert entry.data["policy_hash"] == result["policy_hash"] and entry.data["member"] == "aggregator"
+
+        # The offline bundle checks the re-provisioning too.
+        bundle = tmp_path / "bundle.tar"
+        done = subprocess.run(
+            [sys.executable, "-m", "fedattest", "audit", "export", "--coordinator", running.url, "--root-ca",
+             str(running.state / "root_ca.pem"), "-o", str(bundle)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        report = verify_bundle(bundle.read_bytes(), verifier_for=lambda _s: QuoteVerifier(platform.root_ca))
+        checked = [c for c in report.checks if c.subject.startswith("reprovision")]
+        assert report.ok and len(checked) == 1 and "re-attested" in checked[0].detail, report.checks
+
+
+def _request(running: Running, directory: Path, enclave: Any, **change: Any) -> dict[str, Any]:
+    """A re-provisioning request as the sealed identity in ``directory`` would send it, with ``change`` applied
+    to it (``claims`` entries replace those of the claims, before the quote and the signature are made)."""
+    key = serialization.load_pem_private_key((directory / "key.pem").read_bytes(), None)
+    chain = (directory / "chain.pem").read_text()
+    leaf = x509.load_pem_x509_certificates(chain.encode())[0]
+    with running.http() as http:
+        policy_hash = http.get(f"{running.url}/api/v1/policy").json()["policy_hash"]
+        nonce = http.post(f"{running.url}/api/v1/nonce").json()["nonce"]
+    claims = {"member": "aggregator", "nonce": nonce, "policy_hash": policy_hash, "keys": {"tls": ident.spki_sha256(leaf)}}
+    claims |= change.pop("claims", {})
+    signer = change.pop("signer", key)
+    return {
+        "member": claims["member"],
+        "quote": base64.b64encode(enclave.quote(ident.claims_report_data(claims))).decode(),
+        "certificate": leaf.public_bytes(serialization.Encoding.PEM).decode(),
+        "claims": claims,
+        "signature": ident.sign_reprovision(signer, claims),
+    } | change
+
+
+def test_every_check_of_a_reprovisioning_refuses(tmp_path: Path) -> None:
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        enclave = tee(running, AGG)
+        activate(running.url, running.root_pem, "aggregator", enclave, tmp_path / "agg", enrolment_key=ENROL["aggregator"])
+        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp_path / "a",
+                 enrolment_key=ENROL["hospital-a"])  # fmt: skip
+        # The policy also accepts a second aggregator build, so a quote of it passes appraisal: only the
+        # "same enclave as activated" check can refuse it.
+        other_build = bytes.fromhex("44" * 32)
+        builds = f'mrenclave = ["{AGG.hex()}", "{other_build.hex()}"]'
+        text = with_app(policy_text()).replace(f'mrenclave = ["{AGG.hex()}"]', builds)
+        update_policy(running, text)
+        other = platform.tee(WorkloadIdentity(other_build, SIGNER))
+        foreign = ident.make_root_ca(ident.new_key(), "hospitals", ident.utcnow())
+        a_leaf = x509.load_pem_x509_certificates((tmp_path / "a" / "chain.pem").read_bytes())[0]
+        agg = tmp_path / "agg"
+        agg_leaf = x509.load_pem_x509_certificates((agg / "chain.pem").read_bytes())[0]
+
+        def pem(cert: x509.Certificate) -> str:
+            return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+        cases: dict[str, tuple[dict[str, Any], int, str]] = {
+            "a signature by another key": (_request(running, agg, enclave, signer=ident.new_key()), 403,
+                                           "not by the certificate's key"),
+            "another enclave, also approved": (_request(running, agg, other), 409, "not the enclave that was activated"),
+            "claims for an older policy": (_request(running, agg, enclave, claims={"policy_hash": "00" * 32}), 409,
+                                           "another policy version"),
+            "another member's certificate": (_request(running, agg, enclave) | {"certificate": pem(a_leaf)}, 400,
+                                             "not 'aggregator''s"),
+            "a certificate from another root": (_request(running, agg, enclave) | {"certificate": pem(foreign)}, 400,
+                                                "not issued by this coordinator"),
+            "a new key slipped into the claims": (_request(running, agg, enclave, claims={"keys": {"tls": "ab" * 32}}), 400,
+                                                  "keys.tls"),
+            "another key bound than at activation": (
+                _request(running, agg, enclave, claims={"keys": {"tls": ident.spki_sha256(agg_leaf), "node": "ab" * 32}}), 400,
+                "other keys than the activation"),
+            "no quote for an attested role": (_request(running, agg, enclave) | {"quote": None}, 400, "requires attestation"),
+        }  # fmt: skip
+        with running.http() as http:
+            for name, (body, status, needle) in cases.items():
+                refused = http.post(f"{running.url}/api/v1/reprovision", json=body)
+                assert refused.status_code == status and needle in refused.json()["error"], (name, refused.text)
+            good = _request(running, agg, enclave)
+            assert http.post(f"{running.url}/api/v1/reprovision", json=good).status_code == 200
+            replay = http.post(f"{running.url}/api/v1/reprovision", json=good)
+            assert replay.status_code == 409 and "replay" in replay.json()["error"]
+        # A revoked identity is not re-provisioned: the caller is told to activate anew.
+        update_policy(running, with_app(policy_text(), "dd" * 32).replace(f'"{COLLAB.hex()}"', f'"{"55" * 32}"'))
+        with pytest.raises(CoordinatorError, match="revoked"):
+            reprovision(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp_path / "a",
+                        extra_keys=None)  # fmt: skip
+        assert _members(running)["aggregator"]["activations"] == 1
