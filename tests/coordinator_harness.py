@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -50,7 +51,8 @@ def policy_text() -> str:
                         f'[roles.aggregator]\nattestation_required = true\nmrenclave = ["{AGG.hex()}"]')  # fmt: skip
     text = text.replace(f"mrsigner = {zero}\nisv_prod_id = 1\nmin_isv_svn = 2", f'mrenclave = ["{COLLAB.hex()}"]')
     text = text.replace(f"data_commitment = {zero}", f'data_commitment = "{COMMITMENT}"')
-    text = text.replace("max_activations = 3", "max_activations = 50")  # many tests activate the aggregator
+    text = text.replace("max_activations = 3\n", "max_activations = 50\n", 1)  # many tests activate the aggregator
+    text = re.sub(r"max_activations = 3 +#.*", "max_activations = 1", text)  # hospital-a: one, to test the limit
     return text.replace("allow_simulation = false", "allow_simulation = true")
 
 

@@ -92,3 +92,33 @@ def test_update_policy_puts_an_approved_version_in_force_and_refuses_others(tmp_
         one_error(fedattest("coordinator", "update-policy", str(policy), "--approval", str(approval), *common), 1, "HTTP 403")
         one_error(fedattest("coordinator", "update-policy", str(tmp_path / "none.toml"), "--approval", str(approval), *common),
                   2, "none.toml")  # fmt: skip
+
+
+def test_a_simulated_policy_from_init_works_as_written_with_the_launchers(tmp_path: Path) -> None:
+    """`policy init --simulated`: the launchers' simulated measurements, simulation allowed, [training] set, keys
+    made next to it; the aggregator and a collaborator activate as the launchers would, with nothing edited."""
+    from fedattest.cli.coordinator import _tee
+    from fedattest.flower.participant import activate_participant
+    from fedattest.policy.approval import load_private_key
+    from fedattest.tee.sim_identities import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE
+
+    made = fedattest("policy", "init", "--simulated", "--name", "hospitals", "-o", str(tmp_path / "policy.toml"),
+                     "--commitment", f"hospital-a={'AB' * 32}")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    policy = parse_policy((tmp_path / "policy.toml").read_text())
+    assert policy.training.rounds == 3 and policy.coordinator.allow_simulation
+    approved = fedattest("policy", "approve", str(tmp_path / "policy.toml"), "--name", "alice",
+                         "--key", str(tmp_path / "alice.key"), "-o", str(tmp_path / "alice.json"))  # fmt: skip
+    assert approved.returncode == 0, approved.stderr
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:  # serves tmp_path/policy.toml with tmp_path/alice.json
+        for member, mrenclave, role in (("aggregator", SIM_SUPERLINK_MRENCLAVE, "aggregator"),
+                                        ("hospital-a", SIM_SUPERNODE_MRENCLAVE, "collaborator")):  # fmt: skip
+            key = load_private_key((tmp_path / f"{member}.key").read_bytes())
+            who = activate_participant(running.url, running.root_pem, member, _tee("sim", platform.directory, mrenclave),
+                                       tmp_path / member, node_key=role == "collaborator", expected_role=role,
+                                       enrolment_key=lambda k=key: k)  # fmt: skip
+            assert who.how == "activated" and who.provisioned.rounds == 3
+        assert who.provisioned.data_commitment == "ab" * 32
+    one_error(fedattest("policy", "init", "--simulated", "-o", str(tmp_path / "again.toml")), 2, "alice.key exists")
+    one_error(fedattest("policy", "init", "--commitment", "hospital-a=xyz"), 2, "expected hospital-a=<64 hex digits>")

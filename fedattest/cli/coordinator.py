@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE, WorkloadIdentity
 from fedattest.tee.current import current
 from fedattest.tee.gramine import GramineTEE
+from fedattest.tee.sim_identities import SIM_COORDINATOR_MRENCLAVE, SIM_MRSIGNER
 from fedattest.tee.simulated import SimulatedPlatform
 from fedattest.tls_server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT
 
@@ -62,8 +62,8 @@ participant_app = typer.Typer(
 )
 
 # The simulated coordinator's identity when it is not started under 'fedattest workload run'.
-DEFAULT_SIM_MRENCLAVE = hashlib.sha256(b"fedattest coordinator (simulated)").hexdigest()
-DEFAULT_SIM_MRSIGNER = hashlib.sha256(b"fedattest unsigned development workload").hexdigest()
+DEFAULT_SIM_MRENCLAVE = SIM_COORDINATOR_MRENCLAVE
+DEFAULT_SIM_MRSIGNER = SIM_MRSIGNER
 
 ConfigIdOpt = Annotated[
     str | None,

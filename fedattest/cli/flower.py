@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, Enrolm
 from fedattest.cli.coordinator import ConfigIdOpt, _tee
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
-from fedattest.tee import TEE
+from fedattest.tee import TEE, sim_identities
 from fedattest.tls_server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS
 
 if TYPE_CHECKING:
@@ -39,8 +38,8 @@ app = typer.Typer(
 )
 
 # Simulated identities of the launchers when they are not started under 'fedattest workload run'.
-SIM_SUPERLINK_MRENCLAVE = hashlib.sha256(b"fedattest flower superlink (simulated)").hexdigest()
-SIM_SUPERNODE_MRENCLAVE = hashlib.sha256(b"fedattest flower supernode (simulated)").hexdigest()
+SIM_SUPERLINK_MRENCLAVE = sim_identities.SIM_SUPERLINK_MRENCLAVE
+SIM_SUPERNODE_MRENCLAVE = sim_identities.SIM_SUPERNODE_MRENCLAVE
 
 CoordinatorOpt = Annotated[str, typer.Option("--coordinator", metavar="URL", help="The coordinator, https://HOST:PORT.")]
 RootCaOpt = Annotated[Path, typer.Option("--root-ca", metavar="PEM", help="Root CA pinned by 'fedattest coordinator verify'.")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -78,8 +79,19 @@ def keygen(
     _write(pub_path, public_key_pem(key.public_key()).encode(), "public key")
 
 
-@app.command("init", help="Write a policy to start from, with every section explained. Edit it, then 'policy check'.")
-def init(
+@app.command(
+    "init",
+    help=(
+        "Write a policy to start from, with every section explained. Edit it, then 'policy check'.\n\n"
+        "--simulated writes a test federation for the simulated TEE that works as written with fedattest's"
+        " launchers (their simulated measurements, simulation allowed, [training] set); with -o, the approver's"
+        " and the members' keys that no --approver / --enrolment-key gives are made next to it (NAME.key and"
+        " NAME.pub.pem, as 'policy keygen' makes them).\n\n"
+        "Examples:\n\n  fedattest policy init --simulated -o fed/policy.toml --commitment hospital-a=$(fedattest data commit"
+        " data/ --root-only)\n\n  fedattest policy init --approver alice=alice.pub.pem -o policy.toml"
+    ),
+)
+def init(  # noqa: PLR0917 - typer maps parameters to options
     name: Annotated[str, typer.Option("--name", help="Federation name.")] = "my-federation",
     approver: Annotated[
         list[str] | None, typer.Option("--approver", metavar="NAME=PUB.pem", help="An approver and its public key; repeatable.")
@@ -90,9 +102,24 @@ def init(
         typer.Option("--enrolment-key", metavar="MEMBER=PUB.pem", help="A template member's enrolment public key; repeatable."),
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here (default stdout).")] = None,
+    simulated: Annotated[
+        bool, typer.Option("--simulated", help="A test federation for the simulated TEE, working as written (see above).")
+    ] = False,
+    commitment: Annotated[
+        list[str] | None,
+        typer.Option("--commitment", metavar="MEMBER=HEX", help="A collaborator's data commitment ('fedattest data commit')."),
+    ] = None,
 ) -> None:
     approvers = [(who, pem) for who, pem in _named_keys(approver, "--approver", "approver public key")]
     members = dict(_named_keys(enrolment_key, "--enrolment-key", "enrolment public key"))
+    commitments: dict[str, str] = {}
+    for item in commitment or []:
+        member, sep, value = item.partition("=")
+        if not sep or member not in TEMPLATE_MEMBERS[1:] or not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise CliUsageError(
+                f"--commitment {item!r}: expected {TEMPLATE_MEMBERS[1]}=<64 hex digits> (from 'fedattest data commit')"
+            )
+        commitments[member] = value.lower()
     for member in members:
         if member not in TEMPLATE_MEMBERS:
             raise CliUsageError(
@@ -101,7 +128,32 @@ def init(
             )
     if output is not None and output.exists():
         raise CliUsageError(f"{output} exists: refusing to overwrite a policy")
-    _write(output, policy_template(name, approvers, required, members).encode(), "policy")
+    if simulated and output is not None:  # keys nobody gave: made next to the policy, so it works as written
+        missing = [m for m in TEMPLATE_MEMBERS if m not in members]
+        made = _make_missing_keys(output.parent, ["alice"] if not approvers else [], missing)
+        approvers = approvers or [("alice", made["alice"])]
+        members |= {m: pem for m, pem in made.items() if m in TEMPLATE_MEMBERS}
+    text = policy_template(name, approvers, required, members, simulated=simulated, commitments=commitments)
+    _write(output, text.encode(), "policy")
+
+
+def _make_missing_keys(directory: Path, approvers: list[str], members: list[str]) -> dict[str, str]:
+    """NAME.key (0600) and NAME.pub.pem in ``directory`` for each name; returns name -> public key PEM. Refuses
+    to overwrite a key."""
+    from fedattest.policy.approval import generate_key, private_key_pem, public_key_pem  # noqa: PLC0415
+
+    names = [*approvers, *members]
+    for name in names:
+        if (directory / f"{name}.key").exists():
+            raise CliUsageError(f"{directory / f'{name}.key'} exists: give its public key with --approver or --enrolment-key")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in names:
+        key = generate_key()
+        _write(directory / f"{name}.key", private_key_pem(key), "private key", mode=0o600)
+        out[name] = public_key_pem(key.public_key())
+        _write(directory / f"{name}.pub.pem", out[name].encode(), "public key")
+    return out
 
 
 def _named_keys(items: list[str] | None, option: str, what: str) -> list[tuple[str, str]]:
@@ -183,8 +235,6 @@ def add_app(
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the new policy here instead of in place.")
     ] = None,
 ) -> None:
-    import re  # noqa: PLC0415
-
     import tomlkit  # noqa: PLC0415 - style-preserving TOML, only here
     from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
 

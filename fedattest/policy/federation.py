@@ -13,6 +13,7 @@ coordinator serves (``tests/vectors/policy/``). Pure: text in, objects out.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import tomllib
@@ -303,10 +304,21 @@ def parse_policy(text: str | bytes) -> FederationPolicy:
     except RecursionError:
         raise PolicyError("policy: nested too deeply") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # An unknown key first: a misspelt key (``round`` for ``rounds``) also makes the real one "missing", and
+        # the misspelling is what the author has to fix.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         message = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "missing":
             message = "missing"
         elif first["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + _did_you_mean(first, errors)
         raise PolicyError(f"{_where(tuple(first['loc']))}: {message}") from None
+
+
+def _did_you_mean(unknown: Any, errors: list[Any]) -> str:
+    """`` (did you mean 'rounds'?)`` when a key missing in the same table is close to the unknown one."""
+    loc = tuple(unknown["loc"])
+    missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and tuple(e["loc"][:-1]) == loc[:-1]]
+    close = difflib.get_close_matches(str(loc[-1]), missing, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fedattest.tee.sim_identities import SIM_COORDINATOR_MRENCLAVE, SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE
+
 EXAMPLE_MRENCLAVE = "00" * 32
 TEMPLATE_MEMBERS = ("aggregator", "hospital-a")  # the example members the template writes
 
@@ -18,12 +20,36 @@ def _enrolment_key(member: str, keys: dict[str, str]) -> str:
 
 
 def policy_template(
-    name: str, approvers: list[tuple[str, str]], required: int | None = None, enrolment_keys: dict[str, str] | None = None
+    name: str,
+    approvers: list[tuple[str, str]],
+    required: int | None = None,
+    enrolment_keys: dict[str, str] | None = None,
+    *,
+    simulated: bool = False,
+    commitments: dict[str, str] | None = None,
 ) -> str:
     """The template text. ``approvers`` are (name, public key PEM); without any, an approver entry with a
     placeholder key is written and ``policy check`` will say what to put there. ``enrolment_keys`` (member
-    name -> public key PEM) fill in the example members' keys; placeholders otherwise."""
+    name -> public key PEM) fill in the example members' keys; placeholders otherwise. ``simulated``: a test
+    federation in the simulated TEE that works as written with fedattest's launchers (their simulated
+    measurements, simulation allowed). ``commitments`` (member -> hex root from ``fedattest data commit``) fill
+    in the collaborators' data commitments."""
     keys = enrolment_keys or {}
+    commitment = (commitments or {}).get("hospital-a", EXAMPLE_MRENCLAVE)
+    if simulated:
+        coordinator_code, aggregator_code = f'["{SIM_COORDINATOR_MRENCLAVE}"]', f'["{SIM_SUPERLINK_MRENCLAVE}"]'
+        collaborator_code = (
+            "# The simulated SuperNode launcher's measurement ('fedattest flower supernode' outside 'workload run').\n"
+            f'mrenclave = ["{SIM_SUPERNODE_MRENCLAVE}"]'
+        )
+        simulation = "true "
+    else:
+        coordinator_code = aggregator_code = f'["{EXAMPLE_MRENCLAVE}"]'
+        collaborator_code = (
+            "# Identify by signer instead of exact build: any build by this key, product 1, security version >= 2.\n"
+            f'mrsigner = "{EXAMPLE_MRENCLAVE}"\nisv_prod_id = 1\nmin_isv_svn = 2'
+        )
+        simulation = "false"
     blocks = []
     for who, pem in approvers or [("alice", "PASTE the output of 'fedattest policy keygen alice' (alice.pub.pem) here")]:
         blocks.append(f'[[approvals.approvers]]\nname = "{who}"\npublic_key = {_toml_multiline(pem)}\n')
@@ -37,25 +63,22 @@ name = "{name}"
 
 # The coordinator enclave: members verify it against these values before trusting it.
 [coordinator]
-mrenclave = ["{EXAMPLE_MRENCLAVE}"]     # from 'fedattest workload measure' or 'fedattest sigstruct show'
+mrenclave = {coordinator_code}     # from 'fedattest workload measure' or 'fedattest sigstruct show'
 allow_debug = false
 accepted_tcb_statuses = ["UpToDate", "SWHardeningNeeded"]
 rejected_advisory_ids = []
-allow_simulation = false                # true only for simulated (non-SGX) test federations
+allow_simulation = {simulation}                # true only for simulated (non-SGX) test federations
 
 # Each role: whether attestation is required, and what its enclave must be.
 [roles.aggregator]
 attestation_required = true
-mrenclave = ["{EXAMPLE_MRENCLAVE}"]
-allow_simulation = false
+mrenclave = {aggregator_code}
+allow_simulation = {simulation}
 
 [roles.collaborator]
 attestation_required = true
-# Identify by signer instead of exact build: any build by this key, product 1, security version >= 2.
-mrsigner = "{EXAMPLE_MRENCLAVE}"
-isv_prod_id = 1
-min_isv_svn = 2
-allow_simulation = false
+{collaborator_code}
+allow_simulation = {simulation}
 
 # Each member's enrolment_key is its own Ed25519 public key ('fedattest policy keygen NAME'): an enclave
 # activates as the member only with the member's signature (participant activate --enrolment-key NAME.key).
@@ -70,8 +93,12 @@ max_activations = 3
 name = "hospital-a"
 role = "collaborator"
 enrolment_key = {_enrolment_key("hospital-a", keys)}
-data_commitment = "{EXAMPLE_MRENCLAVE}"  # root printed by 'fedattest data commit'
-max_activations = 1
+data_commitment = "{commitment}"  # root printed by 'fedattest data commit'
+max_activations = 3                     # a wiped or lost sealed identity costs one (a policy update does not)
+
+# Bounds of what a run releases: from the approved policy, never from a run's configuration.
+[training]
+rounds = 3
 
 [dp]
 noise_multiplier = 1.0
