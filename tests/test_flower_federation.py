@@ -204,6 +204,33 @@ def test_the_registry_follows_the_coordinators_attested_keys() -> None:
     assert registry.registered == {}
 
 
+def test_a_restarted_registry_takes_over_the_persisted_node_keys(caplog: pytest.LogCaptureFixture) -> None:
+    """A SuperLink restarted with --persist finds its SuperNodes' keys already registered: it takes those nodes
+    over (same node ids: the SuperNodes go on) instead of logging "Public key already in use" every sync."""
+    factory = _linkstate()
+    keys = {"hospital-a": _pem(), "hospital-b": _pem()}
+    listed = [{"member": m, "public_key": k.decode(), "expires": 2000} for m, k in keys.items()]
+    before = AttestedNodeRegistry(factory, lambda: listed, clock=lambda: 1000.0)
+    before.sync()
+    after = AttestedNodeRegistry(factory, lambda: listed, clock=lambda: 1000.0)  # the restarted process, same state
+    with caplog.at_level("INFO", logger="fedattest"):
+        for _ in range(5):
+            after.sync()
+    assert after.registered == before.registered
+    assert "already in use" not in caplog.text
+    assert caplog.text.count("took over the node key of hospital-a") == 1
+
+    def unreachable() -> list[dict[str, Any]]:
+        raise FedattestError("coordinator unreachable")
+
+    caplog.clear()
+    quiet = AttestedNodeRegistry(factory, unreachable, clock=lambda: 1000.0)
+    with caplog.at_level("WARNING", logger="fedattest"):
+        for _ in range(5):
+            quiet.sync()
+    assert caplog.text.count("could not refresh the attested node keys") == 1  # one line, not one per sync
+
+
 def test_runs_of_unapproved_apps_are_refused_before_flower_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
     from flwr.proto.control_pb2 import StartRunRequest
     from flwr.supercore.error import ApiErrorCode, FlowerError

@@ -159,3 +159,40 @@ def test_every_check_of_a_reprovisioning_refuses(tmp_path: Path) -> None:
             reprovision(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp_path / "a",
                         extra_keys=None)  # fmt: skip
         assert _members(running)["aggregator"]["activations"] == 1
+
+
+def test_launcher_argument_and_port_checks_come_before_activation(tmp_path: Path) -> None:
+    """A port in use or a mistyped SuperLink address is refused in one line before the launcher activates, so a
+    typo costs no activation."""
+    import socket
+
+    from fedattest.policy.approval import private_key_pem
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    (tmp_path / "aggregator.key").write_bytes(private_key_pem(ENROL["aggregator"]))
+    (tmp_path / "hospital-a.key").write_bytes(private_key_pem(ENROL["hospital-a"]))
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        with coordinator(tmp_path, platform) as running:
+            common = ["--coordinator", running.url, "--root-ca", str(running.state / "root_ca.pem"), "--platform",
+                      str(platform.directory)]  # fmt: skip
+
+            def launch(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run([sys.executable, "-m", "fedattest", "flower", *args, *common], capture_output=True,
+                                      text=True, timeout=120, check=False)  # fmt: skip
+
+            port = busy.getsockname()[1]
+            done = launch("superlink", "--member", "aggregator", "--enrolment-key", str(tmp_path / "aggregator.key"),
+                          "--state", str(tmp_path / "sl"), "--listen", f"127.0.0.1:{port}")  # fmt: skip
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"], done
+            (tmp_path / "data").mkdir()
+            for bad, needle in (("no-port", "--superlink must be HOST:PORT"), ("h:99999", "--superlink must be HOST:PORT")):
+                done = launch("supernode", "--member", "hospital-a", "--enrolment-key", str(tmp_path / "hospital-a.key"),
+                              "--state", str(tmp_path / "sn"), "--superlink", bad, "--data", str(tmp_path / "data"))  # fmt: skip
+                assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, done
+            assert {m: v["activations"] for m, v in _members(running).items()} == {"aggregator": 0, "hospital-a": 0}
+    finally:
+        busy.close()

@@ -14,6 +14,7 @@ from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, Enrolm
 from fedattest.cli.coordinator import ConfigIdOpt, _tee
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
+from fedattest.listen import listening_socket
 from fedattest.tee import TEE, sim_identities
 from fedattest.tls_server import HEADER_TIMEOUT_SECONDS, MAX_CONNECTIONS
 
@@ -146,11 +147,14 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperLinkPaths(state)
         enclave = _tee(tee, platform, mrenclave)
+        # Everything that can be wrong with the arguments is found before activating: a typo must not cost one.
+        sockets = (listening_socket(*listen_at), listening_socket(*internal_at))
         _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="aggregator")
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
                         refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body,
                         header_timeout=header_timeout, max_connections=max_connections,
-                        policy_refresher=_refresher(coordinator, root_pem, member, enclave, paths.identity))  # fmt: skip
+                        policy_refresher=_refresher(coordinator, root_pem, member, enclave, paths.identity),
+                        sockets=sockets)  # fmt: skip
     except FedattestError as exc:
         raise CliError(str(exc), EXIT_REJECTED) from None
 
@@ -178,7 +182,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
     mrenclave: Annotated[str, typer.Option("--mrenclave", metavar="HEX", help="Simulated identity.")] = SIM_SUPERNODE_MRENCLAVE,
     config_id: ConfigIdOpt = None,
 ) -> None:
-    from fedattest.flower.supernode import SuperNodePaths, run_supernode  # noqa: PLC0415
+    from fedattest.flower.supernode import SuperNodePaths, check_supernode_arguments, run_supernode  # noqa: PLC0415
 
     _logging()
     if not data.is_dir():
@@ -187,6 +191,7 @@ def supernode_cmd(  # noqa: PLR0917 - typer maps parameters to options
         root_pem = read_input(str(root_ca), "root CA").decode()
         paths = SuperNodePaths(state)
         enclave = _tee(tee, platform, mrenclave, config_id)
+        check_supernode_arguments(superlink, list(ctx.args))  # before activating: a typo must not cost one
         _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="collaborator")
         code = run_supernode(paths, superlink, data.resolve(), list(ctx.args),
                              policy_refresher=_refresher(coordinator, root_pem, member, enclave, paths.identity))  # fmt: skip

@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -165,6 +166,7 @@ class AttestedNodeRegistry:
     fetch: Callable[[], list[dict[str, Any]]]
     clock: Callable[[], float] = time.time
     registered: dict[str, tuple[int, bytes, float]] = field(default_factory=dict)  # member -> (node id, PEM, expires)
+    _reported: set[str] = field(default_factory=set)  # registration problems logged once already
 
     def sync(self) -> None:
         """One reconciliation. If the coordinator cannot be reached, keys still drop out when they expire."""
@@ -176,7 +178,10 @@ class AttestedNodeRegistry:
                 str(e["member"]): (str(e["public_key"]).encode(), float(e["expires"])) for e in self.fetch()
             }
         except (FedattestError, httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
-            log.warning("could not refresh the attested node keys from the coordinator: %s", exc)
+            problem = f"refresh: {exc}"
+            if problem not in self._reported:
+                self._reported.add(problem)
+                log.warning("could not refresh the attested node keys from the coordinator (retrying quietly): %s", exc)
             listed = None
         state = self.state_factory.state()
         for member, (node_id, pem, expires) in list(self.registered.items()):
@@ -190,13 +195,23 @@ class AttestedNodeRegistry:
         for member, (pem, expires) in (listed or {}).items():
             if member in self.registered or expires <= now:
                 continue
+            # A persisted link state still holds the keys registered before a restart: take those nodes over
+            # (their SuperNodes keep their node ids) instead of failing to register them again every sync.
+            known = state.get_node_id_by_public_key(pem)
+            if known is not None:
+                self.registered[member] = (known, pem, expires)
+                log.info("took over the node key of %s registered before a restart (node %s)", member, known)
+                continue
             try:
                 node_id = state.create_node(
                     owner_aid=NOOP_FLWR_AID, owner_name=NOOP_ACCOUNT_NAME, public_key=pem,
                     heartbeat_interval=HEARTBEAT_DEFAULT_INTERVAL, name=member,
                 )  # fmt: skip
             except ValueError as exc:
-                log.error("could not register the node key of %s: %s", member, exc)
+                problem = f"{member}: {exc}"
+                if problem not in self._reported:  # one line per problem, not one per sync
+                    self._reported.add(problem)
+                    log.error("could not register the node key of %s (retrying quietly): %s", member, exc)
                 continue
             self.registered[member] = (node_id, pem, expires)
             log.info("registered the attested node key of %s as node %s", member, node_id)
@@ -312,6 +327,7 @@ def serve_superlink(
     header_timeout: float = HEADER_TIMEOUT_SECONDS,
     max_connections: int = MAX_CONNECTIONS,
     policy_refresher: Callable[[AppGate], PolicyRefresher] | None = None,
+    sockets: tuple[socket.socket, socket.socket] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. With ``policy_refresher``, every ``refresh_seconds`` the participant also takes
     a new policy version the coordinator put in force (re-provisioned, the allow-list updated: the next
@@ -336,7 +352,8 @@ def serve_superlink(
     paths.flwr_home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     write_gated_bin(paths.gated_bin)
 
-    public_sock, internal_sock = listening_socket(*listen), listening_socket(*internal)
+    # Bound by the caller before it activated (a port in use must not cost an activation), or here.
+    public_sock, internal_sock = sockets or (listening_socket(*listen), listening_socket(*internal))
     public_port, internal_port = public_sock.getsockname()[1], internal_sock.getsockname()[1]
     secret = secrets.token_bytes(32)
     secret_file = paths.state / "superexec.secret"

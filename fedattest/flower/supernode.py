@@ -61,6 +61,17 @@ FIXED_FLAGS = frozenset({
 })  # fmt: skip
 
 
+def check_supernode_arguments(superlink: str, extra: Sequence[str]) -> None:
+    """``ValueError`` naming what is wrong with the SuperLink address or the extra Flower options (a flag fedattest
+    sets for security), so that the launcher refuses them before it activates."""
+    host, sep, port = superlink.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--superlink must be HOST:PORT (the SuperLink's public Fleet API), got {superlink!r}")
+    clash = sorted({a.split("=")[0] for a in extra} & FIXED_FLAGS)
+    if clash:
+        raise ValueError(f"{', '.join(clash)}: set by fedattest (security-relevant), not overridable")
+
+
 def run_supernode(
     paths: SuperNodePaths,
     superlink: str,
@@ -75,9 +86,7 @@ def run_supernode(
     activation; the ClientApp processes Flower starts read the new parameters)."""
     from flwr.supernode.cli.flower_supernode import flower_supernode  # noqa: PLC0415 - Flower only here
 
-    clash = sorted({a.split("=")[0] for a in extra} & FIXED_FLAGS)
-    if clash:
-        raise ValueError(f"{', '.join(clash)}: set by fedattest (security-relevant), not overridable")
+    check_supernode_arguments(superlink, extra)
     argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)  # refuses bad input before any change
     provisioned = load_provisioned(paths.identity)
     gate = AppGate(provisioned.allowed_app_hashes, provisioned.policy_hash)
