@@ -72,6 +72,21 @@ def test_training_runs_the_policy_rounds_with_attested_members(demo: tuple[dict[
 
 
 @pytest.mark.slow  # the whole federation: real Flower processes, three rounds
+def test_a_changed_app_is_approved_and_run_without_activations_or_restarts(demo: tuple[dict[str, Any], str, Path]) -> None:
+    """The change cycle in the running federation: add-app, approve, update-policy; every participant takes the
+    new version (re-provisioned, no activation spent, no restart) and the changed app trains. Its ClientApp no
+    longer adds the signing mod: the SuperNode signs every reply anyway, so each round still keeps 3 attested
+    updates."""
+    summary, stdout, out = demo
+    cycle = summary["change_cycle"]
+    assert cycle["rounds"] == 3 and cycle["attested_rounds"] == 3
+    assert cycle["activations_before"] == cycle["activations_after"]
+    for name in ("superlink", "hospital-a", "hospital-b", "hospital-c"):
+        assert "re-provisioned under policy" in (out / "logs" / f"{name}.log").read_text()
+    assert "ADDED: app " in stdout and "IN FORCE: policy 'digits-demo' version 2" in stdout
+
+
+@pytest.mark.slow  # the whole federation: real Flower processes, three rounds
 def test_outsiders_cannot_use_control_or_runtime(demo: tuple[dict[str, Any], str, Path]) -> None:
     attacks = demo[0]["attacks"]
     assert attacks["register_node_public"] == 403  # stock Flower: 200, and the outsider's node joins

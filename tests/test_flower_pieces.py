@@ -244,3 +244,42 @@ def test_a_reply_signature_covers_its_run_round_type_and_instruction() -> None:
         verifier.verify(alice.certificate_pem, signature, 7, "instruction-1", signed[4])
     with pytest.raises(UpdateRejectedError, match="signature does not verify"):
         verifier.verify_reply(alice.certificate_pem, alice.sign(7, "round-2", b"r"), 7, "2", "train", "round-2", b"r")
+
+
+def test_the_clientapp_process_signs_replies_the_app_did_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ClientApp without attested_signing_mod: in the gated flwr-clientapp process the app Flower loads is
+    wrapped, so its replies are signed with the collaborator's attested key all the same."""
+    import numpy as np
+    from flwr.app import ArrayRecord, Context, Message, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supernode.runtime import run_clientapp
+
+    from fedattest.flower.context import IDENTITY_KEY
+    from fedattest.flower.mods import enforce_reply_signing, verify_reply
+
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    signer = member_identity("hospital-a")
+    identity = tmp_path / "identity"
+    identity.mkdir()
+    fmt = serialization.PrivateFormat.PKCS8
+    (identity / "key.pem").write_bytes(signer._key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
+    (identity / "chain.pem").write_bytes(signer.certificate_pem)
+    app = ClientApp()  # no mods
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        return Message(RecordDict({"arrays": ArrayRecord([np.arange(3.0)])}), reply_to=message)
+
+    monkeypatch.setattr(run_clientapp, "get_load_client_app_fn", lambda *a, **k: lambda *a2, **k2: app)
+    undo = enforce_reply_signing()
+    try:
+        loaded = run_clientapp.get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)("id", "1", "h")
+        instruction = Message(RecordDict({"arrays": ArrayRecord([np.zeros(3)])}), dst_node_id=5, message_type="train")
+        context = Context(run_id=7, node_id=5, node_config={IDENTITY_KEY: str(identity)}, state=RecordDict(), run_config={})
+        reply = loaded(message=instruction, context=context)
+    finally:
+        undo()
+    assert verify_reply(reply, UpdateVerifier(ROOT, "hospitals")) == "hospital-a"
+    assert app(message=instruction, context=context).content.get("fedattest.signature") is None  # the app alone: unsigned

@@ -263,8 +263,9 @@ def change_cycle(out: Path, env: dict[str, str], procs: Any, fed: Started) -> di
     url, root_ca, app_dir = fed.url, fed.root_ca, fed.app_dir
     changed_dir = out / "app-v2"
     shutil.copytree(app_dir, changed_dir, ignore=shutil.ignore_patterns("*.fab"))
-    with open(changed_dir / "digits_fl" / "server_app.py", "a") as f:
-        f.write("\n# version 2: reviewed and approved\n")
+    # Version 2 no longer adds the signing mod to its ClientApp: the SuperNode signs every reply anyway.
+    client = changed_dir / "digits_fl" / "client_app.py"
+    client.write_text(client.read_text().replace("app = ClientApp(mods=[attested_signing_mod])", "app = ClientApp()"))
     before = {m["name"]: m["activations"] for m in httpx.get(f"{url}/api/v1/members", verify=str(root_ca), timeout=10).json()}
     policy = out / "policy.toml"
     added = run([*FEDATTEST, "policy", "add-app", str(policy), str(changed_dir)], env)
@@ -286,10 +287,12 @@ def change_cycle(out: Path, env: dict[str, str], procs: Any, fed: Started) -> di
     done = run([str(BIN / "flwr"), "run", str(changed_dir), "attested", "--stream"], env, timeout=300)
     (out / "logs" / "changed-app-run.log").write_text(done.stdout + done.stderr)
     rounds = re.findall(r"fedattest-example: round \d+: accuracy ([0-9.]+)", done.stdout)
+    attested = re.findall(r"round \d+: 3 attested updates", done.stdout + done.stderr)
     after = {m["name"]: m["activations"] for m in httpx.get(f"{url}/api/v1/members", verify=str(root_ca), timeout=10).json()}
-    say(f"   the changed app: {len(rounds)} rounds trained in {time.monotonic() - t0:.0f} s; activations before and after:"
+    say(f"   the changed app (its ClientApp no longer adds the signing mod): {len(rounds)} rounds trained in"
+        f" {time.monotonic() - t0:.0f} s, {len(attested)} with 3 signed, attested updates; activations before and after:"
         f" {sum(before.values())} and {sum(after.values())} (no identity wiped, none spent)")  # fmt: skip
-    return {"rounds": len(rounds), "activations_before": before, "activations_after": after}
+    return {"rounds": len(rounds), "attested_rounds": len(attested), "activations_before": before, "activations_after": after}
 
 
 def main() -> int:

@@ -73,6 +73,10 @@ def run_gated(command: str) -> int:
     except FedattestError as exc:
         sys.stderr.write(f"error: {command}: {exc}\n")
         return 2
+    if command == "flwr-clientapp":  # every reply signed, whether or not the app added the mod
+        from fedattest.flower.mods import enforce_reply_signing  # noqa: PLC0415
+
+        enforce_reply_signing()
     module, function = FLOWER_ENTRY_POINTS[command].split(":")
     sys.argv[0] = command
     result = getattr(importlib.import_module(module), function)()

@@ -103,3 +103,37 @@ def keep_attested(replies: Iterable[Any], verifier: UpdateVerifier) -> list[Any]
         log.info("accepted the update of %s (node %s)", member, reply.metadata.src_node_id)
         kept.append(reply)
     return kept
+
+
+class SignedClientApp:
+    """A loaded ClientApp whose every successful reply is signed with this collaborator's attested key, whatever
+    mods the app itself declares: what the SuperNode side runs, so an app without :func:`attested_signing_mod`
+    still sends updates the ServerApp accepts (signing twice is harmless: the signature record is not part of
+    what is signed, and the last one wins)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, message: Any, context: Any) -> Any:
+        return attested_signing_mod(message, context, lambda m, c: self.app(message=m, context=c))
+
+
+def enforce_reply_signing() -> Callable[[], None]:
+    """In a ``flwr-clientapp`` process: wrap every ClientApp Flower loads in :class:`SignedClientApp`. Returns a
+    function that undoes it. Tied to Flower 1.42 (pinned): ``run_clientapp`` loads the app through
+    ``get_load_client_app_fn``; a test fails if that moves."""
+    import importlib  # noqa: PLC0415
+
+    runtime = importlib.import_module("flwr.supernode.runtime.run_clientapp")
+    original: Callable[..., Callable[..., Any]] = getattr(runtime, "get_load_client_app_fn")  # noqa: B009
+
+    def get_load_client_app_fn(*args: Any, **kwargs: Any) -> Callable[..., Any]:
+        load = original(*args, **kwargs)
+        return lambda *a, **k: SignedClientApp(load(*a, **k))
+
+    setattr(runtime, "get_load_client_app_fn", get_load_client_app_fn)  # noqa: B010 - Flower's module attribute
+
+    def undo() -> None:
+        setattr(runtime, "get_load_client_app_fn", original)  # noqa: B010
+
+    return undo
