@@ -481,6 +481,16 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
         for body in (as_number, too_big):
             bad = http.post(f"{server.url}/api/v1/rounds", json=body)
             assert bad.status_code in (400, 422) and "run_id" in bad.text, bad.text
+        # The DP a round was aggregated with is signed in its report, and must be the policy's.
+        policy_dp = {"noise_multiplier": 1.0, "clipping_norm": 1.0, "sampled_clients": 1}
+        rounds = f"{server.url}/api/v1/rounds"
+        no_noise = policy_dp | {"noise_multiplier": 0.0}
+        weaker = http.post(rounds, json=signed_round_report(signer, 43, 1, ["hospital-a"], params, dp=no_noise))
+        assert weaker.status_code == 403 and "aggregated with DP" in weaker.json()["error"], weaker.text
+        same = http.post(rounds, json=signed_round_report(signer, 43, 1, ["hospital-a"], params, dp=policy_dp))
+        assert same.status_code == 200, same.text
+        entries, _, _ = import_log(http.get(f"{server.url}/api/v1/audit").content)
+        assert entries[-1].data["dp"] == policy_dp
     with pytest.raises(FedattestError, match=r"not issued by the coordinator"):
         other_root_key = ident.new_key()
         other_root = ident.make_root_ca(other_root_key, "hospitals", ident.utcnow())

@@ -74,12 +74,15 @@ def test_training_runs_the_policy_rounds_with_attested_members(demo: tuple[dict[
 @pytest.mark.slow  # the whole federation: real Flower processes, three rounds
 def test_a_changed_app_is_approved_and_run_without_activations_or_restarts(demo: tuple[dict[str, Any], str, Path]) -> None:
     """The change cycle in the running federation: add-app, approve, update-policy; every participant takes the
-    new version (re-provisioned, no activation spent, no restart) and the changed app trains. Its ClientApp no
-    longer adds the signing mod: the SuperNode signs every reply anyway, so each round still keeps 3 attested
-    updates."""
+    new version (re-provisioned, no activation spent, no restart) and the changed app trains. It is a plain Flower
+    app (no signing mod, a bare FedAvg asking for 5 rounds): the participants sign every reply, count only attested
+    updates, add the policy's DP and run the policy's rounds all the same."""
     summary, stdout, out = demo
     cycle = summary["change_cycle"]
-    assert cycle["rounds"] == 3 and cycle["attested_rounds"] == 3
+    assert cycle["rounds"] == 3 and cycle["attested_rounds"] == 3  # the policy's rounds, not the app's 5
+    # A plain FedAvg still aggregates with the policy's DP, and each round's signed report says so.
+    assert cycle["dp_recorded"] == [{"noise_multiplier": 0.01, "clipping_norm": 50.0, "sampled_clients": 3}] * 3, cycle
+    assert any("the app asked for 5 rounds; the policy's 3 apply" in line for line in cycle["enforced"]), cycle["enforced"]
     assert cycle["activations_before"] == cycle["activations_after"]
     for name in ("superlink", "hospital-a", "hospital-b", "hospital-c"):
         assert "re-provisioned under policy" in (out / "logs" / f"{name}.log").read_text()

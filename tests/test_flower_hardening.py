@@ -127,10 +127,10 @@ def _strategy(
 
     from fedattest.flower.serverapp import AttestedStrategy
 
-    def report(server_round: int, participants: list[str], content_id: str, *refused: Any) -> int:
+    def report(server_round: int, participants: list[str], content_id: str, refused: Any, dp: Any) -> int:
         reported.append((server_round, sorted(participants)))
         if sent is not None:
-            sent.append(refused)
+            sent.append((refused, dp))
         return len(reported)
 
     dp = DifferentialPrivacyServerSideFixedClipping(
@@ -320,5 +320,31 @@ def test_the_refused_updates_are_sent_with_the_round_report(run7: None) -> None:
     replies = [signed_reply(m, members[n], updates[n]) for m, n in zip(instructions, names, strict=True)]
     strategy.aggregate_train(1, replies)
     assert reported == [(1, ["hospital-b", "hospital-c"])]
-    assert sent == [([("hospital-a", strategy.refused[1][0][1])],)]
+    assert [refused for refused, _dp in sent] == [[("hospital-a", strategy.refused[1][0][1])]]
     assert "NaN" in strategy.refused[1][0][1]
+
+
+def test_a_round_that_keeps_no_update_stops_the_run_and_reports_carry_the_dp(run7: None) -> None:
+    """Every update refused: the run stops with the reason, instead of going on with the same model and ending
+    rc=0 with nothing recorded. A kept round's report carries the DP it was aggregated with."""
+    from fedattest.errors import FedattestError
+
+    names = ("hospital-a", "hospital-b")
+    members = {name: member_identity(name) for name in names}
+    model = [np.zeros((8, 4))]
+    reported: list[tuple[int, list[str]]] = []
+    sent: list[Any] = []
+    strategy = _strategy(members, reported, sampled=2, sent=sent)
+    instructions = configure_round(strategy, 1, model, 2)
+    outsider = member_identity("hospital-z")  # a real certificate, but not an attested member of this round
+    replies = [signed_reply(m, outsider, [np.ones((8, 4))]) for m in instructions]
+    stopped = r"round 1 kept no attested update \(2 replies; refused: hospital-z: .*: stopping the run"
+    with pytest.raises(FedattestError, match=stopped):
+        strategy.aggregate_train(1, replies)
+    assert reported == []
+    with pytest.raises(FedattestError, match=r"round 3 kept no attested update \(0 replies; no collaborator replied"):
+        strategy.aggregate_train(3, [])
+    instructions = configure_round(strategy, 2, model, 2)
+    good = [signed_reply(m, members[n], [np.ones((8, 4))]) for m, n in zip(instructions, names, strict=True)]
+    strategy.aggregate_train(2, good)
+    assert sent[-1][-1] == {"noise_multiplier": 0.1, "clipping_norm": 1.0, "sampled_clients": 2}

@@ -263,9 +263,14 @@ def change_cycle(out: Path, env: dict[str, str], procs: Any, fed: Started) -> di
     url, root_ca, app_dir = fed.url, fed.root_ca, fed.app_dir
     changed_dir = out / "app-v2"
     shutil.copytree(app_dir, changed_dir, ignore=shutil.ignore_patterns("*.fab"))
-    # Version 2 no longer adds the signing mod to its ClientApp: the SuperNode signs every reply anyway.
+    # Version 2 is written as a plain Flower app: no signing mod in its ClientApp, a bare FedAvg asked to run 5
+    # rounds in its ServerApp. The participants enforce the policy all the same: every reply signed, only attested
+    # updates counted, the policy's DP and its 3 rounds.
     client = changed_dir / "digits_fl" / "client_app.py"
     client.write_text(client.read_text().replace("app = ClientApp(mods=[attested_signing_mod])", "app = ClientApp()"))
+    server = changed_dir / "digits_fl" / "server_app.py"
+    server.write_text(server.read_text().replace("strategy = attested_strategy(dp_strategy(fedavg, context), context)",
+                                                 "strategy = fedavg").replace("num_rounds=provisioned.rounds", "num_rounds=5"))
     before = {m["name"]: m["activations"] for m in httpx.get(f"{url}/api/v1/members", verify=str(root_ca), timeout=10).json()}
     policy = out / "policy.toml"
     added = run([*FEDATTEST, "policy", "add-app", str(policy), str(changed_dir)], env)
@@ -289,10 +294,19 @@ def change_cycle(out: Path, env: dict[str, str], procs: Any, fed: Started) -> di
     rounds = re.findall(r"fedattest-example: round \d+: accuracy ([0-9.]+)", done.stdout)
     attested = re.findall(r"round \d+: 3 attested updates", done.stdout + done.stderr)
     after = {m["name"]: m["activations"] for m in httpx.get(f"{url}/api/v1/members", verify=str(root_ca), timeout=10).json()}
-    say(f"   the changed app (its ClientApp no longer adds the signing mod): {len(rounds)} rounds trained in"
+    log = done.stdout + done.stderr
+    enforced = [line.strip() for line in log.splitlines() if "policy's" in line and "fedattest" in line][:2]
+    say(f"   the changed app (a plain ClientApp and FedAvg asking for 5 rounds): {len(rounds)} rounds trained in"
         f" {time.monotonic() - t0:.0f} s, {len(attested)} with 3 signed, attested updates; activations before and after:"
         f" {sum(before.values())} and {sum(after.values())} (no identity wiped, none spent)")  # fmt: skip
-    return {"rounds": len(rounds), "attested_rounds": len(attested), "activations_before": before, "activations_after": after}
+    for line in enforced:
+        say(f"   enforced: {line[line.index('fedattest:') + 11 :]}")
+    audit = json.loads(httpx.get(f"{url}/api/v1/audit", verify=str(root_ca), timeout=10).text)
+    recorded = [e["data"] for e in audit.get("entries", []) if e.get("kind") == "round"][-len(rounds) :] if rounds else []
+    return {
+        "rounds": len(rounds), "attested_rounds": len(attested), "activations_before": before, "activations_after": after,
+        "dp_recorded": [r.get("dp") for r in recorded], "enforced": enforced,
+    }  # fmt: skip
 
 
 def main() -> int:

@@ -114,6 +114,15 @@ class Refusal(BaseModel):
     reason: str = Field(max_length=512)
 
 
+class AppliedDp(BaseModel):
+    """The server-side DP a round was aggregated with, as the aggregator signed it."""
+
+    model_config = ConfigDict(extra="forbid")
+    noise_multiplier: float = Field(ge=0)
+    clipping_norm: float = Field(gt=0)
+    sampled_clients: int = Field(ge=1)
+
+
 class RoundReport(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     # Flower run ids are uint64: a decimal string, since RFC 8785 JSON carries integers only up to 2**53.
@@ -123,6 +132,9 @@ class RoundReport(BaseModel):
     params_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     # Optional, and signed only when present: a report without it is signed over the four keys above.
     refused: list[Refusal] | None = Field(default=None, max_length=10_000)
+    # Optional, and signed only when present: the DP the round was aggregated with (the coordinator compares it
+    # with the policy's); fedattest's aggregator always sends it.
+    dp: AppliedDp | None = None
 
     @field_validator("run_id")
     @classmethod

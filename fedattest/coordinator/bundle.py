@@ -593,7 +593,7 @@ def _check_round(
         return
     # The signed report: the four keys, and the refused updates when the aggregator reported any (a report
     # without refusals, as older aggregators send, is signed over exactly the four keys).
-    body = {k: d[k] for k in ("run_id", "round", "participants", "params_sha256", "refused") if k in d}
+    body = {k: d[k] for k in ("run_id", "round", "participants", "params_sha256", "refused", "dp") if k in d}
     try:
         member = UpdateVerifier(root, policy.name).verify(
             str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
@@ -611,6 +611,7 @@ def _check_round(
         subject,
         member == by and not strangers,
         f"signed by {member}; {len(d['participants'])} attested participants; model {str(d['params_sha256'])[:16]}..."
+        + (f"; DP noise {d['dp']['noise_multiplier']}, clip {d['dp']['clipping_norm']}" if "dp" in d else "; DP not reported")
         + (f"; {len(refused)} refused updates ({shown})" if refused else "")
         if not strangers
         else f"names members that were not activated (and not revoked) collaborators: {strangers}",

@@ -618,6 +618,11 @@ class Coordinator:
         signer = self.policy.member(member)
         if signer is None or signer.role != "aggregator":
             raise ActivationError(f"only the aggregator reports rounds, not {member!r}")
+        dp = report.get("dp")
+        wanted = {"noise_multiplier": self.policy.dp.noise_multiplier, "clipping_norm": self.policy.dp.clipping_norm,
+                  "sampled_clients": self.policy.dp.sampled_clients}  # fmt: skip
+        if dp is not None and any(float(dp[k]) != float(v) for k, v in wanted.items()):
+            raise ActivationError(f"round report refused: aggregated with DP {dp}, the policy in force says {wanted}")
         unknown = [m for m in report["participants"] if self.policy.member(m) is None]
         if unknown:
             raise ActivationError(f"round report names members not in the policy: {unknown}", 400)

@@ -77,6 +77,10 @@ def run_gated(command: str) -> int:
         from fedattest.flower.mods import enforce_reply_signing  # noqa: PLC0415
 
         enforce_reply_signing()
+    elif command == "flwr-serverapp":  # attested, with the policy's DP and rounds, whatever the app starts
+        from fedattest.flower.serverapp import enforce_policy_in_serverapp  # noqa: PLC0415
+
+        enforce_policy_in_serverapp()
     module, function = FLOWER_ENTRY_POINTS[command].split(":")
     sys.argv[0] = command
     result = getattr(importlib.import_module(module), function)()

@@ -49,6 +49,8 @@ def signed_round_report(  # noqa: PLR0917 - the fields of a round report
     participants: list[str],
     params_sha256: str,
     refused: Iterable[tuple[str, str]] = (),
+    *,
+    dp: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A round report signed with the aggregator's key. ``refused`` (the updates refused this round) is sent,
     and signed, only when there are any: a report without refusals is signed over exactly the four keys. The run
@@ -56,6 +58,8 @@ def signed_round_report(  # noqa: PLR0917 - the fields of a round report
     report: dict[str, Any] = {
         "run_id": str(run_id), "round": round_number, "participants": sorted(participants), "params_sha256": params_sha256,
     }  # fmt: skip
+    if dp is not None:  # the server-side DP this round was aggregated with (signed; the coordinator checks it)
+        report["dp"] = dp
     base = len(json.dumps({"report": report}))
     if refused_items := refusals(refused, MAX_REPORT_BYTES - base, MAX_REPORT_ITEMS - len(participants) - 16):
         report["refused"] = refused_items
@@ -72,10 +76,12 @@ def report_round(  # noqa: PLR0917 - the fields of a round report
     participants: list[str],
     params_sha256: str,
     refused: Iterable[tuple[str, str]] = (),
+    *,
+    dp: dict[str, Any] | None = None,
 ) -> int:
     """Send a signed round report; returns the audit sequence number. Raises FedattestError on refusal."""
     signer = UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
-    body = signed_round_report(signer, run_id, round_number, participants, params_sha256, refused)
+    body = signed_round_report(signer, run_id, round_number, participants, params_sha256, refused, dp=dp)
     try:
         with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=30) as http:
             response = http.post(f"{url}/api/v1/rounds", json=body)

@@ -21,6 +21,7 @@ would stop the run), and non-finite metrics.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import time
@@ -88,7 +89,7 @@ class AttestedStrategy:
         strategy: Any,
         verifier: UpdateVerifier,
         attested_members: Callable[[], set[str]],
-        report: Callable[[int, list[str], str, list[tuple[str, str]]], int],
+        report: Callable[[int, list[str], str, list[tuple[str, str]], dict[str, Any] | None], int],
         *,
         run_id: int,
         revocations: Callable[[], RevocationList] | None = None,
@@ -144,13 +145,20 @@ class AttestedStrategy:
 
     def aggregate_train(self, server_round: int, replies: Iterable[Any]) -> tuple[Any, Any]:
         began = time.perf_counter()
+        replies = list(replies)
         kept, members = self._keep(server_round, replies)
         checked = time.perf_counter()
-        arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         refused = "; ".join(f"{who}: {why}" for who, why in self.refused.get(server_round, []))
+        if not kept:  # nothing to aggregate: the run stops, saying why, rather than going on with an unchanged model
+            why = f"refused: {refused}" if refused else "no collaborator replied"
+            raise FedattestError(
+                f"round {server_round} kept no attested update ({len(replies)} replies; {why}): stopping the run"
+            )
+        arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         if arrays is not None:
             aggregated = time.perf_counter()
-            seq = self.report(server_round, members, str(arrays.object_id), list(self.refused.get(server_round, [])))
+            seq = self.report(server_round, members, str(arrays.object_id), list(self.refused.get(server_round, [])),
+                              applied_dp(self.strategy))  # fmt: skip
             log.info("round %d: %d attested updates (%s); recorded in the audit log as #%d (checks %.0f ms, report %.0f ms)%s",
                      server_round, len(members), ", ".join(sorted(members)), seq, (checked - began) * 1000,
                      (time.perf_counter() - aggregated) * 1000, f"; refused: {refused}" if refused else "")  # fmt: skip
@@ -170,6 +178,23 @@ class AttestedStrategy:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.strategy, name)
+
+
+def applied_dp(strategy: Any) -> dict[str, Any] | None:
+    """The server-side DP a strategy chain applies (Flower's fixed-clipping wrapper, wherever it sits), as the
+    round report records it; None when the chain applies none."""
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping  # noqa: PLC0415
+
+    seen: set[int] = set()
+    while strategy is not None and id(strategy) not in seen:
+        seen.add(id(strategy))
+        if isinstance(strategy, DifferentialPrivacyServerSideFixedClipping):
+            return {
+                "noise_multiplier": float(strategy.noise_multiplier), "clipping_norm": float(strategy.clipping_norm),
+                "sampled_clients": int(strategy.num_sampled_clients),
+            }  # fmt: skip
+        strategy = getattr(strategy, "strategy", None)
+    return None
 
 
 def attested_strategy(strategy: Any, context: Any) -> Any:
@@ -192,11 +217,68 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
             log.error("cannot read the attested collaborators from the coordinator (%s): dropping this round's updates", exc)
             return set()
 
-    def report(server_round: int, members: list[str], content_id: str, refused: list[tuple[str, str]]) -> int:
+    def report(
+        server_round: int, members: list[str], content_id: str, refused: list[tuple[str, str]], dp: dict[str, Any] | None
+    ) -> int:
         try:
-            return report_round(url, root_pem, identity, run_id, server_round, members, content_id, refused)
+            return report_round(url, root_pem, identity, run_id, server_round, members, content_id, refused, dp=dp)
         except FedattestError as exc:
             raise FedattestError(f"round {server_round} could not be recorded by the coordinator, stopping: {exc}") from None
 
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
     return wrapper(strategy, verifier, attested_members, report, run_id=run_id, revocations=revocations)
+
+
+_CONTEXT: contextvars.ContextVar[Any] = contextvars.ContextVar("fedattest_serverapp_context", default=None)
+_ENFORCED = "__fedattest_enforced__"
+
+
+def enforce_policy_in_serverapp() -> Callable[[], None]:
+    """In a ``flwr-serverapp`` process: whatever strategy the app starts runs attested (only attested
+    collaborators' signed updates count, every round reported), with the policy's server-side DP (added when
+    the app did not wrap its strategy in :func:`~fedattest.flower.dp_strategy`) and for the policy's number of
+    rounds (an app asking for another is told so in the log). Returns a function that undoes it. Tied to
+    Flower 1.42 (pinned): the ServerApp runtime calls ``run_`` with the run's context, and strategies run
+    through ``Strategy.start``; tests fail if either moves."""
+    import importlib  # noqa: PLC0415
+
+    from flwr.serverapp.strategy import Strategy  # noqa: PLC0415
+
+    from fedattest.flower.context import dp_strategy, provisioned_for  # noqa: PLC0415
+
+    runtime = importlib.import_module("flwr.superlink.runtime.run_serverapp")
+    original_run: Callable[..., Any] = getattr(runtime, "run_")  # noqa: B009
+    original_start: Callable[..., Any] = Strategy.start
+
+    def run_(grid: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _CONTEXT.set(context)
+        try:
+            return original_run(grid, context, *args, **kwargs)
+        finally:
+            _CONTEXT.reset(token)
+
+    def start(self: Any, grid: Any, initial_arrays: Any, num_rounds: int = 3, *args: Any, **kwargs: Any) -> Any:
+        context = _CONTEXT.get()
+        if context is None or getattr(self, _ENFORCED, False):
+            return original_start(self, grid, initial_arrays, num_rounds, *args, **kwargs)
+        rounds = provisioned_for(context).rounds
+        if num_rounds != rounds:
+            log.warning("the app asked for %d rounds; the policy's %d apply", num_rounds, rounds)
+        strategy = self
+        if not isinstance(strategy, AttestedStrategy):
+            strategy = attested_strategy(strategy if applied_dp(strategy) else dp_strategy(strategy, context), context)
+            log.info("the app's strategy runs attested%s", "" if applied_dp(self) else ", with the policy's DP added")
+        elif applied_dp(strategy) is None:
+            strategy.strategy = dp_strategy(strategy.strategy, context)
+            log.info("the policy's DP was added to the app's strategy")
+        setattr(strategy, _ENFORCED, True)
+        return original_start(strategy, grid, initial_arrays, rounds, *args, **kwargs)
+
+    setattr(runtime, "run_", run_)  # noqa: B010 - Flower's module attribute
+    Strategy.start = start  # type: ignore[method-assign]
+
+    def undo() -> None:
+        setattr(runtime, "run_", original_run)  # noqa: B010
+        Strategy.start = original_start  # type: ignore[method-assign]
+
+    return undo
