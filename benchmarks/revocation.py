@@ -20,6 +20,7 @@ expires (``--cert-lifetime``, the coordinator's default one day), so that is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from fedattest.cli.coordinator import DEFAULT_SIM_MRENCLAVE, DEFAULT_SIM_MRSIGNER  # noqa: E402
 from fedattest.cli.flower import SIM_SUPERLINK_MRENCLAVE, SIM_SUPERNODE_MRENCLAVE  # noqa: E402
+from fedattest.errors import FedattestError  # noqa: E402
 from fedattest.flower import UpdateSigner, UpdateVerifier  # noqa: E402
 from fedattest.flower.mods import signing_mod  # noqa: E402
 from fedattest.flower.serverapp import AttestedStrategy  # noqa: E402
@@ -116,7 +118,8 @@ def one_update(made: Any, rnd: int, identity: Path) -> None:
         content = {"arrays": ArrayRecord([np.full(4, 0.1)]), "metrics": MetricRecord({"num-examples": 10})}
         return Message(RecordDict(content), reply_to=message)
 
-    made.aggregate_train(rnd, [signing_mod(signer)(instruction, None, train)])
+    with contextlib.suppress(FedattestError):  # a refused update stops the run: what this benchmark times
+        made.aggregate_train(rnd, [signing_mod(signer)(instruction, None, train)])
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.dcap.verify import QuoteVerifier
+from fedattest.errors import FedattestError
 from fedattest.flower import UpdateSigner, UpdateVerifier
 from fedattest.participant import activate
 from fedattest.participant.client import CoordinatorError, revocation_fetcher
@@ -169,7 +170,7 @@ def _strategy(running: Running, reported: list[tuple[int, list[str]]]) -> Any:
 
     from fedattest.flower.serverapp import AttestedStrategy
 
-    def report(server_round: int, participants: list[str], content_id: str, refused: Any) -> int:
+    def report(server_round: int, participants: list[str], content_id: str, refused: Any, dp: Any) -> int:
         reported.append((server_round, sorted(participants)))
         return len(reported)
 
@@ -212,10 +213,10 @@ def test_removing_a_measurement_revokes_its_live_members_within_a_round(
         assert _node_keys(running) == []  # the SuperLink drops the node at its next refresh
 
         (instruction,) = configure_round(strategy, 2, model, 1)
-        with caplog.at_level("WARNING", logger="fedattest"):
+        with caplog.at_level("WARNING", logger="fedattest"), pytest.raises(FedattestError, match="kept no attested update"):
             strategy.aggregate_train(2, [signed_reply(instruction, hospital_a, [np.full(4, 0.1)])])
         refused_after = time.monotonic() - approved
-        assert reported == [(1, ["hospital-a"])]  # round 2 aggregated nothing: no update was accepted
+        assert reported == [(1, ["hospital-a"])]  # round 2 aggregated nothing (the run stops): no update was accepted
         assert "round 2: refused the update of hospital-a" in caplog.text
         assert "the signer's certificate was revoked by the coordinator (privilegeWithdrawn)" in caplog.text
         print(f"revocation: approved update -> first refused update of the revoked member: {refused_after * 1000:.0f} ms")
@@ -282,7 +283,7 @@ def test_without_a_revocation_list_no_update_counts(tmp_path: Path, run7: None, 
         strategy.revocations = revocation_fetcher(f"https://127.0.0.1:{_closed_port()}", running.root_pem)
         model = [np.zeros(4)]
         (instruction,) = configure_round(strategy, 1, model, 1)
-        with caplog.at_level("WARNING", logger="fedattest"):
+        with caplog.at_level("WARNING", logger="fedattest"), pytest.raises(FedattestError, match="kept no attested update"):
             strategy.aggregate_train(1, [signed_reply(instruction, _signer(tmp_path / "a"), [np.full(4, 0.1)])])
     assert reported == []
     assert "no update is accepted while the revocation list cannot be checked" in caplog.text
