@@ -171,6 +171,11 @@ COMMANDS: dict[str, _Lazy] = {
         "app",
         "Run an attested Flower participant: activate with the coordinator inside the TEE, then start Flower.",
     ),
+    "status": _Lazy(
+        "fedattest.cli.status",
+        "status_command",
+        "Show a running federation: its policy, members and runs, as the coordinator records them.",
+    ),
 }
 
 # Set in a context's ``meta`` while the group formats its help: the command list then shows the summaries

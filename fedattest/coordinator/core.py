@@ -30,6 +30,7 @@ from fedattest.attestation import REPORT_DATA, attest
 from fedattest.canonical import canonical_json
 from fedattest.coordinator.activation import ActivationError, check_reprovision, check_request, claims_nonce
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
+from fedattest.coordinator.events import event
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.state_dir import SealedState, StateDirectory
 from fedattest.coordinator.store import (
@@ -176,6 +177,10 @@ class Coordinator:
             raise ActivationError("this policy version is already in force", 409)
         by_new = _check_update_approvals(self.policy, new, parsed)
         version, revoked = self._install_policy(new, text, approvals, list(by_new.valid))
+        event("policy", outcome="in-force", name=new.name, version=version, hash=new.policy_hash().hex()[:16],
+              revoked=len(revoked))  # fmt: skip
+        for r in revoked:
+            event("revocation", member=r["member"], cert=str(r["cert_sha256"])[:16], reason=r["reason"])
         return {"version": version, "policy_hash": new.policy_hash().hex(), "revoked": revoked}
 
     def _install_policy(
@@ -357,10 +362,15 @@ class Coordinator:
         (:func:`fedattest.pki.identity.sign_enrolment`) with the key the policy lists for it."""
         try:
             result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {}, enrolment)
-        except ActivationError:
+        except ActivationError as exc:
             self._count("activations_refused")
+            event("activation", outcome="refused", member=member_name, status=exc.status, reason=exc)
             raise
         self._count("activations_accepted")
+        token = jwt.decode(result["token"], options={"verify_signature": False})
+        event("activation", outcome="accepted", member=member_name, role=token.get("role"),
+              attestation=token.get("attestation"), mrenclave=str(token.get("mrenclave"))[:16], tcb=token.get("tcb_status"),
+              cert=str(token.get("cert_sha256"))[:16])  # fmt: skip
         return result
 
     def _activate(  # noqa: PLR0917 - the request's fields
@@ -511,10 +521,12 @@ class Coordinator:
         recorded in the audit log (``reprovision``), not counted as an activation."""
         try:
             result = self._reprovision(member_name, quote_b64, certificate_pem, claims, signature)
-        except ActivationError:
+        except ActivationError as exc:
             self._count("reprovisions_refused")
+            event("reprovision", outcome="refused", member=member_name, status=exc.status, reason=exc)
             raise
         self._count("reprovisions_accepted")
+        event("reprovision", outcome="accepted", member=member_name, policy=str(result["provisioned"]["policy_hash"])[:16])
         return result
 
     def _reprovision(
@@ -644,6 +656,8 @@ class Coordinator:
             raise  # 503: the store, not the request (see the API's handler)
         except StoreError as exc:
             raise ActivationError(str(exc), 409) from None
+        event("round", outcome="recorded", run=report["run_id"], round=report["round"], participants=len(report["participants"]),
+              refused=len(report.get("refused") or []), seq=entry.seq)  # fmt: skip
         return {"seq": entry.seq}
 
     def public_keys(self, name: str, role: str | None = None) -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import signal
 import socket
@@ -60,6 +61,17 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise FedattestError(f"--listen must be HOST:PORT (e.g. 127.0.0.1:8443, port 0 picks a free one), got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _log_events_to_stderr() -> None:
+    """The coordinator's decision lines (:mod:`fedattest.coordinator.events`) on stderr, one per line."""
+    log = logging.getLogger("fedattest.coordinator")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("fedattest coordinator: %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def serve(
@@ -120,6 +132,7 @@ def serve(
         sys.stderr.flush()
 
     server.on_started = announce
+    _log_events_to_stderr()
     try:
         server.run(sockets=[sock])
     finally:
