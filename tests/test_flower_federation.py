@@ -292,9 +292,25 @@ def test_the_supernode_command_line_is_fixed_where_it_matters(tmp_path: Path) ->
     assert "--insecure" not in argv and argv[1:3] == ["--max-retries", "3"]
     with pytest.raises(ValueError, match="single quote"):
         supernode_argv(SuperNodePaths(tmp_path / "it's"), "x:1", tmp_path, 1, [])
-    for flag in ("--insecure", "--root-certificates=x", "--node-config", "--allow-runtime-dependency-installation"):
+    for flag in ("--insecure", "--root-certificates=x", "--allow-runtime-dependency-installation"):
         with pytest.raises(ValueError, match="not overridable"):
             run_supernode(paths, "x:1", tmp_path, [flag])
+    # The user's own node config is kept (apps that read e.g. partition-id keep working), the reserved keys added.
+    argv = supernode_argv(paths, "x:1", tmp_path / "d", 1, ["--node-config", "partition-id=1 data-path='/srv/a b'", "-v"])
+    assert argv.count("--node-config") == 1 and "-v" in argv
+    assert parse_config_args([argv[argv.index("--node-config") + 1]]) == {
+        "partition-id": 1, "data-path": "/srv/a b",
+        "fedattest-identity-dir": str(paths.identity), "data-dir": str(tmp_path / "d"),
+    }  # fmt: skip
+    merged = supernode_argv(paths, "x:1", tmp_path / "d", 1, ["--node-config=partition-id=2"])
+    assert parse_config_args([merged[merged.index("--node-config") + 1]])["partition-id"] == 2
+    for config, needle in (("data-dir='/elsewhere'", "data-dir is set by fedattest"),
+                           ("fedattest-identity-dir='/x' a=1", "fedattest-identity-dir is set by fedattest"),
+                           ("my.toml", "give key=value pairs")):  # fmt: skip
+        with pytest.raises(ValueError, match=needle):
+            run_supernode(paths, "x:1", tmp_path, ["--node-config", config])
+    with pytest.raises(ValueError, match="needs a value"):
+        run_supernode(paths, "x:1", tmp_path, ["--node-config"])
     assert not paths.state.exists()  # refused before anything was written
 
 

@@ -41,9 +41,45 @@ def _toml_string(value: str) -> str:
     return f"'{value}'"
 
 
+RESERVED_NODE_CONFIG = (IDENTITY_KEY, DATA_KEY)
+
+
+def user_node_config(extra: Sequence[str]) -> tuple[list[str], str]:
+    """Split the user's ``--node-config`` (``--node-config VALUE`` or ``--node-config=VALUE``, Flower's
+    ``key=value`` pairs) out of the extra Flower options: (the other options, the user's pairs, "" if none).
+    ``ValueError`` for a reserved key (fedattest sets it) or a TOML file (Flower cannot mix one with pairs)."""
+    from flwr.common.config import parse_config_args  # noqa: PLC0415 - Flower's own parser of the option
+
+    rest: list[str] = []
+    given: list[str] = []
+    items = iter(extra)
+    for item in items:
+        if item == "--node-config":
+            value = next(items, None)
+            if value is None:
+                raise ValueError("--node-config needs a value (key=value pairs)")
+            given.append(value)
+        elif item.startswith("--node-config="):
+            given.append(item.removeprefix("--node-config="))
+        else:
+            rest.append(item)
+    pairs = " ".join(given)
+    if pairs.strip().endswith(".toml"):
+        raise ValueError("--node-config: give key=value pairs (fedattest adds its own, which Flower cannot mix with a file)")
+    reserved = sorted(set(parse_config_args([pairs]) if pairs else {}) & set(RESERVED_NODE_CONFIG))
+    if reserved:
+        raise ValueError(f"--node-config: {', '.join(reserved)} is set by fedattest (security-relevant), not overridable")
+    return rest, pairs
+
+
 def supernode_argv(paths: SuperNodePaths, superlink: str, data_dir: Path, runtime_port: int, extra: Sequence[str]) -> list[str]:
-    """The flower-supernode command line (the security-relevant flags are not overridable by ``extra``)."""
+    """The flower-supernode command line. The security-relevant flags are not overridable by ``extra``; the
+    user's ``--node-config`` pairs are kept, with fedattest's reserved keys added (apps that read their own
+    node config, e.g. ``partition-id``, keep working)."""
+    extra, pairs = user_node_config(extra)
     node_config = f"{IDENTITY_KEY}={_toml_string(str(paths.identity))} {DATA_KEY}={_toml_string(str(data_dir))}"
+    if pairs:
+        node_config = f"{pairs} {node_config}"
     return [
         "flower-supernode", *extra,
         "--superlink", superlink,
@@ -67,7 +103,8 @@ def check_supernode_arguments(superlink: str, extra: Sequence[str]) -> None:
     host, sep, port = superlink.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--superlink must be HOST:PORT (the SuperLink's public Fleet API), got {superlink!r}")
-    clash = sorted({a.split("=")[0] for a in extra} & FIXED_FLAGS)
+    rest, _ = user_node_config(extra)
+    clash = sorted({a.split("=")[0] for a in rest} & FIXED_FLAGS)
     if clash:
         raise ValueError(f"{', '.join(clash)}: set by fedattest (security-relevant), not overridable")
 
