@@ -177,10 +177,19 @@ def plain_run(out: Path, rounds: int, extra_env: dict[str, str]) -> tuple[list[f
             procs.start(h, [str(run_demo.BIN / "flower-supernode"), "--superlink", f"localhost:{port}", "--root-certificates",
                             str(ca), "--node-config", f"data-dir='{out / 'data' / h}'", "--port", str(free_port())])  # fmt: skip
         run_demo.flwr_config(out / "flwr-cli", f"localhost:{port}", ca)
-        time.sleep(2)
+        # Readiness, not a fixed sleep: the SuperLink took 3-7 s to open its port on a busy machine.
+        run_demo.wait_for("the plain SuperLink to listen", lambda: _listening(port), timeout=120, procs=procs, name="superlink")
         done = run_demo.run([str(run_demo.BIN / "flwr"), "run", str(app), "attested", "--stream"], env, timeout=900)
         (out / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
         return per_round(done.stdout, rounds)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def attested_run(out: Path, rounds: int, extra_env: dict[str, str]) -> tuple[list[float], list[float], dict[str, Any]]:

@@ -108,14 +108,17 @@ def keep_attested(replies: Iterable[Any], verifier: UpdateVerifier) -> list[Any]
 class SignedClientApp:
     """A loaded ClientApp whose every successful reply is signed with this collaborator's attested key, whatever
     mods the app itself declares: what the SuperNode side runs, so an app without :func:`attested_signing_mod`
-    still sends updates the ServerApp accepts (signing twice is harmless: the signature record is not part of
-    what is signed, and the last one wins)."""
+    still sends updates the ServerApp accepts. A reply the app's own mod signed already is left as it is: a
+    signature record the app made up instead only gets its own update refused by the ServerApp."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     def __call__(self, message: Any, context: Any) -> Any:
-        return attested_signing_mod(message, context, lambda m, c: self.app(message=m, context=c))
+        reply = self.app(message=message, context=context)
+        if reply.has_error() or SIGNATURE_RECORD in reply.content:
+            return reply  # an error, or signed by the app's own attested_signing_mod: not signed twice (it costs)
+        return attested_signing_mod(message, context, lambda _m, _c: reply)
 
 
 def enforce_reply_signing() -> Callable[[], None]:
