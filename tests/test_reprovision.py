@@ -196,3 +196,21 @@ def test_launcher_argument_and_port_checks_come_before_activation(tmp_path: Path
             assert {m: v["activations"] for m, v in _members(running).items()} == {"aggregator": 0, "hospital-a": 0}
     finally:
         busy.close()
+
+
+def test_a_later_version_is_judged_against_what_the_identity_was_last_provisioned_with(tmp_path: Path) -> None:
+    """v1 allows app A; v2 adds B and the aggregator re-provisions (B is now provisioned to it); v3 withdraws B.
+    The aggregator's identity is revoked by v3, because it runs with B: judged against v2, not its activation's v1.
+    hospital-a, never re-provisioned, still runs under v1's list, which v3 keeps whole: it stays."""
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    with coordinator(tmp_path, platform) as running:
+        enclave = tee(running, AGG)
+        activate(running.url, running.root_pem, "aggregator", enclave, tmp_path / "agg", enrolment_key=ENROL["aggregator"])
+        activate(running.url, running.root_pem, "hospital-a", tee(running, COLLAB), tmp_path / "a",
+                 enrolment_key=ENROL["hospital-a"])  # fmt: skip
+        assert update_policy(running, with_app(policy_text()))["revoked"] == []
+        assert resume_current(running.url, running.root_pem, "aggregator", enclave, tmp_path / "agg")[1] == "reprovisioned"
+        v3 = with_app(policy_text(), "cc" * 32)  # A and a new C: B withdrawn
+        revoked = update_policy(running, v3)["revoked"]
+        assert [r["member"] for r in revoked] == ["aggregator"], revoked
+        assert f"app {NEW_APP[:16]}" in revoked[0]["reason"] and "no longer allowed" in revoked[0]["reason"]

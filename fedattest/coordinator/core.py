@@ -217,6 +217,7 @@ class Coordinator:
         at activation, at the activation's time, to appraise them against ``new``'s reference values."""
         versions = {v.policy_hash: v.document for v in self.store.policy_versions()}
         collateral = self.store.collateral_documents()
+        reprovisioned = self.store.provisioned_under()  # the policy each identity was last provisioned under
         policies: dict[str, FederationPolicy | None] = {}
         now = self._utc()
         out = []
@@ -227,9 +228,7 @@ class Coordinator:
             if cert.not_valid_after_utc <= now:
                 continue
             # The policy it was last provisioned under: its activation's, or a later re-provisioning's.
-            policy_hash = self.store.provisioned_under(record.fingerprint) or str(
-                record.verdict.get("claims", {}).get("policy_hash", "")
-            )
+            policy_hash = reprovisioned.get(record.fingerprint) or str(record.verdict.get("claims", {}).get("policy_hash", ""))
             if policy_hash not in policies:
                 document = versions.get(policy_hash)
                 policies[policy_hash] = parse_policy(document) if document is not None else None
