@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -21,7 +24,7 @@ from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.flower.apps import AppGate
 from fedattest.flower.provisioned import Provisioned, load_provisioned
-from fedattest.participant.client import Activation, activate, current_policy_hash, reprovision, resume_current
+from fedattest.participant.client import Activation, activate, coordinator_context, reprovision, resume_current
 from fedattest.tee.base import TEE
 
 log = logging.getLogger("fedattest.flower")
@@ -125,17 +128,36 @@ class PolicyRefresher:
     (a new policy taken, or a new reason it could not be), never one per check."""
 
     def __init__(  # noqa: PLR0917 - the identity and where it lives
-        self, url: str, root_ca_pem: str, member: str, tee: TEE, identity_dir: Path, gate: AppGate
+        self, url: str, root_ca_pem: str, member: str, tee: TEE, identity_dir: Path, gate: AppGate, *, every: float = 5.0
     ) -> None:
         self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, self.gate = (
             url, root_ca_pem, member, tee, identity_dir, gate
         )  # fmt: skip
+        self.every = every  # seconds between two questions to the coordinator (policy changes are rare)
         self._last_problem: str | None = None
+        self._asked = -math.inf
+        self._http: httpx.Client | None = None  # one kept-alive connection: no TLS handshake per check
+
+    def _current_policy_hash(self) -> str:
+        if self._http is None:
+            self._http = httpx.Client(verify=coordinator_context(self.root_ca_pem), timeout=10.0)
+        try:
+            response = self._http.get(f"{self.url}/api/v1/policy")
+        except httpx.HTTPError as exc:
+            raise FedattestError(f"{self.url}: {exc}") from None
+        if response.status_code != 200:
+            raise FedattestError(f"GET /api/v1/policy: HTTP {response.status_code}")
+        return str(response.json()["policy_hash"])
 
     def check(self) -> Provisioned | None:
-        """Re-provision if the policy changed; returns the new parameters then, else None. Never raises."""
+        """Re-provision if the policy changed; returns the new parameters then, else None. Asks the coordinator
+        at most every ``every`` seconds (calls in between return None at once). Never raises."""
+        now = time.monotonic()
+        if now - self._asked < self.every:
+            return None
+        self._asked = now
         try:
-            current = current_policy_hash(self.url, self.root_ca_pem)
+            current = self._current_policy_hash()
             self.gate.current_policy_hash = current
             if current == self.gate.policy_hash:
                 self._last_problem = None

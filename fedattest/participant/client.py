@@ -226,15 +226,6 @@ def _write_identity(  # noqa: PLR0917 - the identity's parts
     return Activation(out_dir, chain, token, provisioned)
 
 
-def current_policy_hash(url: str, root_ca_pem: str, *, timeout: float = 10.0) -> str:
-    """The hash of the policy now in force at the coordinator (``GET /api/v1/policy``, TLS pinned to its root)."""
-    try:
-        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout) as http:
-            return str(_json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"])
-    except httpx.HTTPError as exc:
-        raise CoordinatorError(f"{url}: {exc}") from None
-
-
 def reprovision(
     url: str,
     root_ca_pem: str,
