@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from fedattest.attestation import Attestation, attest
     from fedattest.policy.appraisal import (
         AllOf,
+        AnyCode,
         AnyOf,
         Debug,
         ForTee,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
         PlatformTcb,
         Reference,
         ReferenceValues,
+        Refuse,
         Signer,
         Simulation,
         Verdict,
@@ -37,13 +39,14 @@ _APPRAISAL = "fedattest.policy.appraisal"
 _WHERE = {
     "attest": "attestation", "Attestation": "attestation", "Step": "steps",
     **{name: _APPRAISAL for name in (
-        "AllOf", "AnyOf", "Debug", "ForTee", "LaunchConfig", "Mrenclave", "Mrtd", "PlatformTcb", "Reference",
-        "ReferenceValues", "Signer", "Simulation", "Verdict",
+        "AllOf", "AnyCode", "AnyOf", "Debug", "ForTee", "LaunchConfig", "Mrenclave", "Mrtd", "PlatformTcb", "Reference",
+        "ReferenceValues", "Refuse", "Signer", "Simulation", "Verdict",
     )},
 }  # fmt: skip
 
 __all__ = [
     "AllOf",
+    "AnyCode",
     "AnyOf",
     "Attestation",
     "Debug",
@@ -54,6 +57,7 @@ __all__ = [
     "PlatformTcb",
     "Reference",
     "ReferenceValues",
+    "Refuse",
     "Signer",
     "Simulation",
     "Step",

@@ -147,11 +147,15 @@ def test_entries_written_before_rfc8785_still_verify_and_the_chain_goes_on_in_rf
     entries, head, key = import_log(export_log([old, new], sign_head(new, KEY), KEY.public_key()))
     assert verify_log(entries, head, key) == 2 and [e.version for e in entries] == [1, 2]
 
-    relabelled = {**new.to_json(), "v": 1}  # claiming the old encoding for a new entry changes its hash
+    relabelled = {k: v for k, v in new.to_json().items() if k != "v"}  # claiming the old encoding changes its hash
     with pytest.raises(AuditError, match="stated hash does not match"):
         AuditEntry.from_json(relabelled)
-    for version in (3, True, "2"):
+    for version in (3, True, "2", 2.0, 1):  # an explicit 1 is not how version 1 entries are written
         with pytest.raises(AuditError, match="unknown entry version"):
             AuditEntry.from_json({**new.to_json(), "v": version})
+    downgraded = next_entry(new, "2026-12-02T00:00:00Z", "round", {"x": 1})
+    downgraded = AuditEntry(downgraded.seq, downgraded.time, downgraded.kind, downgraded.data, downgraded.prev, version=1)
+    with pytest.raises(AuditError, match="a downgrade"):
+        verify_log([old, new, downgraded], sign_head(downgraded, KEY), KEY.public_key())
     with pytest.raises(AuditError, match="malformed"):  # a 64-bit number cannot be in a version 2 entry at all
         AuditEntry.from_json({**new.to_json(), "data": {"run_id": 2**63 + 5}})

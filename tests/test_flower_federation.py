@@ -237,6 +237,12 @@ def test_a_restarted_registry_takes_over_the_persisted_node_keys(caplog: pytest.
     assert after.registered == before.registered
     assert "already in use" not in caplog.text
     assert caplog.text.count("took over the node key of hospital-a") == 1
+    # A member revoked while the SuperLink was down: its node, left in the persisted state, is removed.
+    revoked_node = before.registered["hospital-b"][0]
+    later = AttestedNodeRegistry(factory, lambda: listed[:1], clock=lambda: 1000.0)
+    later.sync()
+    assert factory.state().get_node_id_by_public_key(keys["hospital-b"]) is None and "hospital-b" not in later.registered
+    assert revoked_node not in {n for n, _, _ in later.registered.values()}
 
     def unreachable() -> list[dict[str, Any]]:
         raise FedattestError("coordinator unreachable")

@@ -131,7 +131,7 @@ def test_every_check_of_a_reprovisioning_refuses(tmp_path: Path) -> None:
         cases: dict[str, tuple[dict[str, Any], int, str]] = {
             "a signature by another key": (_request(running, agg, enclave, signer=ident.new_key()), 403,
                                            "not by the certificate's key"),
-            "another enclave, also approved": (_request(running, agg, other), 409, "not the enclave that was activated"),
+            "another enclave, also approved": (_request(running, agg, other), 410, "not the enclave that was activated"),
             "claims for an older policy": (_request(running, agg, enclave, claims={"policy_hash": "00" * 32}), 409,
                                            "another policy version"),
             "another member's certificate": (_request(running, agg, enclave) | {"certificate": pem(a_leaf)}, 400,
@@ -144,6 +144,9 @@ def test_every_check_of_a_reprovisioning_refuses(tmp_path: Path) -> None:
                 _request(running, agg, enclave, claims={"keys": {"tls": ident.spki_sha256(agg_leaf), "node": "ab" * 32}}), 400,
                 "other keys than the activation"),
             "no quote for an attested role": (_request(running, agg, enclave) | {"quote": None}, 400, "requires attestation"),
+            "the same code launched with another CONFIGID": (
+                _request(running, agg, platform.tee(WorkloadIdentity(AGG, SIGNER, config_id=b"\x01" * 64, kss=True))), 410,
+                "attributes, config_id differ"),
         }  # fmt: skip
         with running.http() as http:
             for name, (body, status, needle) in cases.items():
@@ -153,6 +156,8 @@ def test_every_check_of_a_reprovisioning_refuses(tmp_path: Path) -> None:
             assert http.post(f"{running.url}/api/v1/reprovision", json=good).status_code == 200
             replay = http.post(f"{running.url}/api/v1/reprovision", json=good)
             assert replay.status_code == 409 and "replay" in replay.json()["error"]
+            again = http.post(f"{running.url}/api/v1/reprovision", json=_request(running, agg, enclave))  # once per version
+            assert again.status_code == 409 and "provisioned under the current policy already" in again.json()["error"]
         # A revoked identity is not re-provisioned: the caller is told to activate anew.
         update_policy(running, with_app(policy_text(), "dd" * 32).replace(f'"{COLLAB.hex()}"', f'"{"55" * 32}"'))
         with pytest.raises(CoordinatorError, match="revoked"):
@@ -214,3 +219,13 @@ def test_a_later_version_is_judged_against_what_the_identity_was_last_provisione
         revoked = update_policy(running, v3)["revoked"]
         assert [r["member"] for r in revoked] == ["aggregator"], revoked
         assert f"app {NEW_APP[:16]}" in revoked[0]["reason"] and "no longer allowed" in revoked[0]["reason"]
+
+        # The running aggregator cannot re-provision (revoked), but its gate stops the withdrawn app at once.
+        from fedattest.flower.apps import AppGate
+        from fedattest.flower.participant import PolicyRefresher
+
+        provisioned = json.loads((tmp_path / "agg" / "provisioned.json").read_text())
+        gate = AppGate(provisioned["allowed_app_hashes"], provisioned["policy_hash"])
+        assert NEW_APP in gate.allowed
+        PolicyRefresher(running.url, running.root_pem, "aggregator", enclave, tmp_path / "agg", gate).check()
+        assert NEW_APP not in gate.allowed and gate.allowed and gate.current_policy_hash != gate.policy_hash

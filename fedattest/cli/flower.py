@@ -148,8 +148,18 @@ def superlink_cmd(  # noqa: PLR0917 - typer maps parameters to options
         paths = SuperLinkPaths(state)
         enclave = _tee(tee, platform, mrenclave)
         # Everything that can be wrong with the arguments is found before activating: a typo must not cost one.
-        sockets = (listening_socket(*listen_at), listening_socket(*internal_at))
-        _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="aggregator")
+        public = listening_socket(*listen_at)
+        try:
+            sockets = (public, listening_socket(*internal_at))
+        except FedattestError:
+            public.close()
+            raise
+        try:
+            _activate(coordinator, root_pem, member, enclave, paths.identity, enrolment_key, role="aggregator")
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
         serve_superlink(paths, listen=listen_at, internal=internal_at, coordinator_url=coordinator, root_ca_pem=root_pem,
                         refresh_seconds=refresh, persist=persist, max_fleet_body=max_fleet_body,
                         header_timeout=header_timeout, max_connections=max_connections,

@@ -1,9 +1,8 @@
 """``fedattest quote show`` and ``fedattest quote verify``.
 
-The functions below the commands (:func:`view_quote`, :func:`describe_quote`, :func:`evaluate`,
-:class:`Outcome`) are what the commands and ``fedattest demo`` share: decode and parse evidence (as far
-as it goes), verify with the DCAP verifier, appraise against reference values, and describe the
-result as one JSON object or a rich table.
+The commands parse their options and render: evidence is read as far as it parses
+(:func:`fedattest.sgx.partial.view_quote`), attested with :func:`fedattest.attestation.attest`, and shown as one
+JSON object (:func:`describe_quote`, :func:`verification_json`) or a two-column listing.
 """
 
 from __future__ import annotations

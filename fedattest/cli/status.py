@@ -23,8 +23,9 @@ def status_command(
     Members: name, role, attestation, measurement (MRENCLAVE), TCB status, data commitment, activations,
     last activation and the SHA-256 of the attested Flower node key (the SuperLink logs which node id that
     key registered as). Runs: each run's recorded rounds, participants, refused updates and the DP the
-    rounds were aggregated with. Everything comes from the coordinator's signed audit log, checked here
-    against its signed head; nothing is written.
+    rounds were aggregated with. Activations, policy versions and runs come from the coordinator's signed audit
+    log, checked here against its signed head; member counts and node keys from its members and public-keys
+    endpoints. Nothing is written.
 
     Exit codes: 0 shown, 1 the coordinator could not be reached or its log does not verify, 2 usage error.
 

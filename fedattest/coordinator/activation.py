@@ -130,7 +130,7 @@ def check_reprovision(  # noqa: PLR0917 - the request's fields
 ) -> CheckedRenewal:
     """Every check of a re-provisioning request that needs neither state nor I/O, in order: the member is in the
     policy; the certificate is one the coordinator's root issued to this member; the claims have their shape,
-    name this member and the current policy version, and bind the certificate's key (and nothing new); the
+    name this member and the current policy version, and bind the certificate's key; the
     certificate's key signed them (proof of possession). The shell then checks that the certificate is a live
     activation of this member (not revoked, not expired) and re-attests the enclave."""
     member = policy.member(member_name)

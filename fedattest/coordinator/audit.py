@@ -71,9 +71,10 @@ class AuditEntry:
     @classmethod
     def from_json(cls, obj: Any) -> AuditEntry:
         try:
-            version = obj.get("v", 1)
-            if isinstance(version, bool) or version not in ENTRY_LABELS:
-                raise ValueError(f"unknown entry version {version!r}")
+            # Version 1 entries have no "v" at all; a later version is an integer, never 1 written out.
+            version = obj.get("v", 1) if "v" not in obj or obj["v"] != 1 else None
+            if type(version) is not int or version not in ENTRY_LABELS:
+                raise ValueError(f"unknown entry version {obj.get('v')!r}")
             entry = cls(
                 int(obj["seq"]), str(obj["time"]), str(obj["kind"]), dict(obj["data"]), bytes.fromhex(obj["prev"]), version
             )
@@ -146,6 +147,10 @@ def verify_log(entries: Iterable[AuditEntry], head: SignedHead, public_key: ec.E
         expected_prev = GENESIS if previous is None else previous.hash
         if entry.prev != expected_prev:
             raise AuditError(f"entry {entry.seq}: does not chain to the entry before it (changed or inserted)", entry.seq)
+        if previous is not None and entry.version < previous.version:
+            raise AuditError(
+                f"entry {entry.seq}: version {entry.version} after version {previous.version} (a downgrade)", entry.seq
+            )
         previous = entry
         count += 1
     if previous is None:

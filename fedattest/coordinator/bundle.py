@@ -538,9 +538,12 @@ def _check_reprovision(report: BundleReport, entry: AuditEntry, policy: Federati
     at = parse_time(entry.time)
     if cert.not_valid_after_utc <= at:
         return report.add(subject, False, "its certificate had expired")
-    binds = claims.get("member") == member.name and dict(claims.get("keys", {})).get("tls") == ident.spki_sha256(cert)
+    keys = dict(claims.get("keys", {}))
+    binds = claims.get("member") == member.name and keys.pop("tls", None) == ident.spki_sha256(cert)
     if not binds or claims.get("policy_hash") != d.get("policy_hash"):
         return report.add(subject, False, "the claims do not bind this member, its certificate key and the policy")
+    if keys != dict(record["verdict"].get("public_keys") or {}):
+        return report.add(subject, False, "the claims bind other keys than the activation did")
     if not ident.reprovision_signed_by(cert, claims, str(d.get("signature"))):
         return report.add(subject, False, "the claims were not signed with the certificate's key")
     verified: VerifiedQuote | None = None
@@ -553,19 +556,21 @@ def _check_reprovision(report: BundleReport, entry: AuditEntry, policy: Federati
             collateral = Collateral.from_json(ev.collateral[str(d["collateral_sha256"])])
         except (KeyError, FedattestError) as exc:
             return report.add(subject, False, f"the quote cannot be checked: {exc}")
-        outcome = attest(base64.b64decode(str(d["quote_b64"])), collateral=collateral, verifier=verifier, reference=reference,
+        try:
+            raw = base64.b64decode(str(d["quote_b64"]), validate=True)
+        except ValueError:
+            return report.add(subject, False, "its quote is not base64")
+        outcome = attest(raw, collateral=collateral, verifier=verifier, reference=reference,
                          expected_report_data=ident.claims_report_data(claims, entry.version), at=at)  # fmt: skip
         if not outcome.accepted or outcome.verified is None:
             return report.add(subject, False, f"the quote does not verify: {outcome.reason}")
         verified = outcome.verified
-        same = (verified.mr_enclave, verified.mr_signer) == (
-            (live.verified.mr_enclave, live.verified.mr_signer) if live.verified is not None else (None, None)
-        )
-        if not same:
-            return report.add(subject, False, "another enclave than the one activated (MRENCLAVE or MRSIGNER differ)")
+        if live.verified is None or verified.enclave_identity() != live.verified.enclave_identity():
+            return report.add(subject, False, "another enclave than the one activated (its identity differs)")
     elif policy.roles[member.role].attestation_required:
         return report.add(subject, False, "re-provisioned without attestation, but the role requires it")
-    ev.live[cert_sha256] = _Live(member.name, member.role, policy, verified or live.verified, live.not_after)
+    # Judged from now on against this policy, with the activation's evidence (as the coordinator judges it).
+    ev.live[cert_sha256] = _Live(member.name, member.role, policy, live.verified, live.not_after)
     how = "the same enclave, re-attested" if verified is not None else "attestation off, as the role allows"
     return report.add(subject, True, f"{how}; provisioned under policy {policy.policy_hash().hex()[:16]}...")
 

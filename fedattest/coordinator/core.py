@@ -366,10 +366,6 @@ class Coordinator:
             event("activation", outcome="refused", member=member_name, status=exc.status, reason=exc)
             raise
         self._count("activations_accepted")
-        token = jwt.decode(result["token"], options={"verify_signature": False})
-        event("activation", outcome="accepted", member=member_name, role=token.get("role"),
-              attestation=token.get("attestation"), mrenclave=str(token.get("mrenclave"))[:16], tcb=token.get("tcb_status"),
-              cert=str(token.get("cert_sha256"))[:16])  # fmt: skip
         return result
 
     def _activate(  # noqa: PLR0917 - the request's fields
@@ -424,6 +420,7 @@ class Coordinator:
                 "notes": list(outcome.notes),
                 "quote_sha256": hashlib.sha256(raw).hexdigest(),
                 "collateral_sha256": self._collateral_document(collateral)[0],
+                "enclave": verified.enclave_identity(),  # what re-provisioning must show again
             }
             token_claims = {
                 k: verdict[k] for k in ("attestation", "mrenclave", "mrsigner", "tcb_status", "advisory_ids", "simulated")
@@ -467,6 +464,8 @@ class Coordinator:
         except StoreError as exc:
             raise ActivationError(str(exc), 409) from None
         self._add_seconds("store", time.perf_counter() - started)
+        event("activation", outcome="accepted", member=member.name, role=member.role, attestation=verdict["attestation"],
+              mrenclave=str(verdict.get("mrenclave"))[:16], tcb=verdict.get("tcb_status"), cert=fingerprint[:16])  # fmt: skip
         return {
             "certificate_chain": cert_pem + self.state.root_ca.public_bytes(serialization.Encoding.PEM).decode(),
             "token": token,
@@ -528,6 +527,8 @@ class Coordinator:
         event("reprovision", outcome="accepted", member=member_name, policy=str(result["provisioned"]["policy_hash"])[:16])
         return result
 
+    # 410 Gone for every refusal that means "this identity cannot be re-provisioned: activate anew"; other
+    # refusals (409: a replay, a policy changing meanwhile; 429, 503) are worth retrying with the same identity.
     def _reprovision(
         self, member_name: str, quote_b64: str | None, certificate_pem: str, claims: dict[str, Any], signature: str
     ) -> dict[str, Any]:
@@ -540,11 +541,14 @@ class Coordinator:
             raise ActivationError(f"no activation of {member_name!r} issued this certificate", 400)
         revoked = self._revoked.get(fingerprint)
         if revoked is not None:
-            raise ActivationError(f"this identity was revoked ({revoked.reason}): activate anew", 409)
+            raise ActivationError(f"this identity was revoked ({revoked.reason}): activate anew", 410)
         if checked.certificate.not_valid_after_utc <= self._utc():
-            raise ActivationError("this identity's certificate has expired: activate anew", 409)
+            raise ActivationError("this identity's certificate has expired: activate anew", 410)
         if record.role != member.role:
-            raise ActivationError(f"the member's role is now {member.role!r}, not {record.role!r}: activate anew", 409)
+            raise ActivationError(f"the member's role is now {member.role!r}, not {record.role!r}: activate anew", 410)
+        provisioned = self.store.provisioned_under().get(fingerprint) or record.verdict.get("claims", {}).get("policy_hash")
+        if provisioned == policy.policy_hash().hex():  # each identity once per policy version: no audit-log flood
+            raise ActivationError("this identity is provisioned under the current policy already", 409)
         bound = dict(record.verdict.get("public_keys") or {})
         if {k: v for k, v in claims["keys"].items() if k != "tls"} != bound:
             raise ActivationError("the claims bind other keys than the activation did", 400)
@@ -574,9 +578,14 @@ class Coordinator:
             assert verified is not None and collateral is not None
             mrenclave = verified.mr_enclave.hex() if verified.mr_enclave is not None else None
             mrsigner = verified.mr_signer.hex() if verified.mr_signer is not None else None
-            if (mrenclave, mrsigner) != (record.verdict.get("mrenclave"), record.verdict.get("mrsigner")):
+            recorded = record.verdict.get("enclave")
+            if recorded is None:  # recorded before the whole identity was kept: its code and signer, then
+                recorded = {"mrenclave": record.verdict.get("mrenclave"), "mrsigner": record.verdict.get("mrsigner")}
+            now_identity = verified.enclave_identity()
+            changed = sorted(k for k in set(recorded) | set(now_identity) if recorded.get(k) != now_identity.get(k))
+            if changed:
                 raise ActivationError(
-                    "this is not the enclave that was activated (another MRENCLAVE or MRSIGNER): activate anew", 409
+                    f"this is not the enclave that was activated ({', '.join(changed)} differ): activate anew", 410
                 )
             attested = {
                 "attestation": "verified", "mrenclave": mrenclave, "mrsigner": mrsigner, "tcb_status": verified.tcb_status.value,
@@ -596,7 +605,7 @@ class Coordinator:
                 if self.policy is not policy:
                     raise ActivationError("the policy changed during this request: fetch the current policy and retry", 409)
                 if fingerprint in self._revoked:
-                    raise ActivationError("this identity was revoked during this request: activate anew", 409)
+                    raise ActivationError("this identity was revoked during this request: activate anew", 410)
                 if collateral is not None:
                     tx.add_collateral(*self._collateral_document(collateral))
                 tx.append_audit(self._now(), "reprovision", entry)
@@ -629,6 +638,10 @@ class Coordinator:
         signer = self.policy.member(member)
         if signer is None or signer.role != "aggregator":
             raise ActivationError(f"only the aggregator reports rounds, not {member!r}")
+        if int(report["round"]) > self.policy.training.rounds:
+            raise ActivationError(
+                f"round report refused: round {report['round']} is beyond the policy's {self.policy.training.rounds} rounds"
+            )
         dp = report.get("dp")
         wanted = {"noise_multiplier": self.policy.dp.noise_multiplier, "clipping_norm": self.policy.dp.clipping_norm,
                   "sampled_clients": self.policy.dp.sampled_clients}  # fmt: skip

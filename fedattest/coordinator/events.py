@@ -14,7 +14,8 @@ _BARE = re.compile(r"[A-Za-z0-9_.:/@+-]+")
 
 
 def _value(value: object) -> str:
-    text = "" if value is None else str(value)
+    # Control and other unprintable characters (a member name or reason may carry ESC, U+2028...) as escapes.
+    text = "".join(c if c.isprintable() or c in "\n\r" else repr(c)[1:-1] for c in ("" if value is None else str(value)))
     if _BARE.fullmatch(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

@@ -140,4 +140,7 @@ class StateDirectory:
         return state
 
     def close(self) -> None:
-        os.close(self._lock)
+        """Release the lock; a second call does nothing (a closed descriptor's number may be another file's)."""
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1

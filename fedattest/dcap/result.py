@@ -88,3 +88,19 @@ class VerifiedQuote:
     def mr_td(self) -> bytes | None:
         b = self.quote.body
         return b.mr_td if isinstance(b, TdReport) else None
+
+    def enclave_identity(self) -> dict[str, str]:
+        """What makes this the same enclave (or TD) as another quote's: for SGX the code (MRENCLAVE), its signer,
+        product and security version, the launch configuration (CONFIGID, CONFIGSVN) and the attributes; for a
+        TD its measurement, configuration, owner and attributes. Hex strings, for records and comparison."""
+        b = self.quote.body
+        if isinstance(b, ReportBody):
+            return {
+                "tee": "sgx", "mrenclave": b.mr_enclave.hex(), "mrsigner": b.mr_signer.hex(), "isv_prod_id": str(b.isv_prod_id),
+                "isv_svn": str(b.isv_svn), "config_id": b.config_id.hex(), "config_svn": str(b.config_svn),
+                "attributes": b.attributes.hex(),
+            }  # fmt: skip
+        return {
+            "tee": "tdx", "mrtd": b.mr_td.hex(), "mrconfigid": b.mr_config_id.hex(), "mrowner": b.mr_owner.hex(),
+            "mrownerconfig": b.mr_owner_config.hex(), "td_attributes": b.td_attributes.hex(),
+        }  # fmt: skip

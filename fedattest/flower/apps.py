@@ -66,7 +66,14 @@ class AppGate:
 
     def __init__(self, allowed_hashes: Iterable[str], policy_hash: str | None = None) -> None:
         self.current_policy_hash: str | None = None  # the coordinator's, when a refresher saw another
+        self.allowed: frozenset[str] = frozenset()
+        self.policy_hash: str | None = None
         self.update(allowed_hashes, policy_hash)
+
+    def narrow(self, allowed_hashes: Iterable[str]) -> None:
+        """Keep only the apps ``allowed_hashes`` also allows (a newer policy's list, before this participant is
+        re-provisioned under it): a withdrawn app stops at once. May leave nothing allowed."""
+        self.allowed = self.allowed & frozenset(h.lower() for h in allowed_hashes)
 
     def update(self, allowed_hashes: Iterable[str], policy_hash: str | None) -> None:
         allowed = frozenset(h.lower() for h in allowed_hashes)

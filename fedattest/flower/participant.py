@@ -138,7 +138,8 @@ class PolicyRefresher:
         self._asked = -math.inf
         self._http: httpx.Client | None = None  # one kept-alive connection: no TLS handshake per check
 
-    def _current_policy_hash(self) -> str:
+    def _current_policy(self) -> tuple[str, frozenset[str]]:
+        """The coordinator's policy hash and the app hashes that policy allows."""
         if self._http is None:
             self._http = httpx.Client(verify=coordinator_context(self.root_ca_pem), timeout=10.0)
         try:
@@ -147,33 +148,43 @@ class PolicyRefresher:
             raise FedattestError(f"{self.url}: {exc}") from None
         if response.status_code != 200:
             raise FedattestError(f"GET /api/v1/policy: HTTP {response.status_code}")
-        return str(response.json()["policy_hash"])
+        body = response.json()
+        allowed = json.loads(body["policy"])["apps"]["allowed_hashes"]
+        return str(body["policy_hash"]), frozenset(str(h).lower() for h in allowed)
 
     def check(self) -> Provisioned | None:
         """Re-provision if the policy changed; returns the new parameters then, else None. Asks the coordinator
-        at most every ``every`` seconds (calls in between return None at once). Never raises."""
+        at most every ``every`` seconds (calls in between return None at once). Never raises: it runs in the
+        launchers' background threads, which must go on (the SuperLink's also keeps the node keys in step).
+
+        While the participant is provisioned under an older policy than the coordinator's, its gate allows only
+        apps both policies allow: an app the new version withdrew stops at once, even when re-provisioning is
+        refused (a revoked identity) or fails."""
         now = time.monotonic()
         if now - self._asked < self.every:
             return None
         self._asked = now
+        allowed_now: frozenset[str] | None = None
         try:
-            current = self._current_policy_hash()
+            current, allowed_now = self._current_policy()
             self.gate.current_policy_hash = current
             if current == self.gate.policy_hash:
                 self._last_problem = None
                 return None
             node = _load_node_key(self.identity_dir / NODE_KEY)
             extra = {"node": node.public_key()} if node is not None else None
-            _, changed = reprovision(self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, extra_keys=extra)
+            reprovision(self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, extra_keys=extra)
             fresh = load_provisioned(self.identity_dir)
-        except FedattestError as exc:
-            problem = str(exc)
+        except Exception as exc:  # see the docstring: logged once per distinct problem, never raised
+            if allowed_now is not None:
+                self.gate.narrow(allowed_now)
+            problem = f"{type(exc).__name__}: {exc}" if not isinstance(exc, FedattestError) else str(exc)
             if problem != self._last_problem:
                 log.warning("could not take the coordinator's current policy (%s); retrying", problem)
                 self._last_problem = problem
             return None
         self._last_problem = None
-        if not changed:
+        if fresh.policy_hash == self.gate.policy_hash:
             return None
         previous = self.gate.policy_hash
         self.gate.update(fresh.allowed_app_hashes, fresh.policy_hash)

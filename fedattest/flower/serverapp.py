@@ -25,6 +25,7 @@ import contextvars
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -230,7 +231,6 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
 
 
 _CONTEXT: contextvars.ContextVar[Any] = contextvars.ContextVar("fedattest_serverapp_context", default=None)
-_ENFORCED = "__fedattest_enforced__"
 
 
 def enforce_policy_in_serverapp() -> Callable[[], None]:
@@ -257,11 +257,21 @@ def enforce_policy_in_serverapp() -> Callable[[], None]:
         finally:
             _CONTEXT.reset(token)
 
+    enforced: weakref.WeakSet[Any] = weakref.WeakSet()  # ours, not an attribute the app could set
+
     def start(self: Any, grid: Any, initial_arrays: Any, num_rounds: int = 3, *args: Any, **kwargs: Any) -> Any:
-        context = _CONTEXT.get()
-        if context is None or getattr(self, _ENFORCED, False):
+        if self in enforced:
             return original_start(self, grid, initial_arrays, num_rounds, *args, **kwargs)
-        rounds = provisioned_for(context).rounds
+        context = _CONTEXT.get()
+        if context is None:  # started outside the ServerApp's own call (another thread): nothing to enforce it with
+            raise FedattestError("fedattest: a strategy must be started from the ServerApp's main function, in its thread")
+        provisioned = provisioned_for(context)
+        rounds = provisioned.rounds
+        own = applied_dp(self)
+        wanted = {"noise_multiplier": provisioned.dp.noise_multiplier, "clipping_norm": provisioned.dp.clipping_norm,
+                  "sampled_clients": provisioned.dp.sampled_clients}  # fmt: skip
+        if own is not None and own != wanted:
+            raise FedattestError(f"fedattest: the app's DP {own} is not the policy's {wanted}: refusing to start the run")
         if num_rounds != rounds:
             log.warning("the app asked for %d rounds; the policy's %d apply", num_rounds, rounds)
         strategy = self
@@ -271,7 +281,7 @@ def enforce_policy_in_serverapp() -> Callable[[], None]:
         elif applied_dp(strategy) is None:
             strategy.strategy = dp_strategy(strategy.strategy, context)
             log.info("the policy's DP was added to the app's strategy")
-        setattr(strategy, _ENFORCED, True)
+        enforced.add(strategy)
         return original_start(strategy, grid, initial_arrays, rounds, *args, **kwargs)
 
     setattr(runtime, "run_", run_)  # noqa: B010 - Flower's module attribute

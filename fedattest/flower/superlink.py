@@ -167,6 +167,7 @@ class AttestedNodeRegistry:
     clock: Callable[[], float] = time.time
     registered: dict[str, tuple[int, bytes, float]] = field(default_factory=dict)  # member -> (node id, PEM, expires)
     _reported: set[str] = field(default_factory=set)  # registration problems logged once already
+    _swept: bool = False  # nodes left in a persisted link state by an earlier run were checked once
 
     def sync(self) -> None:
         """One reconciliation. If the coordinator cannot be reached, keys still drop out when they expire."""
@@ -184,6 +185,16 @@ class AttestedNodeRegistry:
                 log.warning("could not refresh the attested node keys from the coordinator (retrying quietly): %s", exc)
             listed = None
         state = self.state_factory.state()
+        if listed is not None and not self._swept:
+            # A persisted link state may hold nodes registered before a restart whose identities were revoked or
+            # expired meanwhile: only keys the coordinator lists now stay (the others are taken over below).
+            attested = {pem for pem, expires in listed.values() if expires > now}
+            for info in state.get_node_info(owner_aids=[NOOP_FLWR_AID]):
+                if info.status != "unregistered" and bytes(info.public_key) not in attested:
+                    with contextlib.suppress(ValueError):
+                        state.delete_node(owner_aid=NOOP_FLWR_AID, node_id=info.node_id)
+                    log.warning("removed node %s, registered before a restart: its key is no longer attested", info.node_id)
+            self._swept = True
         for member, (node_id, pem, expires) in list(self.registered.items()):
             gone = listed is not None and (listed.get(member) or (b"",))[0] != pem
             if gone or expires <= now:

@@ -51,7 +51,12 @@ SEAL_PURPOSE = b"fedattest-participant-identity-v1"
 
 
 class CoordinatorError(FedattestError):
-    """The coordinator could not be verified or refused a request; the message says why."""
+    """The coordinator could not be verified or refused a request; the message says why. ``status`` is the HTTP
+    status of a refusal (None when there was no answer to read one from)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class CoordinatorUnreachableError(CoordinatorError):
@@ -84,7 +89,7 @@ def _json(response: httpx.Response, what: str) -> Any:
             detail = response.json().get("error", response.text)
         except ValueError:
             detail = response.text
-        raise CoordinatorError(f"{what}: HTTP {response.status_code}: {detail}")
+        raise CoordinatorError(f"{what}: HTTP {response.status_code}: {detail}", response.status_code)
     return response.json()
 
 
@@ -330,6 +335,11 @@ def resume_unless_revoked(url: str, root_ca_pem: str, out_dir: Path, tee: TEE) -
     return None
 
 
+# Refusals that say the sealed identity cannot be re-provisioned at all (revoked, expired, another enclave, a
+# member or role that changed, a certificate not its own): only these make the caller spend a new activation.
+DEFINITE_REFUSALS = frozenset({400, 403, 410})
+
+
 def resume_current(
     url: str,
     root_ca_pem: str,
@@ -352,7 +362,10 @@ def resume_current(
         log.warning("could not check the coordinator's current policy (%s): resuming the sealed identity as it is", exc)
         return resumed, "resumed"
     except CoordinatorError as exc:
-        log.warning("could not re-provision the sealed identity under the current policy (%s): activating anew", exc)
+        if exc.status not in DEFINITE_REFUSALS:  # busy (429), unavailable (503), a policy changing meanwhile...
+            log.warning("could not re-provision the sealed identity now (%s): resuming it as it is", exc)
+            return resumed, "resumed"
+        log.warning("the coordinator refused to re-provision the sealed identity (%s): activating anew", exc)
         return None, str(exc)
     if changed:
         log.info(
