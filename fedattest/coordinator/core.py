@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedattest.attestation import REPORT_DATA, attest
+from fedattest.attestation import REPORT_DATA, Attestation, attest
 from fedattest.canonical import canonical_json
 from fedattest.coordinator.activation import ActivationError, check_reprovision, check_request, claims_nonce
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
@@ -388,26 +388,9 @@ class Coordinator:
         collateral: Collateral | None = None
         token_claims: dict[str, Any] = {"attestation": "off"}
         if role.attestation_required:
-            if not quote_b64:
-                raise ActivationError(f"role {member.role!r} requires attestation: send a quote", 400)
-            try:
-                raw = base64.b64decode(quote_b64, validate=True)
-            except ValueError:
-                raise ActivationError("quote is not base64", 400) from None
-            if len(raw) > MAX_QUOTE_BYTES:
-                raise ActivationError("quote is too large", 413)
             started = time.perf_counter()
-            reference = policy.reference_for(member)
-            assert reference is not None  # attestation_required implies reference values
-            outcome = attest(raw, collateral=self.collateral_for, verifier=self.verifier, reference=reference,
-                             expected_report_data=ident.claims_report_data(claims), at=self._utc())  # fmt: skip
+            raw, outcome = self._attest_member(policy, member, quote_b64, claims)
             self._add_seconds("verify", time.perf_counter() - started)
-            if outcome.evidence_failed:
-                raise ActivationError(f"quote rejected: {outcome.reason}")
-            if outcome.step == REPORT_DATA:
-                raise ActivationError("quote report data does not bind these claims")
-            if not outcome.accepted:
-                raise ActivationError(f"evidence does not match role {member.role!r}: {outcome.reason}")
             verified, collateral = outcome.verified, outcome.collateral
             assert verified is not None and collateral is not None
             verdict = {
@@ -471,6 +454,31 @@ class Coordinator:
             "token": token,
             "provisioned": self._provisioned(policy, member, str(verdict["attestation"])),
         }
+
+    def _attest_member(
+        self, policy: FederationPolicy, member: Member, quote_b64: str | None, claims: dict[str, Any]
+    ) -> tuple[bytes, Attestation]:
+        """The member's quote (base64, bounded) attested against its reference values under ``policy``, bound to
+        ``claims``: (the raw quote, the accepted attestation), or :class:`ActivationError` saying why not."""
+        if not quote_b64:
+            raise ActivationError(f"role {member.role!r} requires attestation: send a quote", 400)
+        try:
+            raw = base64.b64decode(quote_b64, validate=True)
+        except ValueError:
+            raise ActivationError("quote is not base64", 400) from None
+        if len(raw) > MAX_QUOTE_BYTES:
+            raise ActivationError("quote is too large", 413)
+        reference = policy.reference_for(member)
+        assert reference is not None  # attestation_required implies reference values
+        outcome = attest(raw, collateral=self.collateral_for, verifier=self.verifier, reference=reference,
+                         expected_report_data=ident.claims_report_data(claims), at=self._utc())  # fmt: skip
+        if outcome.evidence_failed:
+            raise ActivationError(f"quote rejected: {outcome.reason}")
+        if outcome.step == REPORT_DATA:
+            raise ActivationError("quote report data does not bind these claims")
+        if not outcome.accepted:
+            raise ActivationError(f"evidence does not match role {member.role!r}: {outcome.reason}")
+        return raw, outcome
 
     def _token(  # noqa: PLR0917 - the token's parts
         self, policy: FederationPolicy, member: Member, attested: dict[str, Any], fingerprint: str, now: float, expires: float
@@ -556,24 +564,7 @@ class Coordinator:
         entry: dict[str, Any] = {"member": member.name, "role": member.role, "cert_sha256": fingerprint, "attestation": "off"}
         collateral: Collateral | None = None
         if policy.roles[member.role].attestation_required:
-            if not quote_b64:
-                raise ActivationError(f"role {member.role!r} requires attestation: send a quote", 400)
-            try:
-                raw = base64.b64decode(quote_b64, validate=True)
-            except ValueError:
-                raise ActivationError("quote is not base64", 400) from None
-            if len(raw) > MAX_QUOTE_BYTES:
-                raise ActivationError("quote is too large", 413)
-            reference = policy.reference_for(member)
-            assert reference is not None  # attestation_required implies reference values
-            outcome = attest(raw, collateral=self.collateral_for, verifier=self.verifier, reference=reference,
-                             expected_report_data=ident.claims_report_data(claims), at=self._utc())  # fmt: skip
-            if outcome.evidence_failed:
-                raise ActivationError(f"quote rejected: {outcome.reason}")
-            if outcome.step == REPORT_DATA:
-                raise ActivationError("quote report data does not bind these claims")
-            if not outcome.accepted:
-                raise ActivationError(f"evidence does not match role {member.role!r}: {outcome.reason}")
+            _, outcome = self._attest_member(policy, member, quote_b64, claims)
             verified, collateral = outcome.verified, outcome.collateral
             assert verified is not None and collateral is not None
             mrenclave = verified.mr_enclave.hex() if verified.mr_enclave is not None else None
