@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import logging
 import os
 import signal
 import socket
@@ -22,6 +21,7 @@ from fedattest.coordinator.core import Coordinator
 from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.listen import listening_socket
+from fedattest.logs import log_to_stderr
 from fedattest.pki import identity as ident
 from fedattest.tls_server import (
     HEADER_TIMEOUT_SECONDS,
@@ -65,13 +65,7 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _log_events_to_stderr() -> None:
     """The coordinator's decision lines (:mod:`fedattest.coordinator.events`) on stderr, one per line."""
-    log = logging.getLogger("fedattest.coordinator")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("fedattest coordinator: %(message)s"))
-        log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    log_to_stderr("fedattest.coordinator", "fedattest coordinator: %(message)s")
 
 
 def serve(

@@ -11,7 +11,6 @@ to start: it never falls back to an ungated Flower.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import stat
 import sys
@@ -23,6 +22,7 @@ from fedattest.flower.apps import AppGate
 from fedattest.flower.context import IDENTITY_ENV
 from fedattest.flower.gate import install_app_gate
 from fedattest.flower.provisioned import load_provisioned
+from fedattest.logs import log_to_stderr
 
 # Flower's console scripts and their entry points (its pyproject's [project.scripts]). Named here rather
 # than looked up in the installed metadata at every start: a ClientApp process starts for every message,
@@ -99,10 +99,4 @@ def quiet_flower() -> None:
 def configure_logging() -> None:
     """Our log lines (accepted and dropped updates, registered node keys, refusals) on stderr, in every
     participant process; Flower configures its own logger, and httpx's request lines are noise here."""
-    ours = logging.getLogger("fedattest")
-    if not ours.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s fedattest: %(message)s"))
-        ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False
+    log_to_stderr("fedattest", "%(levelname)s fedattest: %(message)s")
