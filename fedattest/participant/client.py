@@ -190,10 +190,8 @@ def activate(
     try:
         with httpx.Client(verify=context, timeout=timeout) as http:
             policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
-            nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
             extra = extra_keys or {}
-            keys = {"tls": ident.spki_sha256(key.public_key()), **{n: ident.spki_sha256(k) for n, k in extra.items()}}
-            claims = {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": keys}
+            claims = _fresh_claims(http, url, member, policy_hash, key.public_key(), extra)
             quote = tee.quote(ident.claims_report_data(claims))
             spki = serialization.PublicFormat.SubjectPublicKeyInfo
             pems = {n: k.public_bytes(serialization.Encoding.PEM, spki).decode() for n, k in extra.items()}
@@ -211,6 +209,30 @@ def activate(
     fmt = serialization.PrivateFormat.PKCS8
     pem_key = key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()).decode()
     return _write_identity(out_dir, tee, pem_key, result["certificate_chain"], result["token"], result["provisioned"])
+
+
+def _fresh_claims(  # noqa: PLR0917 - the claims' parts
+    http: httpx.Client,
+    url: str,
+    member: str,
+    policy_hash: str,
+    key: ec.EllipticCurvePublicKey,
+    extra: dict[str, ec.EllipticCurvePublicKey],
+) -> dict[str, Any]:
+    """Claims over a fresh coordinator nonce: the member, the policy hash and the SPKI hash of the identity key
+    (``tls``) and of each extra key. What an activation and a re-provisioning both quote."""
+    nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
+    keys = {"tls": ident.spki_sha256(key), **{name: ident.spki_sha256(k) for name, k in extra.items()}}
+    return {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": keys}
+
+
+def _sealed_state(out_dir: Path, tee: TEE) -> dict[str, Any] | None:
+    """What :func:`_write_identity` sealed in ``out_dir`` (key, chain, token, provisioned), or None."""
+    path = out_dir / SEALED_NAME
+    if not path.exists():
+        return None
+    state: dict[str, Any] = json.loads(unseal(tee.sealing_key(), SEAL_PURPOSE, path.read_bytes()))
+    return state
 
 
 def _write_identity(  # noqa: PLR0917 - the identity's parts
@@ -248,10 +270,9 @@ def reprovision(
     expired identity, another enclave: then activate anew), :class:`CoordinatorUnreachableError` when the
     coordinator cannot be reached, and :class:`FedattestError` when nothing is sealed."""
     _host_port(url)
-    path = out_dir / SEALED_NAME
-    if not path.exists():
+    state = _sealed_state(out_dir, tee)
+    if state is None:
         raise FedattestError(f"{out_dir}: no sealed identity to re-provision")
-    state = json.loads(unseal(tee.sealing_key(), SEAL_PURPOSE, path.read_bytes()))
     key = serialization.load_pem_private_key(state["key"].encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
@@ -260,10 +281,7 @@ def reprovision(
             policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
             if policy_hash == state["provisioned"].get("policy_hash"):
                 return Activation(out_dir, state["chain"], state["token"], state["provisioned"]), False
-            nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
-            extra = extra_keys or {}
-            keys = {"tls": ident.spki_sha256(key.public_key()), **{n: ident.spki_sha256(k) for n, k in extra.items()}}
-            claims = {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": keys}
+            claims = _fresh_claims(http, url, member, policy_hash, key.public_key(), extra_keys or {})
             request = {
                 "member": member,
                 "quote": base64.b64encode(tee.quote(ident.claims_report_data(claims))).decode(),
@@ -280,10 +298,9 @@ def reprovision(
 def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activation | None:
     """The identity sealed by an earlier :func:`activate` of this same enclave, if its certificate is still
     valid (with five minutes to spare); None otherwise. Another enclave cannot unseal it."""
-    path = out_dir / SEALED_NAME
-    if not path.exists():
+    state = _sealed_state(out_dir, tee)
+    if state is None:
         return None
-    state = json.loads(unseal(tee.sealing_key(), SEAL_PURPOSE, path.read_bytes()))
     leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
     when = now or datetime.now(UTC)
     if when + timedelta(minutes=5) >= leaf.not_valid_after_utc:
