@@ -634,8 +634,7 @@ class Coordinator:
                 f"round report refused: round {report['round']} is beyond the policy's {self.policy.training.rounds} rounds"
             )
         dp = report.get("dp")
-        wanted = {"noise_multiplier": self.policy.dp.noise_multiplier, "clipping_norm": self.policy.dp.clipping_norm,
-                  "sampled_clients": self.policy.dp.sampled_clients}  # fmt: skip
+        wanted = self.policy.dp.aggregation()
         if dp is not None and any(float(dp[k]) != float(v) for k, v in wanted.items()):
             raise ActivationError(f"round report refused: aggregated with DP {dp}, the policy in force says {wanted}")
         unknown = [m for m in report["participants"] if self.policy.member(m) is None]

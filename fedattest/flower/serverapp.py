@@ -268,8 +268,7 @@ def enforce_policy_in_serverapp() -> Callable[[], None]:
         provisioned = provisioned_for(context)
         rounds = provisioned.rounds
         own = applied_dp(self)
-        wanted = {"noise_multiplier": provisioned.dp.noise_multiplier, "clipping_norm": provisioned.dp.clipping_norm,
-                  "sampled_clients": provisioned.dp.sampled_clients}  # fmt: skip
+        wanted = provisioned.dp.aggregation()
         if own is not None and own != wanted:
             raise FedattestError(f"fedattest: the app's DP {own} is not the policy's {wanted}: refusing to start the run")
         if num_rounds != rounds:

@@ -16,3 +16,10 @@ class DpSettings(BaseModel):
     clipping_norm: float = Field(gt=0, le=1e6)
     sampled_clients: int = Field(ge=1, le=1_000_000)
     target_delta: float = Field(gt=0, lt=1)
+
+    def aggregation(self) -> dict[str, float | int]:
+        """The parameters a round is aggregated with, as a round report records them (``applied_dp``)."""
+        return {
+            "noise_multiplier": float(self.noise_multiplier), "clipping_norm": float(self.clipping_norm),
+            "sampled_clients": int(self.sampled_clients),
+        }  # fmt: skip
