@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from fedattest.dcap.collateral import Collateral
-from fedattest.dcap.result import TcbStatus, VerifiedQuote
+from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier, to_datetime
 from fedattest.errors import FedattestError, FormatError, VerificationError
 from fedattest.policy.appraisal import Reference, ReferenceValues, Verdict, appraise
@@ -113,10 +113,6 @@ def attest(
     if not verdict.accepted:
         step = step or APPRAISAL
         reasons += verdict.reasons
-    if verified.tcb_status == TcbStatus.REVOKED and not any("Revoked" in r for r in reasons):
-        # A floor under every reference, composed ones included: Intel revoked this platform's TCB.
-        step = step or APPRAISAL
-        reasons.append("TCB status Revoked is never accepted")
     return Attestation(
         not reasons, step, tuple(reasons), when, verifier.trust_root_sha256, verifier.simulated,
         notes=verdict.notes, quote=quote, collateral=collateral, verified=verified, verdict=verdict,

@@ -188,6 +188,10 @@ def test_compositions_fail_closed(sgx: VerifiedQuote, tdx: VerifiedQuote) -> Non
     # Revoked is refused even by a PlatformTcb built by hand to accept it.
     revoked = replace(sgx, tcb_status=TcbStatus.REVOKED)
     assert "Revoked is not accepted" in appraise(revoked, PlatformTcb(frozenset(TcbStatus))).reason
+    # ... and by a composition with no PlatformTcb at all, once: the floor is appraise's own.
+    floor = appraise(revoked, Mrenclave(frozenset({r.mr_enclave})))
+    assert floor.reasons == ("TCB status Revoked is not accepted (Intel revoked this platform's TCB: never accepted)",)
+    assert appraise(revoked, ref(sgx)).reason.count("Revoked") == 1
 
 
 def test_the_package_exports_the_entry_point_and_the_references() -> None:

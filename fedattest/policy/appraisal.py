@@ -308,8 +308,9 @@ class LaunchConfig:
 
 @dataclass(frozen=True)
 class PlatformTcb:
-    """The platform's TCB status is one of ``accepted`` (never Revoked: Intel revoked it) and it is affected by
-    none of ``rejected_advisories``; another accepted status and the advisories are noted."""
+    """The platform's TCB status is one of ``accepted`` and it is affected by none of ``rejected_advisories``;
+    another accepted status and the advisories are noted. (A Revoked TCB is refused under every reference by
+    :func:`appraise` itself, whatever ``accepted`` says.)"""
 
     accepted: frozenset[TcbStatus] = DEFAULT_ACCEPTED_TCB
     rejected_advisories: frozenset[str] = frozenset()
@@ -318,7 +319,9 @@ class PlatformTcb:
         reasons: list[str] = []
         notes: list[str] = []
         status = verified.tcb_status
-        if status not in self.accepted or status == TcbStatus.REVOKED:
+        if status == TcbStatus.REVOKED:
+            pass  # the floor's reason (_NotRevoked), not a second one here
+        elif status not in self.accepted:
             accepted = ", ".join(sorted(self.accepted - {TcbStatus.REVOKED}))
             reasons.append(f"TCB status {status} is not accepted (accepted: {accepted})")
         elif status != TcbStatus.UP_TO_DATE:
@@ -329,6 +332,16 @@ class PlatformTcb:
         elif verified.advisory_ids:
             notes.append(f"advisories: {', '.join(verified.advisory_ids)}")
         return _verdict(reasons, notes)
+
+
+@dataclass(frozen=True)
+class _NotRevoked:
+    """The floor under every reference, composed ones included: Intel revoked this platform's TCB."""
+
+    def check(self, verified: VerifiedQuote) -> Verdict:
+        if verified.tcb_status == TcbStatus.REVOKED:
+            return _verdict(["TCB status Revoked is not accepted (Intel revoked this platform's TCB: never accepted)"])
+        return _verdict()
 
 
 def reference_policy(ref: ReferenceValues) -> AllOf:
@@ -360,5 +373,5 @@ def appraise(verified: VerifiedQuote, ref: ReferenceValues | Reference) -> Verdi
     """Check ``verified`` against ``ref`` (reference values, or any composition of references); never
     raises for a mismatch."""
     policy = reference_policy(ref) if isinstance(ref, ReferenceValues) else ref
-    verdict = policy.check(verified)
+    verdict = AllOf(policy, _NotRevoked()).check(verified)
     return Verdict(verdict.accepted, verdict.reasons, verdict.notes, verified)
