@@ -154,3 +154,10 @@ def check_reprovision(  # noqa: PLR0917 - the request's fields
         raise ActivationError("the signature over the claims is not by the certificate's key")
     fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     return CheckedRenewal(member, cert, fingerprint)
+
+
+def check_same_keys(claims: dict[str, Any], activation_keys: dict[str, str]) -> None:
+    """:class:`ActivationError` unless the claims bind, besides ``tls``, exactly the extra keys (name -> SPKI
+    hash) the identity's activation bound: a re-provisioning brings no new key in."""
+    if {name: digest for name, digest in claims["keys"].items() if name != "tls"} != activation_keys:
+        raise ActivationError("the claims bind other keys than the activation did", 400)

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fedattest.attestation import REPORT_DATA, attest
+from fedattest.coordinator.activation import ActivationError, check_reprovision, check_same_keys
 from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, parse_time, verify_log
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.dcap.collateral import Collateral
@@ -530,22 +531,19 @@ def _check_reprovision(report: BundleReport, entry: AuditEntry, policy: Federati
         return report.add(subject, False, "not a live identity: no verified activation of its certificate, or revoked")
     if policy is None or policy.policy_hash().hex() != d.get("policy_hash"):
         return report.add(subject, False, "the policy it names is not the one in force")
-    member = policy.member(str(d.get("member")))
-    if member is None or member.role != d.get("role") or live.member != member.name or live.role != member.role:
-        return report.add(subject, False, "the member or role is not the activation's, or not in the policy in force")
-    cert = x509.load_pem_x509_certificate(str(record["certificate"]).encode())
     claims = dict(d["claims"])
+    try:  # the checks the coordinator made of the request, by the same code
+        checked = check_reprovision(policy, str(d.get("member")), str(record["certificate"]), claims, str(d.get("signature")),
+                                    ev.root)  # fmt: skip
+        check_same_keys(claims, dict(record["verdict"].get("public_keys") or {}))
+    except ActivationError as exc:
+        return report.add(subject, False, f"the request does not check: {exc}")
+    member, cert = checked.member, checked.certificate
+    if member.role != d.get("role") or live.member != member.name or live.role != member.role:
+        return report.add(subject, False, "the member or role is not the activation's")
     at = parse_time(entry.time)
     if cert.not_valid_after_utc <= at:
         return report.add(subject, False, "its certificate had expired")
-    keys = dict(claims.get("keys", {}))
-    binds = claims.get("member") == member.name and keys.pop("tls", None) == ident.spki_sha256(cert)
-    if not binds or claims.get("policy_hash") != d.get("policy_hash"):
-        return report.add(subject, False, "the claims do not bind this member, its certificate key and the policy")
-    if keys != dict(record["verdict"].get("public_keys") or {}):
-        return report.add(subject, False, "the claims bind other keys than the activation did")
-    if not ident.reprovision_signed_by(cert, claims, str(d.get("signature"))):
-        return report.add(subject, False, "the claims were not signed with the certificate's key")
     verified: VerifiedQuote | None = None
     if d.get("attestation") == "verified":
         reference = policy.reference_for(member)

@@ -28,7 +28,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedattest.attestation import REPORT_DATA, Attestation, attest
 from fedattest.canonical import canonical_json
-from fedattest.coordinator.activation import ActivationError, check_reprovision, check_request, claims_nonce
+from fedattest.coordinator.activation import (
+    ActivationError,
+    check_reprovision,
+    check_request,
+    check_same_keys,
+    claims_nonce,
+)
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.events import event
 from fedattest.coordinator.revocation import revocation_reason
@@ -557,9 +563,7 @@ class Coordinator:
         provisioned = self.store.provisioned_under().get(fingerprint) or record.verdict.get("claims", {}).get("policy_hash")
         if provisioned == policy.policy_hash().hex():  # each identity once per policy version: no audit-log flood
             raise ActivationError("this identity is provisioned under the current policy already", 409)
-        bound = dict(record.verdict.get("public_keys") or {})
-        if {k: v for k, v in claims["keys"].items() if k != "tls"} != bound:
-            raise ActivationError("the claims bind other keys than the activation did", 400)
+        check_same_keys(claims, dict(record.verdict.get("public_keys") or {}))
         attested: dict[str, Any] = {"attestation": "off"}
         entry: dict[str, Any] = {"member": member.name, "role": member.role, "cert_sha256": fingerprint, "attestation": "off"}
         collateral: Collateral | None = None
