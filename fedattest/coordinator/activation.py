@@ -72,6 +72,15 @@ def claims_nonce(claims: dict[str, Any]) -> str:
     return str(claims["nonce"])
 
 
+def _check_claims(policy: FederationPolicy, member_name: str, claims: dict[str, Any]) -> None:
+    """The claims have their shape and name this member and the policy version in force."""
+    claims_nonce(claims)
+    if claims["member"] != member_name:
+        raise ActivationError("claims name another member", 400)
+    if claims["policy_hash"] != policy.policy_hash().hex():
+        raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
+
+
 def check_request(  # noqa: PLR0917 - the request's fields
     policy: FederationPolicy,
     member_name: str,
@@ -90,11 +99,7 @@ def check_request(  # noqa: PLR0917 - the request's fields
         csr = ident.load_csr(csr_pem)
     except FedattestError as exc:
         raise ActivationError(str(exc), 400) from None
-    claims_nonce(claims)
-    if claims["member"] != member_name:
-        raise ActivationError("claims name another member", 400)
-    if claims["policy_hash"] != policy.policy_hash().hex():
-        raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
+    _check_claims(policy, member_name, claims)
     extra_hashes = _bound_public_keys(public_keys, claims["keys"])
     if claims["keys"].get("tls") != ident.spki_sha256(csr.public_key()):  # type: ignore[arg-type]
         raise ActivationError("claims do not bind the CSR's key (keys.tls must be the SHA-256 of its SubjectPublicKeyInfo)", 400)
@@ -143,11 +148,7 @@ def check_reprovision(  # noqa: PLR0917 - the request's fields
         raise ActivationError("the certificate was not issued by this coordinator", 400) from None
     if (policy.name, member_name) not in (members_named(cert) or []):
         raise ActivationError(f"the certificate is not {member_name!r}'s", 400)
-    claims_nonce(claims)
-    if claims["member"] != member_name:
-        raise ActivationError("claims name another member", 400)
-    if claims["policy_hash"] != policy.policy_hash().hex():
-        raise ActivationError("claims are for another policy version: fetch the current policy and retry", 409)
+    _check_claims(policy, member_name, claims)
     if claims["keys"].get("tls") != ident.spki_sha256(cert):
         raise ActivationError("claims do not bind the certificate's key (keys.tls)", 400)
     if not ident.reprovision_signed_by(cert, claims, signature):
