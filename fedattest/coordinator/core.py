@@ -560,7 +560,9 @@ class Coordinator:
             raise ActivationError("this identity's certificate has expired: activate anew", 410)
         if record.role != member.role:
             raise ActivationError(f"the member's role is now {member.role!r}, not {record.role!r}: activate anew", 410)
-        provisioned = self.store.provisioned_under().get(fingerprint) or record.verdict.get("claims", {}).get("policy_hash")
+        provisioned = self.store.provisioned_under(fingerprint).get(fingerprint) or record.verdict.get("claims", {}).get(
+            "policy_hash"
+        )
         if provisioned == policy.policy_hash().hex():  # each identity once per policy version: no audit-log flood
             raise ActivationError("this identity is provisioned under the current policy already", 409)
         check_same_keys(claims, dict(record.verdict.get("public_keys") or {}))

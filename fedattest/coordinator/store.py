@@ -134,7 +134,7 @@ class Store(Protocol):
     def activation_counts(self) -> dict[str, tuple[int, int]]: ...
     def latest_activation(self, member: str) -> ActivationRecord | None: ...
     def activation_of(self, member: str, fingerprint: str) -> ActivationRecord | None: ...
-    def provisioned_under(self) -> dict[str, str]: ...
+    def provisioned_under(self, fingerprint: str | None = None) -> dict[str, str]: ...
     def audit_entries(self) -> list[AuditEntry]: ...
     def chain_hashes(self) -> list[bytes]: ...
     def check_rows_against_chain(self) -> None: ...
@@ -269,16 +269,20 @@ class SqliteStore:
             r = self._db.execute(query, (member, fingerprint)).fetchone()
         return None if r is None else ActivationRecord(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
 
-    def provisioned_under(self) -> dict[str, str]:
+    def provisioned_under(self, fingerprint: str | None = None) -> dict[str, str]:
         """Certificate SHA-256 -> the policy hash that identity was last re-provisioned under (its ``reprovision``
-        audit entries; an identity never re-provisioned is absent: the policy of its activation applies). Read
-        from the audit chain itself, in one pass, so no other row can disagree with it."""
+        audit entries; an identity never re-provisioned is absent: the policy of its activation applies), for
+        every identity or only ``fingerprint``'s. Read from the audit chain itself, in one pass, so no other row
+        can disagree with it."""
         query = (
             "SELECT json_extract(entry, '$.data.cert_sha256'), json_extract(entry, '$.data.policy_hash') FROM audit"
-            " WHERE json_extract(entry, '$.kind') = 'reprovision' ORDER BY seq"
+            " WHERE json_extract(entry, '$.kind') = 'reprovision'"
         )
+        args: tuple[str, ...] = ()
+        if fingerprint is not None:
+            query, args = query + " AND json_extract(entry, '$.data.cert_sha256') = ?", (fingerprint,)
         with self._using():
-            return {str(cert): str(policy) for cert, policy in self._db.execute(query).fetchall()}
+            return {str(cert): str(policy) for cert, policy in self._db.execute(query + " ORDER BY seq", args).fetchall()}
 
     def audit_entries(self) -> list[AuditEntry]:
         with self._using():

@@ -173,7 +173,8 @@ class PolicyRefresher:
                 return None
             node = _load_node_key(self.identity_dir / NODE_KEY)
             extra = {"node": node.public_key()} if node is not None else None
-            reprovision(self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, extra_keys=extra)
+            reprovision(self.url, self.root_ca_pem, self.member, self.tee, self.identity_dir, extra_keys=extra,
+                        policy_hash=current)  # fmt: skip
             fresh = load_provisioned(self.identity_dir)
         except Exception as exc:  # see the docstring: logged once per distinct problem, never raised
             if allowed_now is not None:

@@ -262,13 +262,15 @@ def reprovision(
     *,
     extra_keys: dict[str, ec.EllipticCurvePublicKey] | None = None,
     timeout: float = 30.0,
+    policy_hash: str | None = None,
 ) -> tuple[Activation, bool]:
     """Inside the TEE that holds the sealed identity in ``out_dir``: when the coordinator's policy is no longer
     the one it was provisioned under, re-attest (fresh nonce, the same keys, a quote over the claims), prove
     possession of the identity key, and take the new token and provisioned parameters; no new activation is
     spent. Returns (identity, whether it changed). Raises :class:`CoordinatorError` when refused (a revoked or
     expired identity, another enclave: then activate anew), :class:`CoordinatorUnreachableError` when the
-    coordinator cannot be reached, and :class:`FedattestError` when nothing is sealed."""
+    coordinator cannot be reached, and :class:`FedattestError` when nothing is sealed. ``policy_hash``: the
+    coordinator's current one, when the caller has just asked for it (not asked again)."""
     _host_port(url)
     state = _sealed_state(out_dir, tee)
     if state is None:
@@ -278,7 +280,8 @@ def reprovision(
     leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
     try:
         with httpx.Client(verify=_pinned_context(root_ca_pem, leaf_pin=False), timeout=timeout) as http:
-            policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
+            if policy_hash is None:  # the caller may know it already (the launchers' refresher just asked)
+                policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
             if policy_hash == state["provisioned"].get("policy_hash"):
                 return Activation(out_dir, state["chain"], state["token"], state["provisioned"]), False
             claims = _fresh_claims(http, url, member, policy_hash, key.public_key(), extra_keys or {})
