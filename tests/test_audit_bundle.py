@@ -562,3 +562,51 @@ def test_a_missing_an_extra_and_an_ignored_revocation_are_failed_checks(revoked:
     failed = _verify_rewritten(revoked, round_with_revoked)
     [(subject, detail)] = failed.items()
     assert subject.endswith("run 7 round 3") and "not activated (and not revoked) collaborators: ['hospital-a']" in detail
+
+
+def test_every_check_of_a_logged_reprovisioning_fails_a_forged_one(exported: Exported) -> None:
+    """Re-provisioning entries a coordinator's key signed, each breaking one check the offline verifier makes of
+    them: only the genuine one passes."""
+    from fedattest.pki import identity as ident
+    from fedattest.tee import WorkloadIdentity
+    from tests.coordinator_harness import SIGNER
+
+    files = read_bundle(exported.bundle)
+    entries, _head, _key = import_log(files["audit-log.json"])
+    activation = next(e for e in entries if e.kind == "activation" and e.data["member"] == "aggregator")
+    policy_hash = next(e for e in entries if e.kind == "policy").data["policy_hash"]
+    agg = exported.tmp / "agg"
+    key = serialization.load_pem_private_key((agg / "key.pem").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    leaf_spki = ident.spki_sha256(key.public_key())
+    [collateral] = [n.removeprefix("collateral/").removesuffix(".json") for n in files if n.startswith("collateral/")]
+
+    def entry(enclave: Any = None, signer: Any = key, **change: Any) -> dict[str, Any]:
+        claims = {"member": "aggregator", "nonce": "ab" * 32, "policy_hash": policy_hash, "keys": {"tls": leaf_spki}}
+        claims |= change.pop("claims", {})
+        quote = (enclave or tee(exported.running, AGG)).quote(ident.claims_report_data(claims))
+        return {
+            "member": "aggregator", "role": "aggregator", "cert_sha256": activation.data["cert_sha256"],
+            "attestation": "verified", "simulated": True, "quote_b64": base64.b64encode(quote).decode(), "claims": claims,
+            "signature": ident.sign_reprovision(signer, claims), "collateral_sha256": collateral, "policy_hash": policy_hash,
+        } | change  # fmt: skip
+
+    other_config = exported.running.platform.tee(WorkloadIdentity(AGG, SIGNER, config_id=b"\x02" * 64, kss=True))
+    forged = {
+        "genuine": entry(),
+        "signed by another key": entry(signer=ident.new_key()),
+        "another key bound": entry(claims={"keys": {"tls": leaf_spki, "node": "cd" * 32}}),
+        "a certificate never activated": entry(cert_sha256="ee" * 32),
+        "another policy named": entry(policy_hash="00" * 32),
+        "a quote from an unapproved build": entry(enclave=tee(exported.running, COLLAB)),
+        "the same code launched otherwise": entry(enclave=other_config),
+    }
+    relog(exported, files, lambda _last: [("reprovision", data) for data in forged.values()])
+    report = verify_bundle(repack(files), verifier_for=exported.verifier_for, audit_key=coordinator_key(exported).public_key())
+    checks = [c for c in report.checks if c.subject.startswith("reprovision")]
+    assert [c.ok for c in checks] == [True] + [False] * 6, checks
+    details = [c.detail for c in checks[1:]]
+    needles = ("not by the certificate's key", "other keys than the activation", "not a live identity", "not the one in force",
+               "the quote does not verify", "another enclave")  # fmt: skip
+    for detail, needle in zip(details, needles, strict=True):
+        assert needle in detail, (needle, detail)
