@@ -491,6 +491,8 @@ def test_the_aggregator_reports_rounds_into_the_audit_log(server: Running, tmp_p
         assert same.status_code == 200, same.text
         entries, _, _ = import_log(http.get(f"{server.url}/api/v1/audit").content)
         assert entries[-1].data["dp"] == policy_dp
+        beyond = http.post(rounds, json=signed_round_report(signer, 43, 4, ["hospital-a"], params, dp=policy_dp))
+        assert beyond.status_code == 403 and "beyond the policy's 3 rounds" in beyond.json()["error"], beyond.text
     with pytest.raises(FedattestError, match=r"not issued by the coordinator"):
         other_root_key = ident.new_key()
         other_root = ident.make_root_ca(other_root_key, "hospitals", ident.utcnow())

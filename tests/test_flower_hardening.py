@@ -348,3 +348,39 @@ def test_a_round_that_keeps_no_update_stops_the_run_and_reports_carry_the_dp(run
     good = [signed_reply(m, members[n], [np.ones((8, 4))]) for m, n in zip(instructions, names, strict=True)]
     strategy.aggregate_train(2, good)
     assert sent[-1][-1] == {"noise_multiplier": 0.1, "clipping_norm": 1.0, "sampled_clients": 2}
+
+
+def test_the_serverapp_refuses_a_strategy_it_cannot_hold_to_the_policy(tmp_path: Path) -> None:
+    """In the gated ServerApp process: a strategy started outside the ServerApp's own call (another thread), or
+    carrying another DP than the policy's, does not start."""
+    import json
+
+    from flwr.app import Context, RecordDict
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+    from fedattest.errors import FedattestError
+    from fedattest.flower import serverapp
+    from fedattest.flower.context import IDENTITY_KEY
+
+    identity = tmp_path / "identity"
+    identity.mkdir()
+    (identity / "provisioned.json").write_text(json.dumps({
+        "federation": "hospitals", "role": "aggregator", "policy_hash": "00" * 32, "data_commitment": None, "rounds": 3,
+        "dp": {"noise_multiplier": 1.0, "clipping_norm": 1.0, "sampled_clients": 2, "target_delta": 1e-5},
+        "allowed_app_hashes": ["11" * 32], "member_secret": "22" * 32,
+    }))  # fmt: skip
+    context = Context(run_id=7, node_id=0, node_config={IDENTITY_KEY: str(identity)}, state=RecordDict(), run_config={})
+    undo = serverapp.enforce_policy_in_serverapp()
+    try:
+        with pytest.raises(FedattestError, match="must be started from the ServerApp's main function"):
+            FedAvg().start(grid=None, initial_arrays=None, num_rounds=3)  # type: ignore[arg-type]
+        token = serverapp._CONTEXT.set(context)
+        try:
+            weaker = DifferentialPrivacyServerSideFixedClipping(FedAvg(), noise_multiplier=0.1, clipping_norm=1.0,
+                                                                num_sampled_clients=2)  # fmt: skip
+            with pytest.raises(FedattestError, match="is not the policy's"):
+                weaker.start(grid=None, initial_arrays=None, num_rounds=3)  # type: ignore[arg-type]
+        finally:
+            serverapp._CONTEXT.reset(token)
+    finally:
+        undo()
