@@ -366,3 +366,74 @@ def test_launcher_usage_errors() -> None:
     done = cli("supernode", *common, "--superlink", "x:1", "--data", "/nonexistent-data")
     assert done.returncode == 2 and "not a directory" in done.stderr
     assert cli("--help").returncode == 0
+
+
+CHILD = """
+import pathlib, sys, time
+count = pathlib.Path(sys.argv[1])
+n = int(count.read_text()) + 1 if count.exists() else 1
+count.write_text(str(n))
+if n <= 2:
+    sys.exit(305)  # Flower: cannot connect to the SuperLink
+if n <= 4:
+    sys.exit(0)  # Flower stops itself when the SuperLink forgets it (401 on a heartbeat)
+pathlib.Path(sys.argv[2]).write_text(str(__import__("os").getpid()))
+time.sleep(600)  # connected: runs until told to stop
+"""
+LAUNCHER = """
+import sys
+from fedattest.flower.supernode import Reconnect, keep_running
+from fedattest.logs import log_to_stderr
+log_to_stderr("fedattest", "%(levelname)s fedattest: %(message)s")
+child = [sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]]
+sys.exit(keep_running(lambda: child, "superlink.example.org:9093", Reconnect(first=0.01, most=0.02, settled=600)))
+"""
+
+
+def test_the_supernode_launcher_starts_flowers_supernode_again_until_it_is_stopped(tmp_path: Path) -> None:
+    """Flower's SuperNode gives up when its SuperLink is away or has forgotten it; the launcher starts it again, one
+    line saying why each time, and stops it with itself (SIGTERM passed on, nothing left running)."""
+    import signal
+    import time
+
+    count, pid_file = tmp_path / "count", tmp_path / "pid"
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, CHILD, str(count), str(pid_file)], stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert launcher.poll() is None and time.monotonic() < deadline, "the launcher stopped or never got connected"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        launcher.send_signal(signal.SIGTERM)
+        _, err = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode == 0 and count.read_text() == "5", err
+    lines = err.strip().splitlines()
+    assert sum("could not connect: the SuperLink is down" in ln for ln in lines) == 2, err
+    assert sum("the SuperLink ended this node's session" in ln for ln in lines) == 2, err
+    assert all(ln.startswith("WARNING fedattest: Flower's SuperNode stopped") for ln in lines), err
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # the connected SuperNode was stopped with the launcher
+
+
+def test_the_public_listener_answers_503_until_the_node_keys_are_registered() -> None:
+    """A SuperNode reaching a SuperLink that has just started gets 503 (Flower retries it), not 'unknown key'."""
+    import threading
+
+    from flwr.proto.fleet_pb2 import PullMessagesRequest
+
+    from fedattest.flower.superlink import STARTING, public_listener_app
+    from tests.test_flower_hardening import FLEET, LIMIT, _flower_app, _post
+
+    seen: list[str] = []
+    ready = threading.Event()
+    app = public_listener_app(_flower_app(seen), LIMIT, ready)
+    response = asyncio.run(_post(app, FLEET, PullMessagesRequest().SerializeToString()))
+    assert response.status_code == 503 and response.json()["error"] == STARTING and seen == []
+    ready.set()
+    response = asyncio.run(_post(app, FLEET, PullMessagesRequest().SerializeToString()))
+    assert response.status_code == 401 and seen == [FLEET]  # now Flower answers (its node authentication)

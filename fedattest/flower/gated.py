@@ -32,6 +32,7 @@ FLOWER_ENTRY_POINTS = {
     "flwr-serverapp": "flwr.superlink.cli:flwr_serverapp",
     "flwr-clientapp": "flwr.supernode.cli:flwr_clientapp",
     "flower-superexec": "flwr.supercore.cli:flower_superexec",
+    "flower-supernode": "flwr.supernode.cli:flower_supernode",  # a child of the launcher, restarted when it stops
 }
 GATED_COMMANDS = tuple(FLOWER_ENTRY_POINTS)
 

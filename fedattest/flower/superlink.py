@@ -152,9 +152,29 @@ class BodyLimit:
         await self.app(scope, replaying(receive, body), send)
 
 
-def public_listener_app(app: Any, max_body: int) -> Any:
-    """What the public listener serves: only the Fleet API (other paths 403, unread), bodies up to ``max_body``."""
-    return PathFilter(BodyLimit(app, max_body, "public"), public_refusal, "public")
+STARTING = "fedattest: the SuperLink is starting (the attested node keys are not registered yet): retry"
+
+
+class UntilReady:
+    """ASGI middleware answering 503 (which Flower's SuperNode retries) until ``ready`` is set: a SuperNode that
+    connects to a SuperLink that has just started, before its attested node keys are registered, waits instead of
+    being told its key is unknown (a refusal Flower's SuperNode does not retry)."""
+
+    def __init__(self, app: Any, ready: threading.Event) -> None:
+        self.app, self.ready = app, ready
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not self.ready.is_set():
+            await send_json_error(send, 503, STARTING)
+            return
+        await self.app(scope, receive, send)
+
+
+def public_listener_app(app: Any, max_body: int, ready: threading.Event | None = None) -> Any:
+    """What the public listener serves: only the Fleet API (other paths 403, unread), bodies up to ``max_body``; with
+    ``ready``, 503 to every request until it is set."""
+    served = PathFilter(BodyLimit(app, max_body, "public"), public_refusal, "public")
+    return served if ready is None else UntilReady(served, ready)
 
 
 @dataclass
@@ -378,7 +398,8 @@ def serve_superlink(
     # The public listener gets the coordinator's connection guards: a header deadline, and caps on open
     # connections in all and per address (Flower's own server has neither).
     guarded = guarded_protocol(header_timeout, max_connections, MAX_CONNECTIONS_PER_CLIENT)
-    public = _Server(uvicorn.Config(public_listener_app(app, limit), lifespan="on", http=guarded,
+    registered = threading.Event()  # the public listener answers 503 until the first registry sync is done
+    public = _Server(uvicorn.Config(public_listener_app(app, limit, registered), lifespan="on", http=guarded,
                                     timeout_keep_alive=int(min(KEEP_ALIVE_SECONDS, header_timeout)) or 1,
                                     limit_concurrency=max_connections + 1, **tls))  # fmt: skip
     inner = _Server(uvicorn.Config(PathFilter(app, internal_refusal, "internal"), lifespan="off", **tls))
@@ -410,6 +431,7 @@ def serve_superlink(
             await asyncio.sleep(0.05)
         if public.started and inner.started:
             registry.sync()
+            registered.set()
             threading.Thread(target=keep_registry, name="fedattest-node-registry", daemon=True).start()
             superexec = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 [

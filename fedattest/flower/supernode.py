@@ -1,5 +1,10 @@
 """The attested SuperNode: Flower's SuperNode, started inside the collaborator's enclave after activation.
 
+The launcher keeps Flower's SuperNode running as its child: Flower's SuperNode exits when its SuperLink goes away
+or forgets it (a SuperLink restarted without ``--persist`` hands out new node ids: the old one gets 401 on its
+next heartbeat), so the launcher starts it again, with a growing delay, and it registers with the node id the
+SuperLink now has for its attested key. One log line says why each time, instead of a dead collaborator.
+
 It authenticates to the SuperLink with the node key bound in its quote (the aggregator registered it
 from the coordinator's attested list), trusts only the coordinator's root CA for TLS (so it only talks
 to the aggregator the coordinator attested), installs the app gate in itself and in every
@@ -9,23 +14,28 @@ to the aggregator the coordinator attested), installs the app gate in itself and
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from fedattest.files import PRIVATE_DIR
 from fedattest.flower.apps import AppGate
 from fedattest.flower.context import DATA_KEY, IDENTITY_ENV, IDENTITY_KEY
-from fedattest.flower.gate import install_app_gate
 from fedattest.flower.gated import write_gated_bin
 from fedattest.flower.participant import NODE_KEY, ROOT_CA_FILE, ParticipantPaths, PolicyRefresher
 from fedattest.flower.provisioned import load_provisioned
 
 SuperNodePaths = ParticipantPaths
+log = logging.getLogger("fedattest.flower")
 
 
 def free_loopback_port() -> int:
@@ -118,16 +128,14 @@ def run_supernode(
     policy_refresher: Callable[[AppGate], PolicyRefresher] | None = None,
     refresh_seconds: float = 2.0,
 ) -> int:
-    """Run Flower's SuperNode in this process until it exits; returns its exit code. With ``policy_refresher``, a
-    policy version the coordinator puts in force is taken every ``refresh_seconds`` (re-provisioned, no new
-    activation; the ClientApp processes Flower starts read the new parameters)."""
-    from flwr.supernode.cli.flower_supernode import flower_supernode  # noqa: PLC0415 - Flower only here
-
+    """Run Flower's SuperNode (a gated child process, started again whenever it stops on its own) until this process
+    gets SIGINT or SIGTERM; returns 0 then. With ``policy_refresher``, a policy version the coordinator puts in force
+    is taken every ``refresh_seconds`` (re-provisioned, no new activation; the ClientApp processes Flower starts
+    read the new parameters)."""
     check_supernode_arguments(superlink, extra)
-    argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)  # refuses bad input before any change
+    supernode_argv(paths, superlink, data_dir, 1, extra)  # refuses bad input before anything is written
     provisioned = load_provisioned(paths.identity)
     gate = AppGate(provisioned.allowed_app_hashes, provisioned.policy_hash)
-    install_app_gate(gate)
     if policy_refresher is not None:
         refresher = policy_refresher(gate)
 
@@ -143,9 +151,76 @@ def run_supernode(
     os.environ["FLWR_HOME"] = str(paths.flwr_home)
     os.environ[IDENTITY_ENV] = str(paths.identity)
     os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    sys.argv = argv
+
+    def command() -> list[str]:
+        # Flower's SuperNode runs gated (the allow-list installed first in it). A fresh runtime port each start: the
+        # ClientApp executor of a SuperNode that just stopped may still be polling the old one until it notices.
+        argv = supernode_argv(paths, superlink, data_dir, free_loopback_port(), extra)
+        return [str(paths.gated_bin / "flower-supernode"), *argv[1:]]
+
+    return keep_running(command, superlink)
+
+
+# Flower's exit code 305 (SUPERNODE_CONNECTION_ERROR) as a process sees it: exit statuses are 8 bits.
+SUPERNODE_CONNECTION_ERROR = 305 % 256
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How the launcher restarts Flower's SuperNode: after ``first`` seconds, doubling up to ``most``; a SuperNode
+    that ran ``settled`` seconds or more starts the next wait at ``first`` again."""
+
+    first: float = 1.0
+    most: float = 30.0
+    settled: float = 60.0
+
+
+def stop_reason(code: int) -> str:
+    """Why Flower's SuperNode stopped, as one line says it. Flower exits 305 when it cannot reach the SuperLink or
+    the SuperLink does not (yet) know its key, and stops itself (exit 0) on a 401 heartbeat: the SuperLink
+    restarted without its state, or dropped this node."""
+    if code == SUPERNODE_CONNECTION_ERROR:
+        return "could not connect: the SuperLink is down or has not registered this node's attested key yet"
+    if code == 0:
+        return "the SuperLink ended this node's session (restarted without --persist, or dropped the node)"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exit {code}"
+
+
+def keep_running(command: Callable[[], list[str]], superlink: str, reconnect: Reconnect = Reconnect()) -> int:
+    """Run ``command()`` (Flower's SuperNode) until this process is told to stop (SIGINT or SIGTERM, passed on to it),
+    starting it again whenever it stops on its own. Returns its last exit code (0 when stopped by a signal)."""
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    delay, code = reconnect.first, 0
     try:
-        flower_supernode()
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+        while not stopping.is_set():
+            began = time.monotonic()
+            child = subprocess.Popen(command())  # noqa: S603 - our fixed argv, no shell
+            try:
+                code = child.wait()
+            finally:
+                if child.poll() is None:  # this process is ending abnormally: never leave Flower running
+                    child.kill()
+                    child.wait()
+            if stopping.is_set():
+                return 0 if code in {0, -signal.SIGINT, -signal.SIGTERM} else code
+            if time.monotonic() - began >= reconnect.settled:
+                delay = reconnect.first
+            log.warning("Flower's SuperNode stopped: %s; connecting to the SuperLink at %s again in %.0f s",
+                        stop_reason(code), superlink, delay)  # fmt: skip
+            if stopping.wait(delay):
+                break
+            delay = min(delay * 2, reconnect.most)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
