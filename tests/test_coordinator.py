@@ -114,7 +114,7 @@ def test_activation_issues_identity_token_and_parameters(server: Running, tmp_pa
     leaf.verify_directly_issued_by(root)
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == ["urn:fedattest:hospitals:member:aggregator"]
-    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example.org"]
+    assert sans.get_values_for_type(x509.DNSName) == ["aggregator.example.org", "localhost"]
     with server.http() as http:
         jwks = http.get(f"{server.url}/api/v1/jwks").json()
     key = jwt.PyJWK(jwks["keys"][0])

@@ -235,8 +235,7 @@ def add_app(
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the new policy here instead of in place.")
     ] = None,
 ) -> None:
-    import tomlkit  # noqa: PLC0415 - style-preserving TOML, only here
-    from tomlkit.exceptions import TOMLKitError  # noqa: PLC0415
+    from fedattest.policy.edit import with_app_hash  # noqa: PLC0415 - tomlkit, only here
 
     policy = load_policy(policy_path)  # the file is a valid policy before it is touched
     if re.fullmatch(r"[0-9a-fA-F]{64}", app_ref):
@@ -255,19 +254,9 @@ def add_app(
         return
     text = read_input(str(policy_path), "policy file").decode("utf-8", "replace")
     try:
-        doc = tomlkit.parse(text)
-        apps = doc["apps"]
-        hashes = apps["allowed_hashes"]
-        hashes.append(digest)
-        new_text = tomlkit.dumps(doc)
-    except (TOMLKitError, KeyError, AttributeError, TypeError) as exc:
-        raise CliUsageError(f"{policy_path}: cannot edit [apps] allowed_hashes: {exc}") from None
-    from fedattest.policy.federation import parse_policy  # noqa: PLC0415
-
-    try:
-        updated = parse_policy(new_text)
-    except FedattestError as exc:  # e.g. the file declares the list in a form we did not expect
-        raise CliUsageError(f"{policy_path}: the edited policy does not check: {exc}") from None
+        new_text, updated = with_app_hash(text, digest)
+    except FedattestError as exc:
+        raise CliUsageError(f"{policy_path}: {exc}") from None
     target = output or policy_path
     try:
         atomic_write(target, new_text.encode(), mode=0o644)

@@ -12,6 +12,17 @@ def _toml_multiline(pem: str) -> str:
     return '"""\n' + pem.strip() + '\n"""'
 
 
+def _collaborator(name: str, keys: dict[str, str], commitment: str) -> str:
+    return f"""
+[[members]]
+name = "{name}"
+role = "collaborator"
+enrolment_key = {_enrolment_key(name, keys)}
+data_commitment = "{commitment}"  # root printed by 'fedattest data commit'
+max_activations = 3                     # a wiped or lost sealed identity costs one (a policy update does not)
+"""
+
+
 def _enrolment_key(member: str, keys: dict[str, str]) -> str:
     pem = keys.get(
         member, f"PASTE {member}.pub.pem here: the member runs 'fedattest policy keygen {member}' and keeps {member}.key"
@@ -27,15 +38,20 @@ def policy_template(
     *,
     simulated: bool = False,
     commitments: dict[str, str] | None = None,
+    collaborators: tuple[str, ...] = TEMPLATE_MEMBERS[1:],
+    app_hashes: tuple[str, ...] = (),
+    rounds: int = 3,
 ) -> str:
     """The template text. ``approvers`` are (name, public key PEM); without any, an approver entry with a
     placeholder key is written and ``policy check`` will say what to put there. ``enrolment_keys`` (member
     name -> public key PEM) fill in the example members' keys; placeholders otherwise. ``simulated``: a test
     federation in the simulated TEE that works as written with fedattest's launchers (their simulated
     measurements, simulation allowed). ``commitments`` (member -> hex root from ``fedattest data commit``) fill
-    in the collaborators' data commitments."""
+    in the collaborators' data commitments. ``collaborators`` names the collaborator members (each sampled every
+    round), ``app_hashes`` the allowed apps (a placeholder without any), ``rounds`` the training rounds."""
     keys = enrolment_keys or {}
-    commitment = (commitments or {}).get("hospital-a", EXAMPLE_MRENCLAVE)
+    # A simulated federation runs on one machine: SuperNodes and 'flwr run' reach the SuperLink as localhost.
+    aggregator_names = '"localhost"' if simulated else '"aggregator.example.org", "localhost"'
     if simulated:
         coordinator_code, aggregator_code = f'["{SIM_COORDINATOR_MRENCLAVE}"]', f'["{SIM_SUPERLINK_MRENCLAVE}"]'
         collaborator_code = (
@@ -86,29 +102,23 @@ allow_simulation = {simulation}
 name = "aggregator"
 role = "aggregator"
 enrolment_key = {_enrolment_key("aggregator", keys)}
-dns_names = ["aggregator.example.org"]
+dns_names = [{aggregator_names}]  # names SuperNodes and 'flwr run' reach the SuperLink at: in its certificate
 max_activations = 3
 
-[[members]]
-name = "hospital-a"
-role = "collaborator"
-enrolment_key = {_enrolment_key("hospital-a", keys)}
-data_commitment = "{commitment}"  # root printed by 'fedattest data commit'
-max_activations = 3                     # a wiped or lost sealed identity costs one (a policy update does not)
-
+{"".join(_collaborator(name, keys, (commitments or {}).get(name, EXAMPLE_MRENCLAVE)) for name in collaborators)}
 # Bounds of what a run releases: from the approved policy, never from a run's configuration.
 [training]
-rounds = 3
+rounds = {rounds}
 
 [dp]
 noise_multiplier = 1.0
 clipping_norm = 1.0
-sampled_clients = 1
+sampled_clients = {len(collaborators)}
 target_delta = 1e-5
 
 [apps]
-# SHA-256 of every Flower app bundle the participants may run.
-allowed_hashes = ["{EXAMPLE_MRENCLAVE}"]
+# SHA-256 of every Flower app bundle the participants may run ('fedattest policy add-app' adds one).
+allowed_hashes = [{", ".join(f'"{h}"' for h in app_hashes or (EXAMPLE_MRENCLAVE,))}]
 
 [approvals]
 required = {need}
