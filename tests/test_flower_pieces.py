@@ -157,8 +157,8 @@ def test_apps_get_their_data_and_dp_from_the_provisioned_parameters(tmp_path: Pa
         committed_dataset(FakeContext({"fedattest-identity-dir": str(identity)}))
     monkeypatch.delenv("FEDATTEST_IDENTITY_DIR", raising=False)
     server_context = FakeContext({})  # a ServerApp's node_config is empty
-    with pytest.raises(ProvisioningError, match="no attested identity"):
-        dp_strategy(FedAvg(), server_context)
+    plain = FedAvg()
+    assert dp_strategy(plain, server_context) is plain  # not attested (Flower's simulation engine): steps aside
     monkeypatch.setenv("FEDATTEST_IDENTITY_DIR", str(identity))
     wrapped = dp_strategy(FedAvg(), server_context)
     assert isinstance(wrapped, DifferentialPrivacyServerSideFixedClipping)
@@ -283,3 +283,44 @@ def test_the_clientapp_process_signs_replies_the_app_did_not(tmp_path: Path, mon
         undo()
     assert verify_reply(reply, UpdateVerifier(ROOT, "hospitals")) == "hospital-a"
     assert app(message=instruction, context=context).content.get("fedattest.signature") is None  # the app alone: unsigned
+
+
+def test_outside_an_attested_participant_the_features_say_not_attested_and_step_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flower's simulation engine or a plain SuperNode: no fedattest identity. The app runs as it is, each feature
+    says "not attested" once; where an identity is configured but broken, it still refuses (never degrades)."""
+    from flwr.app import ConfigRecord, RecordDict
+    from flwr.serverapp.strategy import FedAvg
+
+    from fedattest.flower import attested_signing_mod, attested_strategy, committed_dataset, dp_strategy, is_attested
+    from fedattest.flower import context as flower_context
+
+    monkeypatch.delenv("FEDATTEST_IDENTITY_DIR", raising=False)
+    monkeypatch.setattr(flower_context, "_said", set())
+    sim = FakeContext({"partition-id": 1, "num-partitions": 2})
+    assert not is_attested(sim)
+    strategy = FedAvg()
+    assert dp_strategy(strategy, sim) is strategy and attested_strategy(strategy, sim) is strategy
+    message, reply = object(), RecordDict({"config": ConfigRecord({"y": 2})})  # passed through untouched
+    assert attested_signing_mod(message, sim, lambda _m, _c: reply) is reply and "fedattest.signature" not in reply
+    site = tmp_path / "site-1"
+    (site / "sub").mkdir(parents=True)
+    (site / "sub" / "xy.npy").write_bytes(b"rows")
+    data = committed_dataset(sim, default_dir=site)
+    assert not data.checked and data.files() == ["sub/xy.npy"] and data.read_bytes("sub/xy.npy") == b"rows"
+    with pytest.raises(ProvisioningError, match="outside the data directory"):
+        data.read_bytes("../site-1/../../etc/passwd")
+    assert committed_dataset(FakeContext({"data-dir": str(site)})).read_bytes("sub/xy.npy") == b"rows"  # data-dir first
+    with pytest.raises(ProvisioningError, match="no data to read"):
+        committed_dataset(sim)
+    said = [r.getMessage() for r in caplog.records if "not attested" in r.getMessage()]
+    features = ["attested_signing_mod", "attested_strategy", "committed_dataset", "dp_strategy"]
+    assert sorted(m.split(":")[0] for m in said) == features
+    # An identity configured but unusable is an error, not "not attested".
+    broken = FakeContext({"fedattest-identity-dir": str(tmp_path / "missing"), "data-dir": str(site)})
+    assert is_attested(broken)
+    with pytest.raises(ProvisioningError):
+        committed_dataset(broken, default_dir=site)
+    with pytest.raises((ProvisioningError, FedattestError, OSError)):
+        attested_signing_mod(message, broken, lambda _m, _c: reply)

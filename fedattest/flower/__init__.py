@@ -13,7 +13,7 @@ from fedattest._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from fedattest.flower.apps import AppGate, AppNotAllowedError, fab_hash
-    from fedattest.flower.context import committed_dataset, dp_strategy, provisioned_for
+    from fedattest.flower.context import committed_dataset, dp_strategy, is_attested, provisioned_for
     from fedattest.flower.gate import install_app_gate
     from fedattest.flower.mods import attested_signing_mod
     from fedattest.flower.provisioned import Provisioned, load_provisioned, open_committed
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "AppGate": "apps", "AppNotAllowedError": "apps", "fab_hash": "apps",
-    "committed_dataset": "context", "dp_strategy": "context", "provisioned_for": "context",
+    "committed_dataset": "context", "dp_strategy": "context", "is_attested": "context", "provisioned_for": "context",
     "install_app_gate": "gate", "attested_signing_mod": "mods",
     "Provisioned": "provisioned", "load_provisioned": "provisioned", "open_committed": "provisioned",
     "attested_strategy": "serverapp",
@@ -32,7 +32,7 @@ _WHERE = {
 
 __all__ = [
     "AppGate", "AppNotAllowedError", "Provisioned", "UpdateSigner", "UpdateVerifier", "attested_signing_mod",
-    "attested_strategy", "committed_dataset", "dp_strategy", "fab_hash", "install_app_gate", "load_provisioned",
+    "attested_strategy", "committed_dataset", "dp_strategy", "fab_hash", "install_app_gate", "is_attested", "load_provisioned",
     "open_committed", "provisioned_for", "update_digest",
 ]  # fmt: skip
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from fedattest.flower.context import identity_dir_for
+from fedattest.flower.context import identity_dir_for, is_attested, not_attested
 from fedattest.pki.signing import UpdateRejectedError, UpdateSigner, UpdateVerifier
 
 SIGNATURE_RECORD = "fedattest.signature"
@@ -54,7 +54,11 @@ def _signer(identity_dir: Path) -> UpdateSigner:
 
 
 def attested_signing_mod(message: Any, context: Any, call_next: Callable[[Any, Any], Any]) -> Any:
-    """ClientApp mod: sign every reply with this collaborator's attested key (refuses to run without one)."""
+    """ClientApp mod: sign every reply with this collaborator's attested key. Not attested (Flower's simulation engine,
+    a plain SuperNode): replies go unsigned, said once in the log; an attested aggregator would not count them."""
+    if not is_attested(context):
+        not_attested("attested_signing_mod", "replies are not signed")
+        return call_next(message, context)
     return signing_mod(_signer(identity_dir_for(context)))(message, context, call_next)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from cryptography import x509
 
 from fedattest.errors import FedattestError
-from fedattest.flower.context import identity_dir_for
+from fedattest.flower.context import identity_dir_for, is_attested, not_attested
 from fedattest.flower.mods import check_reply_round, round_group, verify_reply
 from fedattest.flower.participant import coordinator_of
 from fedattest.flower.provisioned import load_provisioned
@@ -200,8 +200,13 @@ def applied_dp(strategy: Any) -> dict[str, Any] | None:
 
 def attested_strategy(strategy: Any, context: Any) -> Any:
     """Inside a ServerApp: ``strategy`` wrapped so only attested collaborators' updates count and every
-    round is reported. The result is a real ``flwr.serverapp.strategy.Strategy`` (``.start`` works)."""
+    round is reported. The result is a real ``flwr.serverapp.strategy.Strategy`` (``.start`` works). Not attested
+    (Flower's simulation engine): ``strategy`` as given, said once in the log."""
     from flwr.serverapp.strategy import Strategy  # noqa: PLC0415 - Flower only here
+
+    if not is_attested(context):
+        not_attested("attested_strategy", "every update counts and no round is recorded")
+        return strategy
 
     identity = identity_dir_for(context)
     provisioned = load_provisioned(identity)
