@@ -12,6 +12,8 @@ import typer
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, EnrolmentKeyOpt, enrolment_key_loader, read_input
 from fedattest.cli.coordinator import ConfigIdOpt, _tee
+from fedattest.cli.dev import HELP as DEV_HELP
+from fedattest.cli.dev import dev_command
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
 from fedattest.listen import listening_socket
@@ -235,3 +237,7 @@ def app_hash_cmd(
         print(app_hash(app_path))
     except FedattestError as exc:
         raise CliUsageError(str(exc)) from None
+
+
+
+app.command("dev", help=DEV_HELP)(dev_command)
