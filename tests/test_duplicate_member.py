@@ -16,6 +16,7 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from fedattest.coordinator.activation import ActivationError
 from fedattest.coordinator.core import ALIVE_SKEW_SECONDS, Coordinator, open_coordinator
@@ -46,6 +47,11 @@ def _activations(running: Running, member: str) -> int:
         members = {m["name"]: m for m in http.get(f"{running.url}/api/v1/members").json()}
     count: int = members[member]["activations"]
     return count
+
+
+def _metrics(running: Running) -> str:
+    with running.http() as http:
+        return http.get(f"{running.url}/api/v1/metrics").text
 
 
 def _serial(out: Path) -> str:
@@ -150,7 +156,8 @@ def test_every_check_of_a_heartbeat_refuses(tmp_path: Path) -> None:
                         headers={"content-type": "application/json"})  # fmt: skip
         assert big.status_code == 413
 
-        # None of these made the identity count as running more than the genuine one did, and none was an activation.
+        # Only the genuine one counted, and none was an activation.
+        assert "fedattest_heartbeats_accepted_total 1\n" in _metrics(running)
         assert _activations(running, "aggregator") == 1
 
 
@@ -242,3 +249,65 @@ def test_a_certificate_of_no_activation_is_refused_and_the_guard_can_be_turned_o
         _activate(made, platform)
     finally:
         made.close()
+
+
+@pytest.mark.slow
+def test_a_second_supernode_of_a_member_exits_with_one_line_and_the_first_runs_on(tmp_path: Path) -> None:
+    """Two ``fedattest flower supernode --member hospital-a`` with their own state directories: the second exits
+    (status 1) with one ``error:`` line naming the first, which keeps running with its node key published. No
+    SuperLink is needed: the refusal comes from the coordinator before Flower starts (the first SuperNode keeps
+    retrying its SuperLink meanwhile)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from fedattest.policy.approval import private_key_pem
+
+    platform = SimulatedPlatform.create(tmp_path / "platform")
+    (tmp_path / "hospital-a.key").write_bytes(private_key_pem(ENROL["hospital-a"]))
+    (tmp_path / "data").mkdir()
+    with socket.socket() as unused:  # a SuperLink address where nothing listens
+        unused.bind(("127.0.0.1", 0))
+        superlink = f"127.0.0.1:{unused.getsockname()[1]}"
+    with coordinator(tmp_path, platform) as running:
+
+        def args(state: str) -> list[str]:
+            return [sys.executable, "-m", "fedattest", "flower", "supernode", "--coordinator", running.url, "--root-ca",
+                    str(running.state / "root_ca.pem"), "--platform", str(platform.directory), "--member", "hospital-a",
+                    "--enrolment-key", str(tmp_path / "hospital-a.key"), "--superlink", superlink, "--data",
+                    str(tmp_path / "data"), "--state", str(tmp_path / state), "--mrenclave", COLLAB.hex()]  # fmt: skip
+
+        log = tmp_path / "first.log"
+        with log.open("wb") as out:
+            first = subprocess.Popen(args("sn1"), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120  # only stops a hung start
+            while "ACTIVATED: hospital-a" not in log.read_text(errors="replace"):
+                assert first.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.1)
+            # Its refresher heartbeats (it counts as running from its activation on anyway: live).
+            while "fedattest_heartbeats_accepted_total 0" in _metrics(running):
+                assert first.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.2)
+
+            second = subprocess.run(args("sn2"), capture_output=True, text=True, timeout=120, check=False)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: "), second.stderr
+            assert f"'hospital-a' is already running: identity {_serial(tmp_path / 'sn1' / 'identity')[:16]}" in lines[0]
+            assert first.poll() is None, log.read_text(errors="replace")  # the first runs on
+            assert _activations(running, "hospital-a") == 1
+            node = serialization.load_ssh_private_key((tmp_path / "sn1" / "identity" / "node-key.ssh").read_bytes(), None)
+            with running.http() as http:
+                published = http.get(f"{running.url}/api/v1/public-keys/node", params={"role": "collaborator"}).json()
+            spki = serialization.PublicFormat.SubjectPublicKeyInfo
+            assert [p["public_key"] for p in published] == [node.public_key().public_bytes(Encoding.PEM, spki).decode()]
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGTERM)
+            try:
+                first.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait(timeout=60)

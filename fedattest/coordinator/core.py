@@ -144,7 +144,7 @@ class Coordinator:
         self.state = self.unseal_state(self.policy.name)
         self.metrics: dict[str, int] = {
             "activations_accepted": 0, "activations_refused": 0, "reprovisions_accepted": 0, "reprovisions_refused": 0,
-            "quotes_served": 0,
+            "quotes_served": 0, "heartbeats_accepted": 0, "heartbeats_refused": 0,
         }  # fmt: skip
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
         self._metrics_lock = threading.Lock()  # the API counts from several worker threads at once
@@ -666,6 +666,7 @@ class Coordinator:
         try:
             result = self._alive(certificate_pem, claims, signature)
         except ActivationError as exc:
+            self._count("heartbeats_refused")
             # A refused launcher heartbeats every 5 s: one line per member and reason, not one per heartbeat.
             known = self.policy.member(member) is not None
             if not known or self._alive_refused.get(member) != str(exc):
@@ -673,6 +674,7 @@ class Coordinator:
                 if known:
                     self._alive_refused[member] = str(exc)
             raise
+        self._count("heartbeats_accepted")
         self._alive_refused.pop(member, None)
         return result
 
