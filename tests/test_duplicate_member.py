@@ -64,7 +64,9 @@ def _beat(running: Running, out: Path, member: str, enclave: Any) -> dict[str, A
         return heartbeat(http, running.url, member, *sealed_identity(out, enclave))
 
 
-def test_a_second_activation_of_a_running_member_is_refused_naming_the_running_one(tmp_path: Path) -> None:
+def test_a_second_activation_of_a_running_member_is_refused_naming_the_running_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     platform = SimulatedPlatform.create(tmp_path / "platform")
     with coordinator(tmp_path, platform) as running:
         enclave = tee(running, AGG)
@@ -105,10 +107,23 @@ def test_a_second_activation_of_a_running_member_is_refused_naming_the_running_o
         activate(running.url, running.root_pem, "aggregator", enclave, tmp_path / "third", enrolment_key=ENROL["aggregator"])
         assert _activations(running, "aggregator") == spent + 1
 
+        # The launchers' refresher on the revoked identity: the refusal logged once, the policy read all the same.
+        from fedattest.flower.apps import AppGate
+        from fedattest.flower.participant import PolicyRefresher
+
+        gate = AppGate(["aa" * 32], answer["policy_hash"])
+        refresher = PolicyRefresher(running.url, running.root_pem, "aggregator", enclave, first, gate, every=0)
+        with caplog.at_level("WARNING", logger="fedattest"):
+            refresher.check()
+            refresher.check()
+        refusals = [r.getMessage() for r in caplog.records if "no heartbeat accepted" in r.getMessage()]
+        assert len(refusals) == 1 and "HTTP 410" in refusals[0] and "revoked" in refusals[0], refusals
+        assert gate.current_policy_hash is not None and gate.current_policy_hash != answer["policy_hash"]
+
     lines = [ln for ln in running.log.read_text().splitlines() if ln.startswith("fedattest coordinator: event=")]
     assert any("event=activation outcome=refused member=aggregator status=409" in ln and "already running" in ln for ln in lines)
     assert any("event=alive outcome=running member=aggregator" in ln for ln in lines)
-    assert sum("event=alive outcome=refused member=aggregator" in ln for ln in lines) == 1
+    assert sum("event=alive outcome=refused member=aggregator" in ln for ln in lines) == 1  # not one per heartbeat
 
 
 def test_every_check_of_a_heartbeat_refuses(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from fedattest.flower.apps import AppGate
 from fedattest.flower.provisioned import Provisioned, load_provisioned
 from fedattest.participant.client import (
     Activation,
-    CoordinatorError,
     activate,
     coordinator_context,
     heartbeat,
@@ -164,13 +163,13 @@ class PolicyRefresher:
                 self._identity = sealed_identity(self.identity_dir, self.tee)
             body = heartbeat(self._http, self.url, self.member, *self._identity)
             self._heartbeat_problem = None
-        except CoordinatorError as exc:  # answered, and refused: not counted as running
-            if str(exc) != self._heartbeat_problem:
-                log.warning("the coordinator refused this participant's heartbeat (%s): it does not count as running", exc)
-                self._heartbeat_problem = str(exc)
-            body = self._get_policy()
         except httpx.HTTPError as exc:
             raise FedattestError(f"{self.url}: {exc}") from None
+        except FedattestError as exc:  # refused (a CoordinatorError), or no sealed key to sign with
+            if str(exc) != self._heartbeat_problem:
+                log.warning("no heartbeat accepted for this participant (%s): it does not count as running", exc)
+                self._heartbeat_problem = str(exc)
+            body = self._get_policy()
         allowed = json.loads(body["policy"])["apps"]["allowed_hashes"]
         return str(body["policy_hash"]), frozenset(str(h).lower() for h in allowed)
 
