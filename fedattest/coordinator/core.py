@@ -70,7 +70,7 @@ MAX_QUOTE_BYTES = 64 * 1024
 _NONCE_MAC = b"fedattest-nonce-v1"
 MAX_REDEEMED_NONCES = 100_000
 # A member's identity counts as *running* for this long after its last heartbeat (POST /api/v1/alive, which the
-# launchers send every 5 s): four heartbeats, so one or two lost on a busy network do not make it look stopped.
+# launchers send every 5 to 6 s): about three heartbeats, so one lost on a busy network does not make it look stopped.
 # A fresh activation of a member with a running identity is refused (409): a second launcher would otherwise
 # replace the first one's node key and evict it. An operator-error guard, kept in memory only (see security.md).
 LIVE_SECONDS = 20.0
