@@ -162,3 +162,36 @@ def check_same_keys(claims: dict[str, Any], activation_keys: dict[str, str]) -> 
     hash) the identity's activation bound: a re-provisioning brings no new key in."""
     if {name: digest for name, digest in claims["keys"].items() if name != "tls"} != activation_keys:
         raise ActivationError("the claims bind other keys than the activation did", 400)
+
+
+ALIVE_CLAIM_KEYS = frozenset({"member", "serial", "time"})
+
+
+def check_alive(
+    policy: FederationPolicy, certificate_pem: str, claims: dict[str, Any], signature: str, root: x509.Certificate
+) -> CheckedRenewal:
+    """Every check of a heartbeat (``POST /api/v1/alive``) that needs neither state nor I/O, in order: the claims
+    have their shape; their member is in the policy; the certificate is one the coordinator's root issued to that
+    member, and the one the claims name (``serial``, hex); its key signed the claims. The shell then checks the
+    time, that the certificate is an activation of the member, and that it is neither revoked nor expired."""
+    if not isinstance(claims, dict) or set(claims) != ALIVE_CLAIM_KEYS:
+        raise ActivationError(f"heartbeat claims must have exactly {sorted(ALIVE_CLAIM_KEYS)}", 400)
+    member_name, serial = claims["member"], claims["serial"]
+    if not isinstance(member_name, str) or not isinstance(serial, str) or type(claims["time"]) is not int:
+        raise ActivationError("heartbeat claims: member and serial are strings, time an integer", 400)
+    member = policy.member(member_name)
+    if member is None:
+        raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r}")
+    try:
+        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ActivationError("the certificate was not issued by this coordinator", 400) from None
+    if (policy.name, member_name) not in (members_named(cert) or []):
+        raise ActivationError(f"the certificate is not {member_name!r}'s", 400)
+    if serial != format(cert.serial_number, "x"):
+        raise ActivationError("the claims name another certificate (serial) than the one sent", 400)
+    if not ident.alive_signed_by(cert, claims, signature):
+        raise ActivationError("the signature over the heartbeat is not by the certificate's key")
+    fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return CheckedRenewal(member, cert, fingerprint)

@@ -160,6 +160,8 @@ class ActivationRequest(BaseModel):
     public_keys: dict[str, str] = Field(default_factory=dict, max_length=8)
     # The member's Ed25519 signature over the claims, base64 (64 bytes); refused with 403 when missing.
     enrolment: str | None = Field(default=None, max_length=128)
+    # The caller (a launcher) runs this identity and heartbeats: it counts as the member's running one at once.
+    live: bool = False
 
 
 class ReprovisionRequest(BaseModel):
@@ -171,6 +173,23 @@ class ReprovisionRequest(BaseModel):
     certificate: str = Field(max_length=16 * 1024)
     claims: Claims
     # ECDSA by the certificate's key over the claims (fedattest.pki.identity.sign_reprovision), base64 DER.
+    signature: str = Field(max_length=256)
+
+
+class AliveClaims(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    member: str = Field(max_length=64)
+    serial: str = Field(pattern=r"^[0-9a-f]{1,40}$")  # the certificate's serial, hex (RFC 5280: at most 20 bytes)
+    time: int = Field(ge=0, lt=1 << 53)  # seconds since the epoch (an RFC 8785 number)
+
+
+class Heartbeat(BaseModel):
+    """A running identity saying so (``POST /api/v1/alive``), signed with its certificate's key."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    certificate: str = Field(max_length=16 * 1024)
+    claims: AliveClaims
+    # ECDSA by the certificate's key over the claims (fedattest.pki.identity.sign_alive), base64 DER.
     signature: str = Field(max_length=256)
 
 
@@ -261,7 +280,9 @@ def create_app(
         # CPU-bound under the GIL, and many threads would only contend for it and for the store.
         claims = body.claims.model_dump()
         result: dict[str, Any] = await anyio.to_thread.run_sync(
-            lambda: coordinator.activate(body.member, body.quote, body.csr, claims, body.public_keys, enrolment=body.enrolment),
+            lambda: coordinator.activate(
+                body.member, body.quote, body.csr, claims, body.public_keys, enrolment=body.enrolment, live=body.live
+            ),
             limiter=activation_threads,
         )
         return result
@@ -272,6 +293,15 @@ def create_app(
         result: dict[str, Any] = await anyio.to_thread.run_sync(
             lambda: coordinator.reprovision(body.member, body.quote, body.certificate, claims, body.signature),
             limiter=activation_threads,
+        )
+        return result
+
+    @app.post("/api/v1/alive")
+    async def alive(body: Heartbeat) -> dict[str, Any]:
+        # A signature check and one indexed read per heartbeat (every 5 s per participant): the read threads.
+        claims = body.claims.model_dump()
+        result: dict[str, Any] = await anyio.to_thread.run_sync(
+            lambda: coordinator.alive(body.certificate, claims, body.signature), limiter=read_threads
         )
         return result
 

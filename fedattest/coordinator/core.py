@@ -30,6 +30,7 @@ from fedattest.attestation import REPORT_DATA, Attestation, attest
 from fedattest.canonical import canonical_json
 from fedattest.coordinator.activation import (
     ActivationError,
+    check_alive,
     check_reprovision,
     check_request,
     check_same_keys,
@@ -68,6 +69,24 @@ MAX_QUOTE_BYTES = 64 * 1024
 # they expire, so the table grows with real activations, never with unauthenticated POST /nonce.
 _NONCE_MAC = b"fedattest-nonce-v1"
 MAX_REDEEMED_NONCES = 100_000
+# A member's identity counts as *running* for this long after its last heartbeat (POST /api/v1/alive, which the
+# launchers send every 5 to 6 s): about three heartbeats, so one lost on a busy network does not make it look stopped.
+# A fresh activation of a member with a running identity is refused (409): a second launcher would otherwise
+# replace the first one's node key and evict it. An operator-error guard, kept in memory only (see security.md).
+LIVE_SECONDS = 20.0
+# A heartbeat's time may be this far from the coordinator's clock (the hosts' clocks differ a little): it bounds
+# how long a recorded heartbeat could be replayed (over TLS, and only to keep an identity looking alive).
+ALIVE_SKEW_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """The last heartbeat of one identity: what a refused duplicate activation is told about it."""
+
+    serial: int
+    activated: str  # when the identity was activated (its activation record's time)
+    expires: float  # its certificate's notAfter (clock seconds): an expired identity is not running as the member
+    at: float  # the coordinator's monotonic time of the heartbeat
 
 
 def _check_update_approvals(current: FederationPolicy, new: FederationPolicy, approvals: list[Approval]) -> ApprovalCheck:
@@ -109,6 +128,8 @@ class Coordinator:
     clock: Callable[[], float] = time.time
     accepted_store: dict[str, Any] | None = None  # what --accept-store overrode: recorded in the audit log
     on_close: Callable[[], None] | None = None  # releases what was opened for it (the state directory's lock)
+    live_seconds: float = LIVE_SECONDS  # see LIVE_SECONDS; 0 turns the duplicate-member guard off
+    monotonic: Callable[[], float] = time.monotonic  # liveness is measured on it: wall-clock steps cannot revive one
 
     def __post_init__(self) -> None:
         if self.accepted_store is not None:  # --accept-store: the override is part of the history
@@ -123,7 +144,7 @@ class Coordinator:
         self.state = self.unseal_state(self.policy.name)
         self.metrics: dict[str, int] = {
             "activations_accepted": 0, "activations_refused": 0, "reprovisions_accepted": 0, "reprovisions_refused": 0,
-            "quotes_served": 0,
+            "quotes_served": 0, "heartbeats_accepted": 0, "heartbeats_refused": 0,
         }  # fmt: skip
         self.phase_seconds: dict[str, float] = {"verify": 0.0, "issue": 0.0, "store": 0.0}
         self._metrics_lock = threading.Lock()  # the API counts from several worker threads at once
@@ -131,6 +152,11 @@ class Coordinator:
         self._redeemed: dict[bytes, float] = {}  # redeemed nonce -> when it expires
         self._nonce_lock = threading.Lock()
         self._collateral_docs: dict[int, tuple[Collateral, str, str]] = {}
+        # member -> certificate SHA-256 -> its last heartbeat. In memory only: liveness is not a decision for the
+        # audit log, and after a restart no member is running until its next heartbeat (within 5 s).
+        self._seen: dict[str, dict[str, _Seen]] = {}
+        self._seen_lock = threading.Lock()
+        self._alive_refused: dict[str, str] = {}  # member -> its last refused heartbeat's reason (logged once)
         signer = ident.issue_token_signer(ca_key=self.state.root_key, ca=self.state.root_ca,
                                           public_key=self.state.token_key.public_key(), federation=self.policy.name,
                                           now=self._utc())  # fmt: skip
@@ -362,11 +388,15 @@ class Coordinator:
         public_keys: dict[str, str] | None = None,
         *,
         enrolment: str | None = None,
+        live: bool = False,
     ) -> dict[str, Any]:
         """Activate an enclave as ``member_name``. ``enrolment`` is the member's signature over ``claims``
-        (:func:`fedattest.pki.identity.sign_enrolment`) with the key the policy lists for it."""
+        (:func:`fedattest.pki.identity.sign_enrolment`) with the key the policy lists for it. Refused (409, naming
+        it) while another identity of the member is running (:meth:`alive`). ``live``: the caller runs the new
+        identity and heartbeats, so it counts as running from this moment (a launcher started at the same time
+        is refused, rather than racing the first heartbeat)."""
         try:
-            result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {}, enrolment)
+            result = self._activate(member_name, quote_b64, csr_pem, claims, public_keys or {}, enrolment, live)
         except ActivationError as exc:
             self._count("activations_refused")
             event("activation", outcome="refused", member=member_name, status=exc.status, reason=exc)
@@ -382,6 +412,7 @@ class Coordinator:
         claims: dict[str, Any],
         public_keys: dict[str, str],
         enrolment: str | None,
+        live: bool,
     ) -> dict[str, Any]:
         policy = self.policy
         # Claims shape first, then the nonce (good for one attempt, whatever becomes of it: nothing costly is done
@@ -390,6 +421,9 @@ class Coordinator:
         self._use_nonce(nonce)
         checked = check_request(policy, member_name, csr_pem, claims, public_keys, enrolment)
         member, role, csr, extra_hashes = checked.member, policy.roles[checked.member.role], checked.csr, checked.public_keys
+        # Before the quote is verified and long before an activation is spent; only the member itself (its enrolment
+        # signature checked) learns which identity is running. Checked again at the commit, against a race.
+        self._refuse_if_running(member.name)
         verdict: dict[str, Any] = {"attestation": "off", "simulated": None}
         collateral: Collateral | None = None
         token_claims: dict[str, Any] = {"attestation": "off"}
@@ -430,24 +464,34 @@ class Coordinator:
         self._add_seconds("issue", time.perf_counter() - started)
         started = time.perf_counter()
         try:
-            with self._policy_lock, self.store.transaction() as tx:
-                if self.policy is not policy:  # replaced while this activation was checked: judge it again
-                    raise ActivationError("the policy changed during this activation: fetch the current policy and retry", 409)
-                if tx.activation_count(member.name) >= member.max_activations:
-                    raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
-                # Kept for the offline audit bundle: the quote, what it binds, and the collateral it was verified with.
-                record_verdict = {
-                    **verdict, "public_key_pems": public_keys, "claims": claims, "quote_b64": quote_b64 or None,
-                    "enrolment": enrolment,
-                }  # fmt: skip
-                if collateral is not None:
-                    tx.add_collateral(*self._collateral_document(collateral))
-                tx.add_activation(
-                    ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, record_verdict, self._now())
-                )
-                tx.append_audit(
-                    self._now(), "activation", {"member": member.name, "role": member.role, "cert_sha256": fingerprint, **verdict}
-                )
+            with self._policy_lock:
+                # Two launchers activating at once both passed the first check: under the lock, the second one sees
+                # the first (``live``) and is refused before anything is spent.
+                self._refuse_if_running(member.name)
+                with self.store.transaction() as tx:
+                    created = self._now()
+                    if self.policy is not policy:  # replaced while this activation was checked: judge it again
+                        raise ActivationError(
+                            "the policy changed during this activation: fetch the current policy and retry", 409
+                        )
+                    if tx.activation_count(member.name) >= member.max_activations:
+                        raise StoreError(f"member {member.name!r} has used all {member.max_activations} activations")
+                    # Kept for the offline audit bundle: the quote, what it binds, and the collateral it was verified with.
+                    record_verdict = {
+                        **verdict, "public_key_pems": public_keys, "claims": claims, "quote_b64": quote_b64 or None,
+                        "enrolment": enrolment,
+                    }  # fmt: skip
+                    if collateral is not None:
+                        tx.add_collateral(*self._collateral_document(collateral))
+                    tx.add_activation(
+                        ActivationRecord(member.name, member.role, cert_pem, fingerprint, token, record_verdict, created)
+                    )
+                    tx.append_audit(
+                        created, "activation", {"member": member.name, "role": member.role, "cert_sha256": fingerprint, **verdict}
+                    )
+                if live:  # committed: from now on this identity is the running one
+                    expires = cert.not_valid_after_utc.timestamp()
+                    self._mark_seen(member.name, fingerprint, _Seen(cert.serial_number, created, expires, self.monotonic()))
         except StoreUnavailableError:
             raise  # 503: the store, not the request (see the API's handler)
         except StoreError as exc:
@@ -611,6 +655,89 @@ class Coordinator:
         except StoreError as exc:
             raise ActivationError(str(exc), 409) from None
         return {"token": token, "provisioned": self._provisioned(policy, member, str(attested["attestation"]))}
+
+    # -- liveness: which identity of a member is running ------------------------------------------------
+    def alive(self, certificate_pem: str, claims: dict[str, Any], signature: str) -> dict[str, Any]:
+        """A running identity's heartbeat (claims ``{member, serial, time}`` signed with its certificate's key,
+        :func:`fedattest.pki.identity.sign_alive`): recorded in memory as that member's running identity, and
+        answered with the policy in force (what ``GET /api/v1/policy`` answers), so a launcher keeps up with
+        policy versions and says it is running in one request. Not an audit entry: it decides nothing."""
+        member = str(claims.get("member", "")) if isinstance(claims, dict) else ""
+        try:
+            result = self._alive(certificate_pem, claims, signature)
+        except ActivationError as exc:
+            self._count("heartbeats_refused")
+            # A refused launcher heartbeats every 5 s: one line per member and reason, not one per heartbeat.
+            known = self.policy.member(member) is not None
+            if not known or self._alive_refused.get(member) != str(exc):
+                event("alive", outcome="refused", member=member, status=exc.status, reason=exc)
+                if known:
+                    self._alive_refused[member] = str(exc)
+            raise
+        self._count("heartbeats_accepted")
+        self._alive_refused.pop(member, None)
+        return result
+
+    def _alive(self, certificate_pem: str, claims: dict[str, Any], signature: str) -> dict[str, Any]:
+        policy = self.policy
+        checked = check_alive(policy, certificate_pem, claims, signature, self.state.root_ca)
+        member, fingerprint = checked.member, checked.fingerprint
+        skew = claims["time"] - self.clock()
+        if abs(skew) > ALIVE_SKEW_SECONDS:
+            raise ActivationError(
+                f"the heartbeat's time is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} the coordinator's clock"
+                f" (at most {ALIVE_SKEW_SECONDS:g} s): check this host's clock", 400
+            )  # fmt: skip
+        record = self.store.activation_of(member.name, fingerprint)
+        if record is None:
+            raise ActivationError(f"no activation of {member.name!r} issued this certificate")
+        revoked = self._revoked.get(fingerprint)
+        if revoked is not None:
+            raise ActivationError(f"this identity was revoked ({revoked.reason}): activate anew", 410)
+        expires = checked.certificate.not_valid_after_utc.timestamp()
+        if expires <= self.clock():
+            raise ActivationError("this identity's certificate has expired: activate anew", 410)
+        seen = _Seen(checked.certificate.serial_number, record.created, expires, self.monotonic())
+        if self._mark_seen(member.name, fingerprint, seen):
+            event("alive", outcome="running", member=member.name, cert=fingerprint[:16])
+        return {
+            "policy_hash": policy.policy_hash().hex(),
+            "policy": policy.canonical_bytes().decode(),
+            "live_seconds": self.live_seconds,
+        }
+
+    def _mark_seen(self, member: str, fingerprint: str, seen: _Seen) -> bool:
+        """Record ``seen`` as the member's identity ``fingerprint``'s last heartbeat; whether it was not running
+        before (just started, or back after a silence longer than ``live_seconds``)."""
+        with self._seen_lock:
+            identities = self._seen.setdefault(member, {})
+            before = identities.get(fingerprint)
+            # Forget the member's identities silent for longer than the window: the table holds running ones only.
+            for other, last in list(identities.items()):
+                if seen.at - last.at > self.live_seconds:
+                    del identities[other]
+            identities[fingerprint] = seen
+        return before is None or seen.at - before.at > self.live_seconds
+
+    def _refuse_if_running(self, member: str) -> None:
+        """:class:`ActivationError` (409) naming the member's running identity, if one heartbeated within
+        ``live_seconds`` and is neither revoked nor expired; a fresh activation would replace its node key."""
+        if self.live_seconds <= 0:
+            return
+        now, wall = self.monotonic(), self.clock()
+        with self._seen_lock:
+            running = [
+                s for fingerprint, s in self._seen.get(member, {}).items()
+                if now - s.at <= self.live_seconds and fingerprint not in self._revoked and s.expires > wall
+            ]  # fmt: skip
+        if not running:
+            return
+        last = max(running, key=lambda s: s.at)
+        raise ActivationError(
+            f"member {member!r} is already running: identity {format(last.serial, 'x')[:16]} activated {last.activated},"
+            f" last heard from {now - last.at:.0f} s ago; stop it first (it stops counting as running"
+            f" {self.live_seconds:g} s after its last heartbeat)", 409
+        )  # fmt: skip
 
     def report_round(self, certificate_pem: str, signature_b64: str, report: dict[str, Any]) -> dict[str, Any]:
         """Record a training round in the audit log: the aggregator reports the round number, the members

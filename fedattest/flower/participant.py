@@ -24,7 +24,15 @@ from fedattest.errors import FedattestError
 from fedattest.files import atomic_write
 from fedattest.flower.apps import AppGate
 from fedattest.flower.provisioned import Provisioned, load_provisioned
-from fedattest.participant.client import Activation, activate, coordinator_context, reprovision, resume_current
+from fedattest.participant.client import (
+    Activation,
+    activate,
+    coordinator_context,
+    heartbeat,
+    reprovision,
+    resume_current,
+    sealed_identity,
+)
 from fedattest.tee.base import TEE
 
 log = logging.getLogger("fedattest.flower")
@@ -85,7 +93,9 @@ def activate_participant(
 ) -> ActivatedParticipant:
     """Resume this enclave's sealed identity if still valid (and, for a SuperNode, its node key is there);
     otherwise activate anew, signing the claims with the member's key from ``enrolment_key()`` (called only
-    then). Refuses if the coordinator provisioned another role than ``expected_role``."""
+    then). Refuses if the coordinator provisioned another role than ``expected_role``. A fresh activation counts as
+    the member's running identity at once (the launcher then heartbeats through :class:`PolicyRefresher`), and is
+    refused while another identity of the member is running: a second launcher must not evict the first."""
     existing = _load_node_key(identity_dir / NODE_KEY) if node_key else None
     resumed: Activation | None = None
     how = "activated"
@@ -96,7 +106,7 @@ def activate_participant(
         how = "activated"
         key = ec.generate_private_key(ec.SECP256R1()) if node_key else None
         activate(url, root_ca_pem, member, tee, identity_dir, enrolment_key=enrolment_key(),
-                 extra_keys={"node": key.public_key()} if key else None)  # fmt: skip
+                 extra_keys={"node": key.public_key()} if key else None, live=True)  # fmt: skip
         if key is not None:
             fmt = serialization.PrivateFormat.OpenSSH
             atomic_write(
@@ -122,10 +132,12 @@ def coordinator_of(identity_dir: Path) -> tuple[str, str, str]:
 
 
 class PolicyRefresher:
-    """Keeps a running participant provisioned under the policy in force: :meth:`check` asks the coordinator
-    for its policy hash and, when it is not the one the participant was provisioned under, re-provisions the
-    sealed identity (no activation spent) and updates the gate's allow-list. One log line per change of state
-    (a new policy taken, or a new reason it could not be), never one per check."""
+    """Keeps a running participant provisioned under the policy in force, and known to be running: :meth:`check`
+    sends the coordinator a heartbeat signed with the identity's key (``POST /api/v1/alive``), which answers its
+    policy; when that is not the one the participant was provisioned under, it re-provisions the sealed identity
+    (no activation spent) and updates the gate's allow-list. The heartbeats are what makes the coordinator refuse a
+    second launcher of the same member. One log line per change of state (a new policy taken, or a new reason it
+    could not be, or a heartbeat refused), never one per check."""
 
     def __init__(  # noqa: PLR0917 - the identity and where it lives
         self, url: str, root_ca_pem: str, member: str, tee: TEE, identity_dir: Path, gate: AppGate, *, every: float = 5.0
@@ -135,22 +147,42 @@ class PolicyRefresher:
         )  # fmt: skip
         self.every = every  # seconds between two questions to the coordinator (policy changes are rare)
         self._last_problem: str | None = None
+        self._heartbeat_problem: str | None = None
+        self._identity: tuple[ec.EllipticCurvePrivateKey, str] | None = None  # the key never changes: unsealed once
         self._asked = -math.inf
         self._http: httpx.Client | None = None  # one kept-alive connection: no TLS handshake per check
 
     def _current_policy(self) -> tuple[str, frozenset[str]]:
-        """The coordinator's policy hash and the app hashes that policy allows."""
+        """The coordinator's policy hash and the app hashes that policy allows, as the answer to a heartbeat. A
+        refused heartbeat (a revoked or expired identity) is logged once per reason, and the policy is then read
+        from ``GET /api/v1/policy``: the gate must still narrow to what the policy in force allows."""
         if self._http is None:
             self._http = httpx.Client(verify=coordinator_context(self.root_ca_pem), timeout=10.0)
+        try:
+            if self._identity is None:
+                self._identity = sealed_identity(self.identity_dir, self.tee)
+            body = heartbeat(self._http, self.url, self.member, *self._identity)
+            self._heartbeat_problem = None
+        except httpx.HTTPError as exc:
+            raise FedattestError(f"{self.url}: {exc}") from None
+        except FedattestError as exc:  # refused (a CoordinatorError), or no sealed key to sign with
+            if str(exc) != self._heartbeat_problem:
+                log.warning("no heartbeat accepted for this participant (%s): it does not count as running", exc)
+                self._heartbeat_problem = str(exc)
+            body = self._get_policy()
+        allowed = json.loads(body["policy"])["apps"]["allowed_hashes"]
+        return str(body["policy_hash"]), frozenset(str(h).lower() for h in allowed)
+
+    def _get_policy(self) -> dict[str, str]:
+        assert self._http is not None
         try:
             response = self._http.get(f"{self.url}/api/v1/policy")
         except httpx.HTTPError as exc:
             raise FedattestError(f"{self.url}: {exc}") from None
         if response.status_code != 200:
             raise FedattestError(f"GET /api/v1/policy: HTTP {response.status_code}")
-        body = response.json()
-        allowed = json.loads(body["policy"])["apps"]["allowed_hashes"]
-        return str(body["policy_hash"]), frozenset(str(h).lower() for h in allowed)
+        body: dict[str, str] = response.json()
+        return body
 
     def check(self) -> Provisioned | None:
         """Re-provision if the policy changed; returns the new parameters then, else None. Asks the coordinator

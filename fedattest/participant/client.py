@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import ssl
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,13 +178,18 @@ def activate(
     enrolment_key: ed25519.Ed25519PrivateKey,
     extra_keys: dict[str, ec.EllipticCurvePublicKey] | None = None,
     timeout: float = 30.0,
+    live: bool = False,
 ) -> Activation:
     """Inside the TEE: new key, claims bound into a quote, activation; writes key.pem, chain.pem, token.jwt
     and provisioned.json into ``out_dir`` (0700, files 0600). ``extra_keys`` (e.g. ``{"node": ...}``, the
     Flower node key) are bound in the quoted claims too, and the coordinator publishes them.
 
     ``enrolment_key`` is the member's own key (the one the policy lists as its ``enrolment_key``): it signs
-    the claims, which is what lets this enclave, and no other, activate as ``member``."""
+    the claims, which is what lets this enclave, and no other, activate as ``member``.
+
+    ``live``: the caller will run this identity and send :func:`heartbeat` s, so it counts as the member's running
+    identity from the activation on. The coordinator refuses (409, naming it) to activate a member while another of
+    its identities is running."""
     _host_port(url)
     context = _pinned_context(root_ca_pem, leaf_pin=False)
     key = ident.new_key()
@@ -202,6 +208,7 @@ def activate(
                 "claims": claims,
                 "public_keys": pems,
                 "enrolment": ident.sign_enrolment(enrolment_key, claims),
+                **({"live": True} if live else {}),
             }
             result = _json(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
     except httpx.HTTPError as exc:
@@ -296,6 +303,31 @@ def reprovision(
     except httpx.HTTPError as exc:
         raise CoordinatorUnreachableError(f"{url}: {exc}") from None
     return _write_identity(out_dir, tee, state["key"], state["chain"], result["token"], result["provisioned"]), True
+
+
+def sealed_identity(out_dir: Path, tee: TEE) -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """The identity key and certificate (PEM) sealed in ``out_dir`` by this enclave's activation: what its
+    heartbeats are signed with. :class:`FedattestError` when nothing is sealed."""
+    state = _sealed_state(out_dir, tee)
+    if state is None:
+        raise FedattestError(f"{out_dir}: no sealed identity")
+    key = serialization.load_pem_private_key(state["key"].encode(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise FedattestError(f"{out_dir}: the sealed identity key is not an EC key")
+    leaf = x509.load_pem_x509_certificates(state["chain"].encode())[0]
+    return key, leaf.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def heartbeat(http: httpx.Client, url: str, member: str, key: ec.EllipticCurvePrivateKey, certificate_pem: str) -> dict[str, Any]:
+    """``POST /api/v1/alive``: tell the coordinator that this identity is running (claims ``{member, serial, time}``
+    signed with its key, :func:`fedattest.pki.identity.sign_alive`); answers the policy in force
+    (``{policy_hash, policy, live_seconds}``). :class:`CoordinatorError` with the status when refused (410: revoked
+    or expired); ``httpx.HTTPError`` when the coordinator cannot be reached."""
+    cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+    claims = {"member": member, "serial": format(cert.serial_number, "x"), "time": int(time.time())}
+    body = {"certificate": certificate_pem, "claims": claims, "signature": ident.sign_alive(key, claims)}
+    answer: dict[str, Any] = _json(http.post(f"{url}/api/v1/alive", json=body), "POST /api/v1/alive")
+    return answer
 
 
 def resume(out_dir: Path, tee: TEE, *, now: datetime | None = None) -> Activation | None:

@@ -69,15 +69,34 @@ def sign_reprovision(key: ec.EllipticCurvePrivateKey, claims: dict[str, Any]) ->
 
 def reprovision_signed_by(cert: x509.Certificate, claims: dict[str, Any], signature_b64: str) -> bool:
     """Whether ``signature_b64`` (:func:`sign_reprovision`) is by the key of ``cert`` over ``claims``."""
+    return _signed_by(cert, REPROVISION_LABEL, claims, signature_b64)
+
+
+def _signed_by(cert: x509.Certificate, label: bytes, claims: dict[str, Any], signature_b64: str) -> bool:
     key = cert.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):
         return False
     try:
-        key.verify(base64.b64decode(signature_b64, validate=True), REPROVISION_LABEL + canonical_claims(claims),
+        key.verify(base64.b64decode(signature_b64, validate=True), label + canonical_claims(claims),
                    ec.ECDSA(hashes.SHA256()))  # fmt: skip
     except (InvalidSignature, ValueError, binascii.Error, FedattestError):
         return False
     return True
+
+
+# Its own label: a heartbeat signature can never pass for a re-provisioning one (or the reverse).
+ALIVE_LABEL = b"fedattest-alive-v1\n"
+
+
+def sign_alive(key: ec.EllipticCurvePrivateKey, claims: dict[str, Any]) -> str:
+    """A running identity's heartbeat: ECDSA P-256 SHA-256 (DER, base64) by its certificate's key over
+    ``"fedattest-alive-v1\\n" || RFC 8785 claims`` (claims ``{member, serial, time}``)."""
+    return base64.b64encode(key.sign(ALIVE_LABEL + canonical_claims(claims), ec.ECDSA(hashes.SHA256()))).decode()
+
+
+def alive_signed_by(cert: x509.Certificate, claims: dict[str, Any], signature_b64: str) -> bool:
+    """Whether ``signature_b64`` (:func:`sign_alive`) is by the key of ``cert`` over ``claims``."""
+    return _signed_by(cert, ALIVE_LABEL, claims, signature_b64)
 
 
 def sign_enrolment(key: ed25519.Ed25519PrivateKey, claims: dict[str, Any]) -> str:
