@@ -100,3 +100,25 @@ def test_the_hooked_modules_still_exist_in_this_flower() -> None:
             continue
         found += hasattr(module, "install_from_fab")
     assert found >= 3, "Flower's install path moved: update fedattest/flower/gate.py"
+
+
+GATED_LATER = """
+import importlib, sys
+from fedattest.flower import AppGate, install_app_gate
+install_app_gate(AppGate(["ab" * 32]))
+assert "flwr.superlink.runtime.run_serverapp" not in sys.modules, "the gate imported the server side"
+for name in ("flwr.supernode.runtime.run_clientapp", "flwr.superlink.runtime.run_serverapp", "flwr.simulation.app"):
+    module = importlib.import_module(name)
+    assert hasattr(module.install_from_fab, "__fedattest_gate__"), name
+print("gated")
+"""
+
+
+def test_a_flower_module_imported_after_the_gate_installs_through_it() -> None:
+    """The gate imports nothing it does not need (a ClientApp process starts for every message), yet a Flower module
+    loaded afterwards binds the gated install function (it imports it by name from the patched flwr.cli.install)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", GATED_LATER], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "gated", done.stderr[-2000:]

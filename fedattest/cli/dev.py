@@ -33,7 +33,7 @@ HELP = (
 AppDirArg = Annotated[Path, typer.Argument(metavar="APP_DIR", help="Your Flower app (its pyproject.toml).", show_default=False)]
 
 
-def dev_command(
+def run_dev(
     app_dir: AppDirArg,
     data: Annotated[list[str], typer.Option("--data", metavar="NAME=DIR", help="A collaborator and its data; repeatable.")],
     state: Annotated[Path, typer.Option("--state", metavar="DIR", help="Where everything is kept.")] = Path(".fedattest-dev"),

@@ -13,7 +13,7 @@ import typer
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError, EnrolmentKeyOpt, enrolment_key_loader, read_input
 from fedattest.cli.coordinator import ConfigIdOpt, _tee
 from fedattest.cli.dev import HELP as DEV_HELP
-from fedattest.cli.dev import dev_command
+from fedattest.cli.dev import run_dev
 from fedattest.coordinator.server import parse_listen
 from fedattest.errors import FedattestError
 from fedattest.listen import listening_socket
@@ -240,4 +240,4 @@ def app_hash_cmd(
 
 
 
-app.command("dev", help=DEV_HELP)(dev_command)
+app.command("dev", help=DEV_HELP)(run_dev)

@@ -2,12 +2,29 @@
 
 ``commit_directory(DIR)`` hashes a directory in chunks and writes its index; ``open_dataset(DIR, root)``
 opens it for verified reading; see ``docs/data-commitments.md``.
+
+Names are imported on first use: a ClientApp process (started for every message) that only reads its committed
+data loads the reading side, not the committing side's thread pools and temporary files.
 """
 
-from fedattest.data.commit import Commitment, commit_directory, write_commitment
-from fedattest.data.dataset import CommittedDataset, VerifiedFile, open_dataset
-from fedattest.data.errors import DataIntegrityError, DatasetArgumentError, DatasetError
-from fedattest.data.index import DatasetIndex
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fedattest._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from fedattest.data.commit import Commitment, commit_directory, write_commitment
+    from fedattest.data.dataset import CommittedDataset, VerifiedFile, open_dataset
+    from fedattest.data.errors import DataIntegrityError, DatasetArgumentError, DatasetError
+    from fedattest.data.index import DatasetIndex
+
+_WHERE = {
+    "Commitment": "commit", "commit_directory": "commit", "write_commitment": "commit",
+    "CommittedDataset": "dataset", "VerifiedFile": "dataset", "open_dataset": "dataset",
+    "DataIntegrityError": "errors", "DatasetArgumentError": "errors", "DatasetError": "errors",
+    "DatasetIndex": "index",
+}  # fmt: skip
 
 __all__ = [
     "Commitment",
@@ -21,3 +38,5 @@ __all__ = [
     "open_dataset",
     "write_commitment",
 ]
+
+__getattr__ = lazy_attributes(__name__, _WHERE)

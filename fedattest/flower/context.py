@@ -19,10 +19,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from fedattest.data.dataset import CommittedDataset
 from fedattest.flower.provisioned import Provisioned, ProvisioningError, load_provisioned, open_committed
+
+if TYPE_CHECKING:
+    from fedattest.data.dataset import CommittedDataset
 
 IDENTITY_KEY = "fedattest-identity-dir"
 DATA_KEY = "data-dir"

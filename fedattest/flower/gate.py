@@ -3,13 +3,16 @@
 Flower installs an app from its FAB bytes with ``flwr.cli.install.install_from_fab`` in every process
 that runs app code (SuperNode ClientApp runtime, SuperLink ServerApp runtime, the agent, simulation).
 Those modules import the function by name, so :func:`install_app_gate` replaces it in
-``flwr.cli.install`` and in each of them. The check runs on the bytes, before anything is extracted,
-imported or installed. The module list is tied to Flower 1.42 (pinned); a test fails if it goes stale.
+``flwr.cli.install`` and in each of them that is already imported; one imported later binds the replaced
+function by itself. Nothing is imported for the gate's sake: a ClientApp process (one per message) does not
+pay for the server side's modules. The check runs on the bytes, before anything is extracted, imported or
+installed. The module list is tied to Flower 1.42 (pinned); a test fails if it goes stale.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,10 +43,10 @@ def install_app_gate(gate: AppGate) -> Callable[[], None]:
     setattr(gated_install_from_fab, _GATED, original)
     patched: list[tuple[Any, Any]] = []
     for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue  # an optional part of Flower that is not installed (e.g. simulation without Ray)
+        # flwr.cli.install is imported above; the others only if already loaded (a later import binds the gated one).
+        module = sys.modules.get(name)
+        if module is None:
+            continue
         if hasattr(module, "install_from_fab"):
             patched.append((module, module.install_from_fab))
             setattr(module, "install_from_fab", gated_install_from_fab)  # noqa: B010 - a module attribute, on purpose

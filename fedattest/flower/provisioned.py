@@ -10,10 +10,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedattest.data.dataset import CommittedDataset, open_dataset
 from fedattest.errors import FedattestError
 
 if TYPE_CHECKING:
+    from fedattest.data.dataset import CommittedDataset
     from fedattest.policy.dp import DpSettings
 
 
@@ -72,6 +72,8 @@ def load_provisioned(identity_dir: Path) -> Provisioned:
 
 def open_committed(provisioned: Provisioned, data_dir: Path) -> CommittedDataset:
     """The member's data, opened against its provisioned commitment. Refuses to train without one."""
+    from fedattest.data.dataset import open_dataset  # noqa: PLC0415 - a ClientApp process that reads no data skips it
+
     if provisioned.data_commitment is None:
         raise ProvisioningError(f"no data commitment was provisioned for this {provisioned.role}: refusing to train")
     return open_dataset(data_dir, provisioned.data_commitment)
