@@ -85,9 +85,12 @@ def replaying(receive: Receive, body: bytes) -> Receive:
     return replay
 
 
-async def send_json_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A complete ``{"error": message}`` response with ``status``."""
-    body = json.dumps({"error": message}).encode()
+async def send_json_error(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None, *, detail: bool = False
+) -> None:
+    """A complete ``{"error": message}`` response with ``status``; with ``detail``, the message also under ``detail``,
+    the key Flower's CLI prints from an error response (else ``flwr`` shows only the status)."""
+    body = json.dumps({"error": message, "detail": message} if detail else {"error": message}).encode()
     start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})

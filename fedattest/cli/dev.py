@@ -80,6 +80,9 @@ def run_dev(
     except FedattestError as exc:
         raise CliError(f"{exc} (logs in {fed.layout.logs})", EXIT_REJECTED) from None
     finally:
+        # A second Ctrl-C must not cut the teardown short and leave participants running: it is ignored now.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         procs.stop_all()
     _say(f"[dev] stopped; state kept in {fed.layout.root}: the same command resumes it (no activation spent)")
     raise typer.Exit(0 if code == 0 else EXIT_REJECTED)

@@ -104,23 +104,25 @@ class Processes:
         return self.start(name, self.argv[name])
 
     def stop(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        self.stop_all([name])
+
+    def stop_all(self, names: Iterable[str] | None = None) -> None:
+        """SIGTERM to each process group (all at once: each takes seconds to shut down gracefully), SIGKILL to
+        whatever still runs 10 s later, and to anything the groups left behind."""
+        procs = [self.procs.pop(n) for n in (list(reversed(list(self.procs))) if names is None else names) if n in self.procs]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        with contextlib.suppress(ProcessLookupError):  # anything the group left behind
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.procs)):
-            self.stop(name)
 
 
 def wait_for(what: str, predicate: Callable[[], T | None], procs: Processes, name: str, timeout: float = 120) -> T:

@@ -93,7 +93,7 @@ class PathFilter:
                 if scope["type"] == "websocket":
                     await send({"type": "websocket.close", "code": 1008})
                     return
-                await send_json_error(send, 403, reason)
+                await send_json_error(send, 403, reason, detail=True)
                 return
         await self.app(scope, receive, send)
 
@@ -140,12 +140,14 @@ class BodyLimit:
         except BodyTooLargeError as exc:
             log.warning("refused %s from %s:%s on the %s listener: body of %s bytes, over the limit of %d",
                         scope.get("path"), *client, self.listener, exc.size, self.max_body)  # fmt: skip
-            await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE)
+            await send_json_error(send, 413, TOO_LARGE.format(limit=self.max_body), CLOSE, detail=True)
             return
         except BodyTimeoutError:
             log.warning("refused %s from %s:%s on the %s listener: body not received within %g s",
                         scope.get("path"), *client, self.listener, self.timeout)  # fmt: skip
-            await send_json_error(send, 408, f"fedattest: request body not received within {self.timeout:g} seconds", CLOSE)
+            await send_json_error(
+                send, 408, f"fedattest: request body not received within {self.timeout:g} seconds", CLOSE, detail=True
+            )
             return
         if body is None:
             return  # the client went away
@@ -165,7 +167,7 @@ class UntilReady:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and not self.ready.is_set():
-            await send_json_error(send, 503, STARTING)
+            await send_json_error(send, 503, STARTING, detail=True)
             return
         await self.app(scope, receive, send)
 
