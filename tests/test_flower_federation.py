@@ -433,7 +433,7 @@ def test_the_public_listener_answers_503_until_the_node_keys_are_registered() ->
     ready = threading.Event()
     app = public_listener_app(_flower_app(seen), LIMIT, ready)
     response = asyncio.run(_post(app, FLEET, PullMessagesRequest().SerializeToString()))
-    assert response.status_code == 503 and response.json()["error"] == STARTING and seen == []
+    assert response.status_code == 503 and response.json() == {"error": STARTING, "detail": STARTING} and seen == []
     ready.set()
     response = asyncio.run(_post(app, FLEET, PullMessagesRequest().SerializeToString()))
     assert response.status_code == 401 and seen == [FLEET]  # now Flower answers (its node authentication)
