@@ -138,16 +138,7 @@ def check_reprovision(  # noqa: PLR0917 - the request's fields
     name this member and the current policy version, and bind the certificate's key; the
     certificate's key signed them (proof of possession). The shell then checks that the certificate is a live
     activation of this member (not revoked, not expired) and re-attests the enclave."""
-    member = policy.member(member_name)
-    if member is None:
-        raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r} (activate anew)")
-    try:
-        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
-        cert.verify_directly_issued_by(root)
-    except (ValueError, TypeError, InvalidSignature):
-        raise ActivationError("the certificate was not issued by this coordinator", 400) from None
-    if (policy.name, member_name) not in (members_named(cert) or []):
-        raise ActivationError(f"the certificate is not {member_name!r}'s", 400)
+    member, cert = _members_certificate(policy, member_name, certificate_pem, root, " (activate anew)")
     _check_claims(policy, member_name, claims)
     if claims["keys"].get("tls") != ident.spki_sha256(cert):
         raise ActivationError("claims do not bind the certificate's key (keys.tls)", 400)
@@ -162,6 +153,24 @@ def check_same_keys(claims: dict[str, Any], activation_keys: dict[str, str]) -> 
     hash) the identity's activation bound: a re-provisioning brings no new key in."""
     if {name: digest for name, digest in claims["keys"].items() if name != "tls"} != activation_keys:
         raise ActivationError("the claims bind other keys than the activation did", 400)
+
+
+def _members_certificate(
+    policy: FederationPolicy, member_name: str, certificate_pem: str, root: x509.Certificate, unknown_hint: str = ""
+) -> tuple[Member, x509.Certificate]:
+    """The policy's member ``member_name`` and ``certificate_pem``, checked to be a certificate the coordinator's
+    ``root`` issued to that member; :class:`ActivationError` otherwise."""
+    member = policy.member(member_name)
+    if member is None:
+        raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r}{unknown_hint}")
+    try:
+        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ActivationError("the certificate was not issued by this coordinator", 400) from None
+    if (policy.name, member_name) not in (members_named(cert) or []):
+        raise ActivationError(f"the certificate is not {member_name!r}'s", 400)
+    return member, cert
 
 
 ALIVE_CLAIM_KEYS = frozenset({"member", "serial", "time"})
@@ -179,16 +188,7 @@ def check_alive(
     member_name, serial = claims["member"], claims["serial"]
     if not isinstance(member_name, str) or not isinstance(serial, str) or type(claims["time"]) is not int:
         raise ActivationError("heartbeat claims: member and serial are strings, time an integer", 400)
-    member = policy.member(member_name)
-    if member is None:
-        raise ActivationError(f"unknown member {member_name!r}: not in policy {policy.name!r}")
-    try:
-        cert = x509.load_pem_x509_certificate(certificate_pem.encode())
-        cert.verify_directly_issued_by(root)
-    except (ValueError, TypeError, InvalidSignature):
-        raise ActivationError("the certificate was not issued by this coordinator", 400) from None
-    if (policy.name, member_name) not in (members_named(cert) or []):
-        raise ActivationError(f"the certificate is not {member_name!r}'s", 400)
+    member, cert = _members_certificate(policy, member_name, certificate_pem, root)
     if serial != format(cert.serial_number, "x"):
         raise ActivationError("the claims name another certificate (serial) than the one sent", 400)
     if not ident.alive_signed_by(cert, claims, signature):
