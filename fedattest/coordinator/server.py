@@ -86,11 +86,17 @@ def serve(
     stopped."""
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]
+    # The certificate names what clients may connect to: the listen address (unless it is a wildcard, which no
+    # client connects to), localhost, and the operator's --dns-name values (names or addresses, e.g. the address
+    # a NAT or another interface makes the coordinator reachable at).
+    extra_dns, extra_ips = ident.names_and_addresses(extra_names)
     try:
-        ips = [str(ipaddress.ip_address(host))]
-        names = ["localhost", *extra_names]
+        listen_ip = ipaddress.ip_address(host)
+        ips = [] if listen_ip.is_unspecified else [str(listen_ip)]
+        names = ["localhost", *extra_dns]
     except ValueError:
-        ips, names = ["127.0.0.1"], [host, "localhost", *extra_names]
+        ips, names = ["127.0.0.1"], [host, "localhost", *extra_dns]
+    ips = list(dict.fromkeys([*ips, *extra_ips]))
     key = ident.new_key()
     cert = ident.issue_leaf(
         ca_key=coordinator.state.root_key, ca=coordinator.state.root_ca, public_key=key.public_key(),
