@@ -18,6 +18,7 @@ from fedattest.dcap.result import TcbStatus
 from fedattest.errors import TeeError
 from fedattest.policy.appraisal import ReferenceValues
 from fedattest.tee import Scenario, SimulatedPlatform
+from fedattest.tee.simulated import trust_root
 from tests.conftest import assert_one_line_error
 from tests.test_sim import IDENTITY, NOW, REPORT_DATA, verifier
 
@@ -113,6 +114,16 @@ def test_another_authoritys_host_is_refused(authority: SimulatedPlatform, tmp_pa
     (tmp_path / "ours" / "pck_ca.pem").write_bytes((tmp_path / "other" / "pck_ca.pem").read_bytes())
     with pytest.raises(TeeError, match=r"pck\.pem: not issued by pck_ca\.pem"):
         SimulatedPlatform.load(tmp_path / "ours")
+
+
+def test_the_trust_root_is_read_from_public_files_only(authority: SimulatedPlatform, tmp_path: Path) -> None:
+    public = tmp_path / "auditor"
+    public.mkdir()
+    for name in ("platform.json", "root_ca.pem"):
+        (public / name).write_bytes((authority.directory / name).read_bytes())
+    assert trust_root(public) == authority.root_ca
+    with pytest.raises(TeeError, match="not a simulated platform"):
+        trust_root(tmp_path)
 
 
 def test_cli_add_host(tmp_path: Path) -> None:

@@ -296,17 +296,7 @@ class SimulatedPlatform:
         """Open a platform made by :meth:`create` or :meth:`add_host`. Missing, malformed or world-readable
         files are refused, and so is a host whose PCK certificate was not issued under its root."""
         directory = Path(directory)
-        described = directory / "platform.json"
-        if not described.is_file():
-            raise TeeError(f"{directory}: not a simulated platform (no platform.json); create one with 'fedattest sim init'")
-        try:
-            description = PlatformDescription.model_validate_json(described.read_bytes())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "document"
-            raise TeeError(f"{described}: {where}: {first['msg']}") from None
-        except OSError as exc:
-            raise TeeError(f"{described}: {exc.strerror or exc}") from None
+        description = _load_description(directory)
         keys = {k: _load_key(directory / f"{k}.key") for k in (_KEYS if description.kind == "authority" else _HOST_KEYS)}
         certs = {c: _load_cert(directory / f"{c}.pem") for c in _CERTS}
         for k in _CERTS:
@@ -533,6 +523,28 @@ def _write_platform(directory: Path, description: PlatformDescription, material:
     root = material.certs["root_ca"]
     atomic_write(directory / "root_ca.der", root.public_bytes(serialization.Encoding.DER), mode=0o644)
     atomic_write(directory / "sealing.key", material.sealing)
+
+
+def _load_description(directory: Path) -> PlatformDescription:
+    described = directory / "platform.json"
+    if not described.is_file():
+        raise TeeError(f"{directory}: not a simulated platform (no platform.json); create one with 'fedattest sim init'")
+    try:
+        return PlatformDescription.model_validate_json(described.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise TeeError(f"{described}: {where}: {first['msg']}") from None
+    except OSError as exc:
+        raise TeeError(f"{described}: {exc.strerror or exc}") from None
+
+
+def trust_root(directory: Path | str) -> x509.Certificate:
+    """A platform directory's root CA, read from its public files only (``platform.json``, ``root_ca.pem``): what an
+    auditor needs, who is given no platform's private keys."""
+    directory = Path(directory)
+    _load_description(directory)
+    return _load_cert(directory / "root_ca.pem")
 
 
 def _check_issued(directory: Path, certs: dict[str, x509.Certificate]) -> None:
