@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from fedattest.flower.superlink import SuperLinkPaths
+from fedattest.flower.superlink import SuperLinkPaths, dial_address
 from fedattest.pki.identity import names_and_addresses
 from tests.netns import Host, hosts
 
@@ -109,6 +109,14 @@ def test_names_that_are_addresses_go_into_ip_address_sans() -> None:
         ["aggregator.example.org", "localhost"],
         ["10.77.0.2", "fd00::2"],
     )
+
+
+def test_the_superlink_announces_the_fleet_address_clients_dial() -> None:
+    assert dial_address("10.77.0.2", 9093) == "10.77.0.2:9093"
+    assert dial_address("aggregator.example.org", 9093) == "aggregator.example.org:9093"
+    assert dial_address("fd00::2", 9093) == "[fd00::2]:9093"
+    for here in ("127.0.0.1", "::1", "0.0.0.0", "::"):  # this machine: the name its certificate carries
+        assert dial_address(here, 9093) == "localhost:9093"
 
 
 @pytest.mark.slow  # a whole federation: four hosts, real Flower processes, two rounds
@@ -207,6 +215,8 @@ def _federate(demo: ModuleType, out: Path, net: dict[str, Host], env: dict[str, 
         "--internal", f"127.0.0.1:{CONTROL_PORT}", "--refresh", "0.5",
     ))  # fmt: skip
     _wait("the SuperLink", (sl_state / "superlink.json").exists, procs, "superlink")
+    fleet = json.loads((sl_state / "superlink.json").read_text())["fleet"]
+    assert fleet == f"{agg.address}:{FLEET_PORT}"  # the address it tells others to dial is the one it listens on
     # Its certificate names the address SuperNodes dial as an IP address SAN (the policy's dns_names), which is
     # what their TLS checks an address against.
     leaf = x509.load_pem_x509_certificates((SuperLinkPaths(sl_state).identity / "chain.pem").read_bytes())[0]
@@ -217,7 +227,7 @@ def _federate(demo: ModuleType, out: Path, net: dict[str, Host], env: dict[str, 
         procs.start(h, net[h].exec(
             *FEDATTEST, "flower", "supernode", *common, "--root-ca", str(home[h] / "root.pem"), "--member", h,
             "--enrolment-key", str(home[h] / f"{h}.key"), "--platform", str(home[h] / "platform"),
-            "--superlink", f"{agg.address}:{FLEET_PORT}", "--data", str(home[h] / "data"), "--state", str(home[h] / "state"),
+            "--superlink", fleet, "--data", str(home[h] / "data"), "--state", str(home[h] / "state"),
         ))  # fmt: skip
     for h in HOSPITALS:
         _wait(f"{h} to activate", lambda h=h: "ACTIVATED" in procs.log(h), procs, h)

@@ -132,6 +132,14 @@ def test_cli_add_host(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.stderr
     assert json.loads(done.stdout)["kind"] == "host"
     assert not {p.name for p in (tmp_path / "host").iterdir()} & AUTHORITY_KEYS
+    done = runner.invoke(app, ["sim", "quote", "-p", str(tmp_path / "host"), "--mrenclave", "ab" * 32, "--mrsigner", "cd" * 32,
+                               "-o", str(tmp_path / "q.bin")])  # fmt: skip
+    assert done.exit_code == 0, done.stderr
+    # A verifier with only the public files: the authority's root and a host's collateral.
+    done = runner.invoke(app, ["quote", "verify", str(tmp_path / "q.bin"), "--collateral",
+                               str(tmp_path / "host" / "collateral.json"), "--root-ca", str(tmp_path / "auth" / "root_ca.der"),
+                               "--allow-simulation"])  # fmt: skip
+    assert done.exit_code == 0, done.stdout + done.stderr
     done = runner.invoke(app, ["sim", "collateral", "-p", str(tmp_path / "host"), "-o", str(tmp_path / "c.json")])
     assert done.exit_code == 0, done.stderr
     assert (tmp_path / "c.json").read_bytes().strip() == (tmp_path / "host" / "collateral.json").read_bytes().strip()
