@@ -177,6 +177,8 @@ def _federate(demo: ModuleType, out: Path, net: dict[str, Host], env: dict[str, 
         "--listen", f"0.0.0.0:{COORDINATOR_PORT}", "--dns-name", coord.address,
     ))  # fmt: skip
     _wait("the coordinator", (coord_state / "url").exists, procs, "coordinator")
+    # On its own host it is reached over loopback (no client dials 0.0.0.0); other hosts use its address.
+    assert (coord_state / "url").read_text().strip() == f"https://127.0.0.1:{COORDINATOR_PORT}"
     url = f"https://{coord.address}:{COORDINATOR_PORT}"
 
     # -- every member verifies the coordinator from its own host, with its own platform's public root and collateral.
