@@ -50,6 +50,8 @@ def test_a_host_holds_its_own_keys_and_only_public_authority_files(authority: Si
     assert host.sealing_secret() != authority.sealing_secret()
     assert host.root_ca_der == authority.root_ca_der and host.pck_extension.fmspc == authority.pck_extension.fmspc
     assert host.pck_certificate.issuer == authority.pck_certificate.issuer
+    assert json.loads((directory / "platform.json").read_text())["kind"] == "host"
+    assert "kind" not in json.loads((authority.directory / "platform.json").read_text())  # as before hosts existed
     loaded = SimulatedPlatform.load(directory)
     assert loaded.description == host.description and not loaded.is_authority
     assert (directory / "root_ca.pem").read_bytes() == (authority.directory / "root_ca.pem").read_bytes()

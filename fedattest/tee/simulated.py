@@ -515,7 +515,10 @@ class SimulatedTEE:
 
 
 def _write_platform(directory: Path, description: PlatformDescription, material: _Secrets) -> None:
-    atomic_write(directory / "platform.json", (description.model_dump_json(indent=2) + "\n").encode(), mode=0o644)
+    # An authority's description is written as before hosts existed, so older fedattest still opens it; a host's
+    # carries "kind", which older fedattest refuses (it would look for the authority keys a host lacks).
+    described = description.model_dump_json(indent=2, exclude={"kind"} if description.kind == "authority" else None)
+    atomic_write(directory / "platform.json", (described + "\n").encode(), mode=0o644)
     for k, key in material.keys.items():
         atomic_write(directory / f"{k}.key", _key_pem(key))
     for c, cert in material.certs.items():
