@@ -23,11 +23,11 @@ marker and a marker with no fence under it: no block goes unchecked silently.
 How blocks run: each document gets a fresh directory, and its blocks run there one after another in document
 order, so later blocks see the files earlier ones made (the docs make their own simulated platform with
 ``fedattest sim init plat/``). Shell blocks run under ``bash -euo pipefail`` and Python blocks with the venv's
-interpreter, with the venv's bin first on PATH, HOME in the scratch directory and no FEDATTEST_* variables from
-the caller, each in a new session with a timeout. Whatever a block leaves running (a server the doc started
-in the background with ``&``) is killed with the block's process group when the block ends, fails or times
-out. Errors name the document and line; line numbers in bash messages and Python tracebacks are the
-document's own.
+interpreter, with the venv's bin first on PATH, this checkout on PYTHONPATH, HOME in the scratch directory and
+no FEDATTEST_* variables from the caller, each in a new session with a timeout. Whatever a block leaves
+running (a server the doc started in the background with ``&``) is killed with the block's process group
+when the block ends, fails or times out. Errors name the document and line; line numbers in bash messages
+and Python tracebacks are the document's own.
 """
 
 from __future__ import annotations
@@ -261,6 +261,9 @@ def console_commands(text: str) -> str:
 def block_environment(scratch: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDATTEST_") and k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+    # The blocks run this checkout's fedattest, the code the rest of the suite tests, even where the venv's
+    # editable install points at another checkout (a git worktree sharing one venv).
+    env["PYTHONPATH"] = str(REPO)
     home = scratch / "home"
     home.mkdir(exist_ok=True)
     env["HOME"] = str(home)

@@ -55,7 +55,12 @@ def verify(  # noqa: PLR0917 - typer maps parameters to options
     key: Annotated[Path | None, typer.Option("--key", metavar="PEM", help="The coordinator's audit public key.")] = None,
     platform: Annotated[
         Path | None,
-        typer.Option("--platform", metavar="DIR", help="Accept simulated evidence from this simulated platform's root."),
+        typer.Option(
+            "--platform",
+            metavar="DIR",
+            help="Accept simulated evidence under this simulated platform's root (only its public platform.json and"
+            " root_ca.pem are read).",
+        ),
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     since: Annotated[
@@ -127,11 +132,11 @@ def _is_tar(path: Path) -> bool:
 
 
 def _verify_bundle(path: Path, data: bytes | BinaryIO, key: Path | None, platform: Path | None, json_out: bool) -> None:
-    from fedattest.tee.simulated import SimulatedPlatform  # noqa: PLC0415
+    from fedattest.tee.simulated import trust_root  # noqa: PLC0415
 
     try:
         pinned = public_key_from_pem(read_input(str(key), "key file")) if key is not None else None
-        sim_root = SimulatedPlatform.load(platform).root_ca if platform is not None else None
+        sim_root = trust_root(platform) if platform is not None else None
     except FedattestError as exc:
         raise CliUsageError(str(exc)) from None
 

@@ -77,7 +77,9 @@ ConfigIdOpt = Annotated[
 PlatformOpt = Annotated[
     Path | None,
     typer.Option(
-        "--platform", metavar="DIR", help="Simulated platform: its root verifies simulated evidence, its collateral is used."
+        "--platform",
+        metavar="DIR",
+        help="Simulated platform (sim init or sim add-host): its root verifies simulated evidence, its collateral is used.",
     ),
 ]
 PccsOpt = Annotated[str | None, typer.Option("--pccs", metavar="URL", help="PCCS for collateral of real SGX evidence.")]
@@ -143,7 +145,13 @@ def serve_cmd(  # noqa: PLR0917 - typer maps parameters to options
         str, typer.Option("--listen", metavar="HOST:PORT", help="Address (port 0: any free port).")
     ] = "127.0.0.1:8443",
     name: Annotated[
-        list[str] | None, typer.Option("--dns-name", metavar="NAME", help="Extra DNS name for the TLS certificate.")
+        list[str] | None,
+        typer.Option(
+            "--dns-name",
+            metavar="NAME",
+            help="Extra name for the TLS certificate: a DNS name, or an IP address members connect to (e.g. when"
+            " listening on 0.0.0.0); repeatable.",
+        ),
     ] = None,
     header_timeout: Annotated[
         float,

@@ -1,4 +1,4 @@
-"""``fedattest sim``: a simulated SGX platform for laptops and CI (init, quote, collateral, show)."""
+"""``fedattest sim``: a simulated SGX platform for laptops and CI (init, add-host, quote, collateral, show)."""
 
 from __future__ import annotations
 
@@ -29,14 +29,16 @@ app = typer.Typer(
         "  fedattest sim quote --platform plat --mrenclave $(printf a%.0s {1..64})"
         " --mrsigner $(printf b%.0s {1..64}) -o q.bin\n\n"
         "  fedattest sim collateral --platform plat -o coll.json\n\n"
-        "  fedattest quote verify q.bin --collateral coll.json --root-ca plat/root_ca.der --allow-simulation"
+        "  fedattest quote verify q.bin --collateral coll.json --root-ca plat/root_ca.der --allow-simulation\n\n"
+        "Separate hosts: 'sim init' makes the authority (it plays Intel and keeps its keys); each other host gets"
+        " its own platform from 'fedattest sim add-host --authority plat host-a', with no authority key in it."
     ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 PlatformOpt = Annotated[
-    Path, typer.Option("--platform", "-p", metavar="DIR", help="Platform directory made by 'fedattest sim init'.")
+    Path, typer.Option("--platform", "-p", metavar="DIR", help="Platform made by 'fedattest sim init' or 'sim add-host'.")
 ]
 OutOpt = Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="Where to write; '-' is standard output.")]
 
@@ -89,6 +91,36 @@ def init(
 ) -> None:
     try:
         platform = SimulatedPlatform.create(directory, scenario)
+    except TeeError as exc:
+        raise CliUsageError(str(exc)) from None
+    _summary(platform, json_out)
+
+
+@app.command(
+    "add-host",
+    help=(
+        "Issue a simulated platform for one more host into DIR (must not exist, or be empty), as Intel provisions a"
+        " real machine: its own PCK key and certificate signed by the authority's PCK CA, its own attestation key and"
+        " sealing key; of the authority only public files (root CA, PCK CA and TCB signing certificates) and"
+        " collateral signed now, valid 30 days. No authority private key is copied, so the host cannot quote as"
+        " another host or sign collateral. Same FMSPC, TCB and scenario as the authority: the one collateral"
+        " verifies every host's quotes.\n\n"
+        "When the collateral expires the host refuses to attest; copy fresh collateral in with"
+        " 'fedattest sim collateral --platform AUTHORITY -o DIR/collateral.json' (the host's keys stay).\n\n"
+        "Example:\n\n"
+        "  fedattest sim init authority\n\n"
+        "  fedattest sim add-host --authority authority hospital-a-platform"
+    ),
+)
+def add_host(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="New host platform directory.", show_default=False)],
+    authority: Annotated[
+        Path, typer.Option("--authority", "-a", metavar="DIR", help="The authority: a platform made by 'fedattest sim init'.")
+    ],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    try:
+        platform = _open(authority).add_host(directory)
     except TeeError as exc:
         raise CliUsageError(str(exc)) from None
     _summary(platform, json_out)
@@ -155,7 +187,7 @@ def quote(  # noqa: PLR0917 - typer maps parameters to options
     help=(
         "Write the platform's collateral (dcap-qvl JSON layout: CRLs, TCB info, QE identity, issuer chains),"
         " valid at --at (default now) and for at least a day after; it is re-signed when the cached copy"
-        " would expire."
+        " would expire. A host platform (sim add-host) cannot sign: it gives the collateral it holds while valid."
     ),
 )
 def collateral(
@@ -166,5 +198,8 @@ def collateral(
     ] = None,
 ) -> None:
     when = parse_time(at) if at is not None else None
-    doc = _open(platform_dir).collateral(when)
+    try:
+        doc = _open(platform_dir).collateral(when)
+    except TeeError as exc:
+        raise CliUsageError(str(exc)) from None
     _write(output, (doc.to_json() + "\n").encode(), "collateral")

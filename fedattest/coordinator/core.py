@@ -452,9 +452,12 @@ class Coordinator:
         started = time.perf_counter()
         issued = self._utc()
         uri = MEMBER_URI.format(federation=policy.name, member=member.name)
+        # The aggregator's dns_names are the names SuperNodes connect to; an address among them (a deployment
+        # without DNS) goes into the certificate as an IP address, the only form TLS clients match it against.
+        dns_names, ips = ident.names_and_addresses(list(member.dns_names))
         cert = ident.issue_leaf(
             ca_key=self.state.root_key, ca=self.state.root_ca, public_key=csr.public_key(),  # type: ignore[arg-type]
-            common_name=member.name, uris=[uri], dns_names=list(member.dns_names), ips=[], now=issued,
+            common_name=member.name, uris=[uri], dns_names=dns_names, ips=ips, now=issued,
             lifetime=self.cert_lifetime,
         )  # fmt: skip
         cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()

@@ -86,11 +86,19 @@ def serve(
     stopped."""
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]
+    # The certificate names what clients may connect to: the listen address, localhost, and the operator's
+    # --dns-name values (names or addresses, e.g. the address other hosts reach it at). No client dials a
+    # wildcard address: on this machine, loopback reaches it, so the certificate and `url` name that instead.
+    extra_dns, extra_ips = ident.names_and_addresses(extra_names)
+    url_host = host
     try:
-        ips = [str(ipaddress.ip_address(host))]
-        names = ["localhost", *extra_names]
+        listen_ip = ipaddress.ip_address(host)
+        if listen_ip.is_unspecified:
+            url_host = "127.0.0.1" if listen_ip.version == 4 else "::1"
+        ips, names = [url_host], ["localhost", *extra_dns]
     except ValueError:
-        ips, names = ["127.0.0.1"], [host, "localhost", *extra_names]
+        ips, names = ["127.0.0.1"], [host, "localhost", *extra_dns]
+    ips = list(dict.fromkeys([*ips, *extra_ips]))
     key = ident.new_key()
     cert = ident.issue_leaf(
         ca_key=coordinator.state.root_key, ca=coordinator.state.root_ca, public_key=key.public_key(),
@@ -104,7 +112,7 @@ def serve(
     atomic_write(tls_cert, chain, mode=0o600)
     fmt = serialization.PrivateFormat.PKCS8
     atomic_write(tls_key, key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
-    url = f"https://{'[' + host + ']' if ':' in host else host}:{port}"
+    url = f"https://{'[' + url_host + ']' if ':' in url_host else url_host}:{port}"
     atomic_write(state / "root_ca.pem", coordinator.state.root_ca.public_bytes(serialization.Encoding.PEM), mode=0o644)
     audit_key = coordinator.state.token_key.public_key()
     spki = serialization.PublicFormat.SubjectPublicKeyInfo

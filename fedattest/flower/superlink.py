@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -316,6 +317,19 @@ class SuperLinkPaths(ParticipantPaths):
         return self.state / "superlink.json"
 
 
+def dial_address(host: str, port: int) -> str:
+    """Where clients reach a listener on ``host``: a loopback or wildcard address by ``localhost`` (the name the
+    aggregator's certificate carries for this machine), any other address or name as it is (the policy's
+    ``dns_names`` must list it, see docs/deployment.md)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"{host}:{port}"
+    if address.is_loopback or address.is_unspecified:
+        return f"localhost:{port}"
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
 IN_MEMORY = ":flwr-in-memory:"  # Flower's own default: runs do not outlive the SuperLink process
 
 
@@ -446,7 +460,7 @@ def serve_superlink(
             atomic_write(
                 paths.addresses,
                 json.dumps(
-                    {"fleet": f"localhost:{public_port}", "control": f"localhost:{internal_port}", "pid": os.getpid()}
+                    {"fleet": dial_address(listen[0], public_port), "control": f"localhost:{internal_port}", "pid": os.getpid()}
                 ).encode(),
                 mode=0o644,
             )

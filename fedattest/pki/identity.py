@@ -135,6 +135,19 @@ def make_root_ca(key: ec.EllipticCurvePrivateKey, federation: str, now: datetime
     )  # fmt: skip
 
 
+def names_and_addresses(names: list[str]) -> tuple[list[str], list[str]]:
+    """Split the names a server is reached by into DNS names and IP addresses: TLS clients match an address they
+    connect to only against an IP address SAN, never against a DNS name SAN spelled the same."""
+    dns: list[str] = []
+    ips: list[str] = []
+    for name in names:
+        try:
+            ips.append(str(ipaddress.ip_address(name.strip("[]"))))
+        except ValueError:
+            dns.append(name)
+    return dns, ips
+
+
 def issue_leaf(
     *,
     ca_key: ec.EllipticCurvePrivateKey,

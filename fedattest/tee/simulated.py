@@ -11,6 +11,12 @@ Layout of DIR (keys 0600, DIR 0700): ``platform.json`` (description), ``root_ca.
 (the trust root to give verifiers), ``*.pem`` certificates, ``*.key`` private keys (PKCS#8 PEM),
 ``sealing.key`` (32-byte sealing secret) and ``collateral.json`` (cached collateral, re-issued before
 it expires).
+
+Such a directory is an *authority* (it plays Intel: root CA, PCK CA and TCB signing keys) and one platform
+at once. :meth:`SimulatedPlatform.add_host` issues a *host* directory for one more machine, as Intel
+provisions a real one: its own PCK key and certificate (signed by the authority's PCK CA), attestation
+key and sealing secret, plus only the authority's public material (certificates and pre-signed
+collateral). A host cannot sign collateral, so it serves the collateral it was given until it expires.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -26,6 +33,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -63,8 +71,12 @@ REFRESH_MARGIN = timedelta(days=1)
 # Issue times are backdated a little so that a verifier whose clock is slightly behind still accepts.
 CLOCK_SKEW = timedelta(minutes=5)
 
-_KEYS = ("root_ca", "pck_ca", "pck", "tcb_signing", "attestation")
+# The authority's keys stay in its own directory; a host directory holds only its platform's keys.
+_AUTHORITY_KEYS = ("root_ca", "pck_ca", "tcb_signing")
+_HOST_KEYS = ("pck", "attestation")
+_KEYS = (*_AUTHORITY_KEYS, *_HOST_KEYS)
 _CERTS = ("root_ca", "pck_ca", "pck", "tcb_signing")
+Kind = Literal["authority", "host"]
 
 Hex = Annotated[str, Field(pattern=r"^[0-9a-f]*$")]
 
@@ -82,6 +94,9 @@ class PlatformDescription(BaseModel):
     qe_id: Hex = Field(min_length=32, max_length=32)
     qe_auth_data: Hex = Field(min_length=64, max_length=64)
     pck_serial: int = Field(gt=0)
+    # "authority": made by ``sim init``, holds the simulated Intel keys; "host": made by ``sim add-host``,
+    # holds only its own platform keys. Absent in directories written before hosts existed: authorities.
+    kind: Kind = "authority"
 
 
 @dataclass(frozen=True)
@@ -137,18 +152,7 @@ def _issue_pki(description: PlatformDescription) -> _Secrets:
         ca=True,
         crl_url=f"{CRL_BASE}/rootcacrl",
     )
-    pck = issue_certificate(
-        subject=name("Simulated SGX PCK Certificate", ORGANIZATION),
-        public_key=keys["pck"].public_key(),
-        issuer=pck_ca,
-        issuer_key=keys["pck_ca"],
-        not_before=start,
-        not_after=start + PCK_LIFETIME,
-        ca=False,
-        crl_url=f"{CRL_BASE}/pckcrl?ca=processor&encoding=der",
-        serial=description.pck_serial,
-        sgx_extension=_pck_extension(description).to_der(),
-    )
+    pck = _issue_pck(description, keys["pck"], pck_ca, keys["pck_ca"])
     tcb_signing = issue_certificate(
         subject=name(f"Simulated SGX TCB Signing {tag}", ORGANIZATION),
         public_key=keys["tcb_signing"].public_key(),
@@ -161,6 +165,65 @@ def _issue_pki(description: PlatformDescription) -> _Secrets:
     )
     certs = {"root_ca": root, "pck_ca": pck_ca, "pck": pck, "tcb_signing": tcb_signing}
     return _Secrets(keys, certs, secrets.token_bytes(32))
+
+
+def _issue_pck(
+    description: PlatformDescription,
+    key: ec.EllipticCurvePrivateKey,
+    pck_ca: x509.Certificate,
+    pck_ca_key: ec.EllipticCurvePrivateKey,
+) -> x509.Certificate:
+    start = description.created - timedelta(days=1)
+    return issue_certificate(
+        subject=name("Simulated SGX PCK Certificate", ORGANIZATION),
+        public_key=key.public_key(),
+        issuer=pck_ca,
+        issuer_key=pck_ca_key,
+        not_before=start,
+        not_after=start + PCK_LIFETIME,
+        ca=False,
+        crl_url=f"{CRL_BASE}/pckcrl?ca=processor&encoding=der",
+        serial=description.pck_serial,
+        sgx_extension=_pck_extension(description).to_der(),
+    )
+
+
+def _new_description(scenario: Scenario, created: datetime, kind: Kind) -> PlatformDescription:
+    return PlatformDescription(
+        format=FORMAT,
+        version=1,
+        scenario=scenario,
+        created=created,
+        ppid=secrets.token_hex(16),
+        qe_id=secrets.token_hex(16),
+        qe_auth_data=secrets.token_hex(32),
+        pck_serial=int.from_bytes(secrets.token_bytes(16), "big") >> 1 | 1,
+        kind=kind,
+    )
+
+
+def _new_directory(directory: Path, write: Callable[[Path], None]) -> None:
+    """Make ``directory`` (absent or empty) appear complete or not at all: ``write`` fills a temporary sibling
+    (mode 0700) that is renamed into place at the end."""
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise TeeError(f"{directory}: already exists and is not an empty directory; choose a new directory")
+    parent = directory.parent
+    if not parent.is_dir():
+        raise TeeError(f"{parent}: no such directory")
+    try:
+        staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{directory.name}.creating."))
+    except OSError as exc:
+        raise TeeError(f"cannot create a platform in {parent}: {exc.strerror or exc}") from None
+    try:
+        os.chmod(staging, PRIVATE_DIR)
+        write(staging)
+        os.rename(staging, directory)  # atomic; replaces only an empty directory
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TeeError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -195,60 +258,52 @@ class SimulatedPlatform:
         except ValueError:
             choices = ", ".join(s.value for s in Scenario)
             raise TeeError(f"unknown scenario {scenario!r}: choose one of {choices}") from None
-        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise TeeError(f"{directory}: already exists and is not an empty directory; choose a new directory")
-        parent = directory.parent
-        if not parent.is_dir():
-            raise TeeError(f"{parent}: no such directory")
-        description = PlatformDescription(
-            format=FORMAT,
-            version=1,
-            scenario=scenario,
-            created=_utc(now),
-            ppid=secrets.token_hex(16),
-            qe_id=secrets.token_hex(16),
-            qe_auth_data=secrets.token_hex(32),
-            pck_serial=int.from_bytes(secrets.token_bytes(16), "big") >> 1 | 1,
-        )
+        description = _new_description(scenario, _utc(now), "authority")
         material = _issue_pki(description)
-        try:
-            staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{directory.name}.creating."))
-        except OSError as exc:
-            raise TeeError(f"cannot create a platform in {parent}: {exc.strerror or exc}") from None
-        try:
-            os.chmod(staging, PRIVATE_DIR)
-            _write_platform(staging, description, material)
-            os.rename(staging, directory)  # atomic; replaces only an empty directory
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise TeeError(f"cannot create {directory}: {exc.strerror or exc}") from None
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        _new_directory(directory, lambda staging: _write_platform(staging, description, material))
         platform = cls(directory, description, material)
         platform.collateral(description.created)
         return platform
 
+    def add_host(self, directory: Path | str, *, now: datetime | None = None) -> SimulatedPlatform:
+        """Issue a platform for one more host into ``directory`` (absent or empty), as Intel provisions a real
+        machine: its own PPID, QE, PCK key and certificate (signed by this authority's PCK CA), attestation key
+        and sealing secret; of the authority, only public certificates and collateral signed now (valid for
+        :data:`COLLATERAL_LIFETIME`). Same FMSPC, TCB and scenario, so the one collateral verifies every
+        host's quotes. Created atomically, as :meth:`create` does."""
+        if not self.is_authority:
+            raise TeeError(
+                f"{self.directory}: a host platform cannot issue others (it holds no PCK CA key); give the authority"
+                " directory made by 'fedattest sim init'"
+            )
+        directory = Path(directory)
+        description = _new_description(self.scenario, _utc(now), "host")
+        keys = {k: new_key() for k in _HOST_KEYS}
+        pck = _issue_pck(description, keys["pck"], self._certs["pck_ca"], self._keys["pck_ca"])
+        certs = {**{c: self._certs[c] for c in ("root_ca", "pck_ca", "tcb_signing")}, "pck": pck}
+        material = _Secrets(keys, certs, secrets.token_bytes(32))
+        collateral = self.issue_collateral(description.created)
+
+        def write(staging: Path) -> None:
+            _write_platform(staging, description, material)
+            atomic_write(staging / "collateral.json", collateral.to_json().encode(), mode=0o644)
+
+        _new_directory(directory, write)
+        return SimulatedPlatform(directory, description, material)
+
     @classmethod
     def load(cls, directory: Path | str) -> SimulatedPlatform:
-        """Open a platform made by :meth:`create`. Missing, malformed or world-readable files are refused."""
+        """Open a platform made by :meth:`create` or :meth:`add_host`. Missing, malformed or world-readable
+        files are refused, and so is a host whose PCK certificate was not issued under its root."""
         directory = Path(directory)
-        described = directory / "platform.json"
-        if not described.is_file():
-            raise TeeError(f"{directory}: not a simulated platform (no platform.json); create one with 'fedattest sim init'")
-        try:
-            description = PlatformDescription.model_validate_json(described.read_bytes())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "document"
-            raise TeeError(f"{described}: {where}: {first['msg']}") from None
-        except OSError as exc:
-            raise TeeError(f"{described}: {exc.strerror or exc}") from None
-        keys = {k: _load_key(directory / f"{k}.key") for k in _KEYS}
+        description = _load_description(directory)
+        keys = {k: _load_key(directory / f"{k}.key") for k in (_KEYS if description.kind == "authority" else _HOST_KEYS)}
         certs = {c: _load_cert(directory / f"{c}.pem") for c in _CERTS}
         for k in _CERTS:
-            if certs[k].public_key() != keys[k].public_key():
+            if k in keys and certs[k].public_key() != keys[k].public_key():
                 raise TeeError(f"{directory / f'{k}.key'}: does not belong to the certificate {k}.pem")
+        if description.kind == "host":
+            _check_issued(directory, certs)
         sealing_path = directory / "sealing.key"
         sealing = _read_private(sealing_path)
         if len(sealing) != 32:
@@ -256,6 +311,11 @@ class SimulatedPlatform:
         return cls(directory, description, _Secrets(keys, certs, sealing))
 
     # -- what verifiers need ----------------------------------------------------------------------
+    @property
+    def is_authority(self) -> bool:
+        """True for a directory made by ``sim init`` (it can sign collateral and issue hosts)."""
+        return self.description.kind == "authority"
+
     @property
     def scenario(self) -> Scenario:
         return self.description.scenario
@@ -284,6 +344,8 @@ class SimulatedPlatform:
 
     def issue_collateral(self, at: datetime | None = None) -> Collateral:
         """Freshly signed collateral valid from (about) ``at`` for 30 days. Does not touch the cache."""
+        if not self.is_authority:
+            raise TeeError(f"{self.directory}: a host platform cannot sign collateral; the authority issues it")
         at = _utc(at)
         issue, next_update = at - CLOCK_SKEW, at + COLLATERAL_LIFETIME
         root, pck_ca, tcb = self._certs["root_ca"], self._certs["pck_ca"], self._certs["tcb_signing"]
@@ -320,8 +382,13 @@ class SimulatedPlatform:
 
     def collateral(self, at: datetime | None = None) -> Collateral:
         """Collateral valid at ``at`` (default now) and for at least a day after: the cached
-        ``collateral.json`` when it qualifies, otherwise freshly issued and cached (atomically)."""
+        ``collateral.json`` when it qualifies, otherwise freshly issued and cached (atomically).
+
+        A host platform cannot issue any: it serves the ``collateral.json`` it was given for as long as that is
+        valid at ``at`` (no margin: it has nothing fresher), and then fails closed."""
         at = _utc(at)
+        if not self.is_authority:
+            return self._host_collateral(at)
         if self._collateral is not None:  # in memory: a coordinator asks for it on every activation
             held, start, end = self._collateral
             if start <= at and at + REFRESH_MARGIN <= end:
@@ -342,6 +409,26 @@ class SimulatedPlatform:
             raise TeeError(f"cannot write {cache}: {exc.strerror or exc}") from None
         self._collateral = (fresh, *validity_window(fresh))
         return fresh
+
+    def _host_collateral(self, at: datetime) -> Collateral:
+        if self._collateral is not None and self._collateral[1] <= at <= self._collateral[2]:
+            return self._collateral[0]
+        cache = self.directory / "collateral.json"  # read again: the operator may have put a fresh copy there
+        try:
+            held = Collateral.from_json(cache.read_bytes())
+            start, end = validity_window(held)
+        except OSError as exc:
+            raise TeeError(f"{cache}: {exc.strerror or exc}; a host platform needs the authority's collateral") from None
+        except (FedattestError, ValueError) as exc:
+            raise TeeError(f"{cache}: not usable collateral ({exc})") from None
+        if not start <= at <= end:
+            raise TeeError(
+                f"{cache}: collateral expired (valid {start:%Y-%m-%dT%H:%M:%SZ} to {end:%Y-%m-%dT%H:%M:%SZ}, now"
+                f" {at:%Y-%m-%dT%H:%M:%SZ}): re-issue with 'fedattest sim collateral --platform AUTHORITY -o {cache}'"
+                " or a new 'fedattest sim add-host'"
+            )
+        self._collateral = (held, start, end)
+        return held
 
     # -- quoting ---------------------------------------------------------------------------------
     def _qe_certification(self) -> QeCertification:
@@ -428,7 +515,10 @@ class SimulatedTEE:
 
 
 def _write_platform(directory: Path, description: PlatformDescription, material: _Secrets) -> None:
-    atomic_write(directory / "platform.json", (description.model_dump_json(indent=2) + "\n").encode(), mode=0o644)
+    # An authority's description is written as before hosts existed, so older fedattest still opens it; a host's
+    # carries "kind", which older fedattest refuses (it would look for the authority keys a host lacks).
+    described = description.model_dump_json(indent=2, exclude={"kind"} if description.kind == "authority" else None)
+    atomic_write(directory / "platform.json", (described + "\n").encode(), mode=0o644)
     for k, key in material.keys.items():
         atomic_write(directory / f"{k}.key", _key_pem(key))
     for c, cert in material.certs.items():
@@ -436,6 +526,40 @@ def _write_platform(directory: Path, description: PlatformDescription, material:
     root = material.certs["root_ca"]
     atomic_write(directory / "root_ca.der", root.public_bytes(serialization.Encoding.DER), mode=0o644)
     atomic_write(directory / "sealing.key", material.sealing)
+
+
+def _load_description(directory: Path) -> PlatformDescription:
+    described = directory / "platform.json"
+    if not described.is_file():
+        raise TeeError(f"{directory}: not a simulated platform (no platform.json); create one with 'fedattest sim init'")
+    try:
+        return PlatformDescription.model_validate_json(described.read_bytes())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise TeeError(f"{described}: {where}: {first['msg']}") from None
+    except OSError as exc:
+        raise TeeError(f"{described}: {exc.strerror or exc}") from None
+
+
+def trust_root(directory: Path | str) -> x509.Certificate:
+    """A platform directory's root CA, read from its public files only (``platform.json``, ``root_ca.pem``): what an
+    auditor needs, who is given no platform's private keys."""
+    directory = Path(directory)
+    _load_description(directory)
+    return _load_cert(directory / "root_ca.pem")
+
+
+def _check_issued(directory: Path, certs: dict[str, x509.Certificate]) -> None:
+    """A host's PCK certificate must chain to its root: files copied in from another authority are refused
+    here, with the file to blame, rather than as a chain failure at some verifier later."""
+    for child, parent in (("pck", "pck_ca"), ("pck_ca", "root_ca"), ("tcb_signing", "root_ca")):
+        try:
+            certs[child].verify_directly_issued_by(certs[parent])
+        except (ValueError, TypeError, InvalidSignature):
+            raise TeeError(
+                f"{directory / f'{child}.pem'}: not issued by {parent}.pem; the host directory mixes authorities"
+            ) from None
 
 
 def _read_private(path: Path) -> bytes:
@@ -478,6 +602,7 @@ def describe(platform: SimulatedPlatform) -> dict[str, object]:
         "directory": str(platform.directory),
         "scenario": platform.scenario.value,
         "scenario_description": platform.scenario.description,
+        "kind": platform.description.kind,
         "created": platform.description.created.isoformat(),
         "root_ca": str(platform.directory / "root_ca.der"),
         "root_ca_sha256": sha256(platform.root_ca_der).hexdigest(),
