@@ -127,10 +127,10 @@ def _strategy(
 
     from fedattest.flower.serverapp import AttestedStrategy
 
-    def report(server_round: int, participants: list[str], content_id: str, refused: Any, dp: Any) -> int:
-        reported.append((server_round, sorted(participants)))
+    def report(outcome: Any) -> int:
+        reported.append((outcome.round, sorted(outcome.participants)))
         if sent is not None:
-            sent.append((refused, dp))
+            sent.append((outcome.refused, outcome.dp))
         return len(reported)
 
     dp = DifferentialPrivacyServerSideFixedClipping(

@@ -135,6 +135,11 @@ class RoundReport(BaseModel):
     # Optional, and signed only when present: the DP the round was aggregated with (the coordinator compares it
     # with the policy's); fedattest's aggregator always sends it.
     dp: AppliedDp | None = None
+    # Optional, and signed only when present: the round's aggregated metrics (name -> finite number) and the Flower
+    # node id of each participant. Typed loosely here so that the coordinator refuses a bad value with its own
+    # reason (fedattest.coordinator.round_report), not a validation error.
+    metrics: dict[str, Any] | None = Field(default=None, max_length=1024)
+    nodes: dict[str, Any] | None = Field(default=None, max_length=10_000)
 
     @field_validator("run_id")
     @classmethod

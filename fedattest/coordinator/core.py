@@ -38,6 +38,7 @@ from fedattest.coordinator.activation import (
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.events import event
 from fedattest.coordinator.revocation import revocation_reason
+from fedattest.coordinator.round_report import metrics_problem, nodes_problem
 from fedattest.coordinator.state_dir import SealedState, StateDirectory
 from fedattest.coordinator.store import (
     ActivationRecord,
@@ -614,8 +615,17 @@ class Coordinator:
 
     def report_round(self, certificate_pem: str, signature_b64: str, report: dict[str, Any]) -> dict[str, Any]:
         """Record a training round in the audit log: the aggregator reports the round number, the members
-        that took part and the SHA-256 of the aggregated parameters, signed with its attested key."""
-
+        that took part and the SHA-256 of the aggregated parameters, signed with its attested key; optionally the
+        round's metrics and each participant's Flower node id (:mod:`fedattest.coordinator.round_report`)."""
+        # The optional fields' shape first: cheap, and a bad value is refused with its own reason (a NaN would
+        # otherwise surface as a canonical-JSON error of the signature check).
+        problem = None
+        if "metrics" in report:
+            problem = metrics_problem(report["metrics"])
+        if problem is None and "nodes" in report:
+            problem = nodes_problem(report["nodes"], report.get("participants") or [])
+        if problem is not None:
+            raise ActivationError(f"round report refused: {problem}", 400)
         try:
             signature = base64.b64decode(signature_b64, validate=True)
             body = ident.canonical_claims(report)
