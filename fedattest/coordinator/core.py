@@ -37,6 +37,7 @@ from fedattest.coordinator.activation import (
 )
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.events import event
+from fedattest.coordinator.overview import AuditFold, overview
 from fedattest.coordinator.revocation import revocation_reason
 from fedattest.coordinator.round_report import metrics_problem, nodes_problem
 from fedattest.coordinator.state_dir import SealedState, StateDirectory
@@ -132,6 +133,9 @@ class Coordinator:
         self._redeemed: dict[bytes, float] = {}  # redeemed nonce -> when it expires
         self._nonce_lock = threading.Lock()
         self._collateral_docs: dict[int, tuple[Collateral, str, str]] = {}
+        # The audit log as the overview shows it, folded as it grows: each GET reads only the entries appended since.
+        self._folded = AuditFold()
+        self._overview_lock = threading.Lock()
         signer = ident.issue_token_signer(ca_key=self.state.root_key, ca=self.state.root_ca,
                                           public_key=self.state.token_key.public_key(), federation=self.policy.name,
                                           now=self._utc())  # fmt: skip
@@ -712,6 +716,18 @@ class Coordinator:
                 "attestation": last.verdict.get("attestation") if last else None,
             })  # fmt: skip
         return out
+
+    def overview(self) -> dict[str, Any]:
+        """The federation at a glance (:mod:`fedattest.coordinator.overview`), bounded whatever the log holds: what
+        ``GET /api/v1/overview`` and the ``/status`` page show."""
+        policy = self.policy
+        commitments = {m.name: m.data_commitment.hex() if m.data_commitment else None for m in policy.members}
+        node_keys = {str(e["member"]): e for e in self.public_keys("node")}
+        members, state = self.members(), self.status()
+        with self._overview_lock:
+            for entry in self.store.audit_entries(after=self._folded.seq):
+                self._folded.add({"seq": entry.seq, "time": entry.time, "kind": entry.kind, "data": entry.data})
+            return overview(state, members, node_keys, self._folded, commitments)
 
     def crl(self) -> bytes:
         """The DER X.509 CRL of every revoked member certificate, signed by the root CA, valid for an hour
