@@ -221,7 +221,7 @@ class AttestedStrategy:
         self.deferred = False
         try:
             self.flush()
-        except FedattestError as exc:
+        except Exception as exc:  # whatever it is, the run's own error stays the one raised
             if not failing:
                 raise
             log.error("the last aggregated round could not be recorded: %s", exc)
