@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "examples" / "digits"))
 import run_demo  # noqa: E402 - the example's federation driver
 
 from fedattest.cli.flower import SIM_SUPERNODE_MRENCLAVE  # noqa: E402
+from fedattest.coordinator.core import LIVE_SECONDS  # noqa: E402
 from fedattest.participant import activate  # noqa: E402
 from fedattest.pki import identity as ident  # noqa: E402
 from fedattest.policy.approval import load_private_key  # noqa: E402
@@ -204,6 +205,10 @@ def attested_run(out: Path, rounds: int, extra_env: dict[str, str]) -> tuple[lis
         (out / "logs" / "flwr-run.log").write_text(done.stdout + done.stderr)
         intervals, accuracy = per_round(done.stdout, rounds)
         # One activation, timed in this process: new key, quote, claims, TLS to the coordinator, verification, issue.
+        # hospital-a's running SuperNode is stopped first, and its identity left to stop counting as running: the
+        # coordinator refuses a second live activation of a member (a launcher started twice).
+        procs.stop("hospital-a")
+        time.sleep(LIVE_SECONDS + 1)
         platform = SimulatedPlatform.load(out / "platform")
         tee = platform.tee(WorkloadIdentity(bytes.fromhex(SIM_SUPERNODE_MRENCLAVE), b"\x00" * 32))
         timings = []

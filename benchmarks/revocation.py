@@ -99,7 +99,7 @@ def strategy(url: str, root_pem: str) -> Any:
     root = x509.load_pem_x509_certificate(root_pem.encode())
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
     made = wrapper(FedAvg(min_available_nodes=1, min_train_nodes=1), UpdateVerifier(root, "revocation-bench"),
-                   lambda: {"hospital-a"}, lambda rnd, members, *_: accepted.append(rnd) or len(accepted), run_id=7,
+                   lambda: {"hospital-a"}, lambda outcome: accepted.append(outcome.round) or len(accepted), run_id=7,
                    revocations=revocation_fetcher(url, root_pem))  # fmt: skip
     return made, accepted
 

@@ -18,13 +18,15 @@ class Nodes:
         return list(range(1, self.n + 1))
 
 
-def signed_reply(instruction: Any, signer: UpdateSigner, arrays: list[Any], examples: float = 10) -> Any:
+def signed_reply(
+    instruction: Any, signer: UpdateSigner, arrays: list[Any], examples: float = 10, metrics: dict[str, float] | None = None
+) -> Any:
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
     from fedattest.flower.mods import signing_mod
 
     def train(message: Any, context: object) -> Any:
-        content = {"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": examples})}
+        content = {"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": examples, **(metrics or {})})}
         return Message(RecordDict(content), reply_to=message)
 
     return signing_mod(signer)(instruction, None, train)

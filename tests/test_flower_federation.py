@@ -125,6 +125,12 @@ def test_the_audit_bundle_verifies_offline(demo: tuple[dict[str, Any], str, Path
     first_run = [r for r in doc["rounds"] if r["run_id"] == doc["rounds"][0]["run_id"]]
     assert [r["round"] for r in first_run] == [1, 2, 3]
     assert all(r["participants"] == ["hospital-a", "hospital-b", "hospital-c"] for r in first_run)
+    # Each round's signed report carries the real metrics of the run (the ClientApps' aggregated training loss, the
+    # ServerApp's evaluation) and the Flower node each update came from.
+    for r in first_run:
+        assert {"train.train_loss", "server.accuracy", "server.loss"} <= set(r["metrics"]), r["metrics"]
+        assert 0 <= r["metrics"]["server.accuracy"] <= 1 and set(r["nodes"]) == set(r["participants"]), r
+        assert len(set(r["nodes"].values())) == 3 and all(node.isdigit() for node in r["nodes"].values())
 
 
 # -- the hardening pieces, against Flower's own application ----------------------------------------------

@@ -121,16 +121,22 @@ def test_the_default_limit_fits_the_largest_message_flower_sends(run7: None) -> 
 
 
 def _strategy(
-    members: dict[str, UpdateSigner], reported: list[tuple[int, list[str]]], sampled: int, sent: list[Any] | None = None
+    members: dict[str, UpdateSigner],
+    reported: list[tuple[int, list[str]]],
+    sampled: int,
+    sent: list[Any] | None = None,
+    outcomes: list[Any] | None = None,
 ) -> Any:
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, Strategy
 
     from fedattest.flower.serverapp import AttestedStrategy
 
-    def report(server_round: int, participants: list[str], content_id: str, refused: Any, dp: Any) -> int:
-        reported.append((server_round, sorted(participants)))
+    def report(outcome: Any) -> int:
+        reported.append((outcome.round, sorted(outcome.participants)))
         if sent is not None:
-            sent.append((refused, dp))
+            sent.append((outcome.refused, outcome.dp))
+        if outcomes is not None:
+            outcomes.append(outcome)
         return len(reported)
 
     dp = DifferentialPrivacyServerSideFixedClipping(
@@ -384,3 +390,57 @@ def test_the_serverapp_refuses_a_strategy_it_cannot_hold_to_the_policy(tmp_path:
             serverapp._CONTEXT.reset(token)
     finally:
         undo()
+
+
+def test_under_start_a_round_is_reported_once_complete_with_its_metrics_and_nodes(
+    run7: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As Strategy.start drives it (begin, then per round: train, ClientApp evaluation, ServerApp evaluation; finish):
+    each round is reported once, after its last evaluation, with the metrics of all three and the node each kept
+    update came from; what is not a finite number is dropped (and logged) rather than sent."""
+    from flwr.app import MetricRecord
+
+    names = ("hospital-a", "hospital-b")
+    members = {name: member_identity(name) for name in names}
+    model = [np.zeros(4)]
+    reported: list[tuple[int, list[str]]] = []
+    outcomes: list[Any] = []
+    strategy = _strategy(members, reported, sampled=2, outcomes=outcomes)
+    scores = {1: MetricRecord({"accuracy": 0.625}), 2: MetricRecord({"accuracy": float("nan"), "per-class": [0.5, 0.25]})}
+    evaluate = strategy.begin(lambda rnd, arrays: scores.get(rnd))
+    assert evaluate(0, None) is None and outcomes == []  # the initial evaluation: no round to report
+
+    instructions = configure_round(strategy, 1, model, 2)
+    losses = {"hospital-a": 0.5, "hospital-b": 0.25}
+    replies = [signed_reply(m, members[n], [np.full(4, 0.1)], metrics={"train_loss": losses[n]})
+               for m, n in zip(instructions, names, strict=True)]  # fmt: skip
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert outcomes == []  # the round's evaluations are still to come
+    strategy.aggregate_evaluate(1, [])
+    assert outcomes == []  # ... the ServerApp's too
+    evaluate(1, arrays)
+    [first] = outcomes
+    assert first.round == 1 and first.participants == ["hospital-a", "hospital-b"]
+    assert first.metrics == {"train.train_loss": 0.375, "server.accuracy": 0.625}  # FedAvg: weighted by examples
+    # The node each member's instruction went to (FedAvg samples the nodes in a random order).
+    assert first.nodes == {n: m.metadata.dst_node_id for m, n in zip(instructions, names, strict=True)}
+    assert set(first.nodes.values()) == {1, 2}
+
+    instructions = configure_round(strategy, 2, model, 2)
+    replies = [signed_reply(m, members[n], [np.full(4, 0.2)]) for m, n in zip(instructions, names, strict=True)]
+    arrays, _ = strategy.aggregate_train(2, replies)
+    strategy.aggregate_evaluate(2, [])
+    with caplog.at_level("WARNING", logger="fedattest.flower"):
+        evaluate(2, arrays)
+    assert outcomes[-1].round == 2 and outcomes[-1].metrics == {}
+    assert "metrics not reported" in caplog.text and "server.accuracy" in caplog.text and "server.per-class" in caplog.text
+
+    # A round whose evaluation never comes (the run stops) is reported when the rounds are over.
+    instructions = configure_round(strategy, 3, model, 2)
+    strategy.aggregate_train(3, [signed_reply(m, members[n], [np.full(4, 0.3)])
+                                 for m, n in zip(instructions, names, strict=True)])  # fmt: skip
+    assert [o.round for o in outcomes] == [1, 2]
+    strategy.finish(failing=True)
+    assert [o.round for o in outcomes] == [1, 2, 3] and reported[-1] == (3, ["hospital-a", "hospital-b"])
+    strategy.finish()  # nothing left: nothing reported twice
+    assert len(outcomes) == 3

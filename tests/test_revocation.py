@@ -170,8 +170,8 @@ def _strategy(running: Running, reported: list[tuple[int, list[str]]]) -> Any:
 
     from fedattest.flower.serverapp import AttestedStrategy
 
-    def report(server_round: int, participants: list[str], content_id: str, refused: Any, dp: Any) -> int:
-        reported.append((server_round, sorted(participants)))
+    def report(outcome: Any) -> int:
+        reported.append((outcome.round, sorted(outcome.participants)))
         return len(reported)
 
     root = x509.load_pem_x509_certificate(running.root_pem.encode())

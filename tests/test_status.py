@@ -31,9 +31,11 @@ def test_status_shows_members_and_runs_and_the_coordinator_logs_each_decision(tm
         with pytest.raises(CoordinatorError):  # a refusal: an approved enclave, but not the aggregator's build
             activate(running.url, running.root_pem, "aggregator", tee(running, COLLAB), tmp_path / "x",
                      enrolment_key=ENROL["aggregator"])  # fmt: skip
-        report_round(running.url, running.root_pem, tmp_path / "agg", 2**63 + 1, 1, ["hospital-a"], "ab" * 32, dp=DP)
+        report_round(running.url, running.root_pem, tmp_path / "agg", 2**63 + 1, 1, ["hospital-a"], "ab" * 32, dp=DP,
+                     metrics={"train.train_loss": 1.25}, nodes={"hospital-a": 2**64 - 2})  # fmt: skip
         report_round(running.url, running.root_pem, tmp_path / "agg", 2**63 + 1, 2, ["hospital-a"], "cd" * 32,
-                     [("node 9", "not signed")], dp=DP)  # fmt: skip
+                     [("node 9", "not signed")], dp=DP, metrics={"train.train_loss": 0.5, "server.accuracy": 0.75},
+                     nodes={"hospital-a": 2**64 - 2})  # fmt: skip
         update_policy(running, policy_text().replace('allowed_hashes = ["', f'allowed_hashes = ["{"ee" * 32}", "', 1))
 
         args = [sys.executable, "-m", "fedattest", "status", "--coordinator", running.url, "--root-ca",
@@ -48,8 +50,19 @@ def test_status_shows_members_and_runs_and_the_coordinator_logs_each_decision(tm
         assert [v["version"] for v in report["policy_versions"]] == [1, 2]
         [run] = report["runs"]
         assert run["run_id"] == str(2**63 + 1) and len(run["rounds"]) == 2 and run["refused"] == 1 and run["dp"] == DP
-        table = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, env={"COLUMNS": "200", "PATH": ""})
+        # Metrics per round and the node each member's update came from, as the aggregator's signed reports say.
+        assert [r["metrics"] for r in run["rounds"]] == [{"train.train_loss": 1.25},
+                                                         {"train.train_loss": 0.5, "server.accuracy": 0.75}]  # fmt: skip
+        assert run["metric_names"] == ["server.accuracy", "train.train_loss"] and run["participants"] == ["hospital-a"]
+        assert members["hospital-a"]["node_id"] == str(2**64 - 2) and members["aggregator"]["node_id"] is None
+        assert run["refusals"] == [{"round": 2, "member": "node 9", "reason": "not signed"}]
+        # The coordinator's overview is the same summary (one module builds both).
+        with running.http() as http:
+            served = http.get(f"{running.url}/api/v1/overview").json()
+        assert served["members"] == report["members"] and served["runs"] == report["runs"]
+        table = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, env={"COLUMNS": "250", "PATH": ""})
         assert table.returncode == 0 and "hospital-a" in table.stdout and "verified" in table.stdout, table.stderr
+        assert str(2**64 - 2) in table.stdout and "server.accuracy 0.75" in table.stdout, table.stdout
 
         wrong = subprocess.run([*args[:-1], str(tmp_path / "platform" / "root_ca.pem")], capture_output=True, text=True,
                                timeout=120, check=False)  # another root: TLS refuses  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,11 +20,12 @@ def status_command(
     """Show a running federation: its policy, members and runs, as the coordinator records them.
 
     Members: name, role, attestation, measurement (MRENCLAVE), TCB status, data commitment, activations,
-    last activation and the SHA-256 of the attested Flower node key (the SuperLink logs which node id that
-    key registered as). Runs: each run's recorded rounds, participants, refused updates and the DP the
-    rounds were aggregated with. Activations, policy versions and runs come from the coordinator's signed audit
-    log, checked here against its signed head; member counts and node keys from its members and public-keys
-    endpoints. Nothing is written.
+    last activation, the SHA-256 of the attested Flower node key and the Flower node id its updates last came
+    from (as the aggregator's signed round reports say). Runs (the latest 20): each run's recorded rounds,
+    participants, refused updates, the DP the rounds were aggregated with and the last round's metrics. The
+    coordinator's /status page shows the same, with a chart of each run's metrics. Activations, policy versions
+    and runs come from the coordinator's signed audit log, checked here against its signed head; member counts
+    and node keys from its members and public-keys endpoints. Nothing is written.
 
     Exit codes: 0 shown, 1 the coordinator could not be reached or its log does not verify, 2 usage error.
 
@@ -34,6 +34,7 @@ def status_command(
     import httpx  # noqa: PLC0415 - the network stack, only here
 
     from fedattest.coordinator.audit import AuditError, import_log, verify_log  # noqa: PLC0415
+    from fedattest.coordinator.overview import summarise  # noqa: PLC0415
     from fedattest.participant.client import coordinator_context  # noqa: PLC0415
 
     root_pem = read_input(str(root_ca), "root CA").decode()
@@ -48,7 +49,7 @@ def status_command(
     except (httpx.HTTPError, ValueError, FedattestError, AuditError) as exc:
         raise CliError(f"{coordinator}: {exc}", EXIT_REJECTED) from None
     commitments = {str(m["name"]): m.get("data_commitment") for m in policy.get("members", [])}
-    report = summarise(state, members, nodes, [e.to_json() for e in entries], commitments)
+    report = summarise(state, members, nodes, [e.to_json() for e in entries], commitments)  # the page's summary too
     if json_out:
         print_json(report)
         return
@@ -62,52 +63,8 @@ def _get(http: Any, url: str) -> Any:
     return response
 
 
-def summarise(
-    state: dict[str, Any],
-    members: list[dict[str, Any]],
-    nodes: dict[str, Any],
-    entries: list[dict[str, Any]],
-    commitments: dict[str, Any],
-) -> dict[str, Any]:
-    """The status as one JSON-ready object (pure: the coordinator's answers in, the summary out)."""
-    import hashlib  # noqa: PLC0415
-
-    activations: dict[str, dict[str, Any]] = {}
-    policies: list[dict[str, Any]] = []
-    runs: dict[str, dict[str, Any]] = defaultdict(lambda: {"rounds": [], "refused": 0, "dp": None})
-    reprovisions = 0
-    for e in entries:
-        data = e.get("data", {})
-        if e["kind"] == "activation":
-            activations[str(data.get("member"))] = data | {"time": e["time"]}
-        elif e["kind"] == "policy":
-            policies.append({"version": data.get("version"), "hash": data.get("policy_hash"), "time": e["time"]})
-        elif e["kind"] == "reprovision":
-            reprovisions += 1
-        elif e["kind"] == "round":
-            run = runs[str(data.get("run_id"))]
-            run["rounds"].append({"round": data.get("round"), "participants": data.get("participants"), "seq": e["seq"]})
-            run["refused"] += len(data.get("refused") or [])
-            run["dp"] = data.get("dp", run["dp"])
-    rows = []
-    for m in members:
-        a = activations.get(m["name"], {})
-        node = nodes.get(m["name"])
-        rows.append({
-            "name": m["name"], "role": m["role"], "attestation": a.get("attestation"), "mrenclave": a.get("mrenclave"),
-            "tcb_status": a.get("tcb_status"), "data_commitment": commitments.get(m["name"]),
-            "activations": m["activations"], "max_activations": m["max_activations"], "revoked": m.get("revoked", 0),
-            "last_activation": m.get("last_activation"),
-            "node_key_sha256": hashlib.sha256(str(node["public_key"]).encode()).hexdigest() if node else None,
-        })  # fmt: skip
-    return {
-        "federation": state.get("federation"), "policy_hash": state.get("policy_hash"), "simulated": state.get("simulated"),
-        "policy_versions": policies, "members": rows, "reprovisions": reprovisions,
-        "runs": [{"run_id": run_id, **run} for run_id, run in runs.items()], "audit_entries": len(entries),
-    }  # fmt: skip
-
-
 def _render(report: dict[str, Any]) -> None:
+    from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     versions = report["policy_versions"]
@@ -117,23 +74,25 @@ def _render(report: dict[str, Any]) -> None:
         f" {report['audit_entries']} audit entries, verified; {report['reprovisions']} re-provisionings"
     )
     members = Table(title="members", title_justify="left")
-    for column in ("member", "role", "attestation", "MRENCLAVE", "TCB", "data commitment", "activations", "node key"):
+    for column in ("member", "role", "attestation", "MRENCLAVE", "TCB", "data commitment", "activations", "node key",
+                   "node id"):  # fmt: skip
         members.add_column(column)
     for m in report["members"]:
         members.add_row(
             m["name"], m["role"], str(m["attestation"] or "-"), (m["mrenclave"] or "-")[:16], str(m["tcb_status"] or "-"),
             (m["data_commitment"] or "-")[:16], f"{m['activations']}/{m['max_activations']}"
-            + (f" ({m['revoked']} revoked)" if m["revoked"] else ""), (m["node_key_sha256"] or "-")[:16],
+            + (f" ({m['revoked']} revoked)" if m["revoked"] else ""), (m["node_key_sha256"] or "-")[:16], m["node_id"] or "-",
         )  # fmt: skip
     print_rich(members)
     runs = Table(title="runs", title_justify="left")
-    for column in ("run", "rounds", "participants (last round)", "refused updates", "DP (noise, clip)"):
+    for column in ("run", "rounds", "participants (last round)", "refused updates", "DP (noise, clip)", "metrics (last round)"):
         runs.add_column(column)
     for run in report["runs"]:
         last = run["rounds"][-1] if run["rounds"] else {}
         dp = run["dp"]
+        metrics = ", ".join(f"{name} {value:.4g}" for name, value in sorted((last.get("metrics") or {}).items()))
         runs.add_row(
-            str(run["run_id"]), str(len(run["rounds"])), ", ".join(last.get("participants") or []), str(run["refused"]),
-            f"{dp['noise_multiplier']}, {dp['clipping_norm']}" if dp else "not reported",
+            str(run["run_id"]), str(len(run["rounds"])), ", ".join(run["participants"]), str(run["refused"]),
+            f"{dp['noise_multiplier']}, {dp['clipping_norm']}" if dp else "not reported", escape(metrics or "-"),
         )  # fmt: skip
     print_rich(runs if report["runs"] else "no runs recorded yet")

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from importlib import resources
 from typing import Any
 
 import anyio
@@ -31,6 +32,19 @@ BODY_TIMEOUT_SECONDS = 30.0  # to receive a whole body once its headers are in (
 NONCE_RATE_PER_SECOND = 100.0  # POST /nonce per client address, sustained ...
 NONCE_BURST = 500  # ... and in a burst (50 participants starting at once, each retrying)
 MAX_RATE_CLIENTS = 4096  # client addresses remembered by the rate limiter (least recently seen go first)
+# The status page and its script and style are served from the package (no CDN, nothing inline), under a policy
+# that lets the page load only them and fetch only this origin, run no inline script, and never parse a string as
+# markup (Trusted Types): a name that reaches the page is text whatever it holds.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'none'; base-uri 'none';"
+    " form-action 'none'; frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY", "Cache-Control": "no-store", "Cross-Origin-Resource-Policy": "same-origin",
+}  # fmt: skip
+PAGE_FILES = {"status.html": "text/html; charset=utf-8", "status.js": "text/javascript; charset=utf-8",
+              "status.css": "text/css; charset=utf-8"}  # fmt: skip
 
 
 class BodyLimit:
@@ -135,6 +149,11 @@ class RoundReport(BaseModel):
     # Optional, and signed only when present: the DP the round was aggregated with (the coordinator compares it
     # with the policy's); fedattest's aggregator always sends it.
     dp: AppliedDp | None = None
+    # Optional, and signed only when present: the round's aggregated metrics (name -> finite number) and the Flower
+    # node id of each participant. Typed loosely here so that the coordinator refuses a bad value with its own
+    # reason (fedattest.coordinator.round_report), not a validation error.
+    metrics: dict[str, Any] | None = Field(default=None, max_length=1024)
+    nodes: dict[str, Any] | None = Field(default=None, max_length=10_000)
 
     @field_validator("run_id")
     @classmethod
@@ -191,6 +210,12 @@ class Heartbeat(BaseModel):
     claims: AliveClaims
     # ECDSA by the certificate's key over the claims (fedattest.pki.identity.sign_alive), base64 DER.
     signature: str = Field(max_length=256)
+
+
+def _page_files() -> dict[str, bytes]:
+    """The status page's files, read once from the package (they ship in the wheel: pyproject's package-data)."""
+    web = resources.files("fedattest.coordinator") / "web"
+    return {name: (web / name).read_bytes() for name in PAGE_FILES}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -343,6 +368,25 @@ def create_app(
     @app.get("/api/v1/jwks")
     async def jwks() -> dict[str, Any]:
         return {"keys": [coordinator.jwk]}
+
+    @app.get("/api/v1/overview")
+    async def overview() -> JSONResponse:
+        """The federation at a glance (what the /status page shows): policy, members, the latest runs and their
+        rounds' metrics. Bounded: see fedattest.coordinator.overview."""
+        result: dict[str, Any] = await anyio.to_thread.run_sync(coordinator.overview, limiter=read_threads)
+        return JSONResponse(result, headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+    page = _page_files()
+
+    @app.get("/status", include_in_schema=False)
+    async def status_page() -> Response:
+        return Response(page["status.html"], media_type=PAGE_FILES["status.html"], headers=PAGE_HEADERS)
+
+    @app.get("/status/{name}", include_in_schema=False)
+    async def status_asset(name: str) -> Response:
+        if name not in {"status.js", "status.css"}:
+            return _error(404, f"no such file: {name[:64]!r}")
+        return Response(page[name], media_type=PAGE_FILES[name], headers=PAGE_HEADERS)
 
     @app.get("/api/v1/metrics")
     async def metrics() -> PlainTextResponse:

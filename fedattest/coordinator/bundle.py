@@ -49,6 +49,7 @@ from fedattest.attestation import REPORT_DATA, attest
 from fedattest.coordinator.activation import ActivationError, check_reprovision, check_same_keys
 from fedattest.coordinator.audit import AuditEntry, AuditError, import_log, parse_time, verify_log
 from fedattest.coordinator.revocation import revocation_reason
+from fedattest.coordinator.round_report import SIGNED_KEYS, metrics_problem, nodes_problem
 from fedattest.dcap.collateral import Collateral
 from fedattest.dcap.result import VerifiedQuote
 from fedattest.dcap.verify import QuoteVerifier
@@ -594,9 +595,9 @@ def _check_round(
     if record is None or policy is None:
         report.add(subject, False, "the reporter's certificate is not in the bundle")
         return
-    # The signed report: the four keys, and the refused updates when the aggregator reported any (a report
-    # without refusals, as older aggregators send, is signed over exactly the four keys).
-    body = {k: d[k] for k in ("run_id", "round", "participants", "params_sha256", "refused", "dp") if k in d}
+    # The signed report: the four keys, and each optional key the aggregator sent (refusals, DP, metrics, node ids;
+    # a report without them, as older aggregators send, is signed over exactly the four keys).
+    body = {k: d[k] for k in SIGNED_KEYS if k in d}
     try:
         member = UpdateVerifier(root, policy.name).verify(
             str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
@@ -604,6 +605,12 @@ def _check_round(
         )  # fmt: skip
     except (UpdateRejectedError, KeyError, ValueError) as exc:
         report.add(subject, False, f"the report's signature does not verify: {exc}")
+        return
+    # What the coordinator checked of the optional fields, checked again (a signed report may still be malformed).
+    problem = metrics_problem(d["metrics"]) if "metrics" in d else None
+    problem = problem or (nodes_problem(d["nodes"], d["participants"]) if "nodes" in d else None)
+    if problem is not None:
+        report.add(subject, False, f"signed by {member}, but {problem}")
         return
     strangers = [m for m in d["participants"] if activated.get(m, ("", ""))[0] != "collaborator"]
     report.rounds.append(body)

@@ -38,7 +38,9 @@ from fedattest.coordinator.activation import (
 )
 from fedattest.coordinator.audit import SignedHead, export_log, format_time, parse_time, sign_head
 from fedattest.coordinator.events import event
+from fedattest.coordinator.overview import AuditFold, overview
 from fedattest.coordinator.revocation import revocation_reason
+from fedattest.coordinator.round_report import metrics_problem, nodes_problem
 from fedattest.coordinator.state_dir import SealedState, StateDirectory
 from fedattest.coordinator.store import (
     ActivationRecord,
@@ -157,6 +159,9 @@ class Coordinator:
         self._seen: dict[str, dict[str, _Seen]] = {}
         self._seen_lock = threading.Lock()
         self._alive_refused: dict[str, str] = {}  # member -> its last refused heartbeat's reason (logged once)
+        # The audit log as the overview shows it, folded as it grows: each GET reads only the entries appended since.
+        self._folded = AuditFold()
+        self._overview_lock = threading.Lock()
         signer = ident.issue_token_signer(ca_key=self.state.root_key, ca=self.state.root_ca,
                                           public_key=self.state.token_key.public_key(), federation=self.policy.name,
                                           now=self._utc())  # fmt: skip
@@ -744,8 +749,17 @@ class Coordinator:
 
     def report_round(self, certificate_pem: str, signature_b64: str, report: dict[str, Any]) -> dict[str, Any]:
         """Record a training round in the audit log: the aggregator reports the round number, the members
-        that took part and the SHA-256 of the aggregated parameters, signed with its attested key."""
-
+        that took part and the SHA-256 of the aggregated parameters, signed with its attested key; optionally the
+        round's metrics and each participant's Flower node id (:mod:`fedattest.coordinator.round_report`)."""
+        # The optional fields' shape first: cheap, and a bad value is refused with its own reason (a NaN would
+        # otherwise surface as a canonical-JSON error of the signature check).
+        problem = None
+        if "metrics" in report:
+            problem = metrics_problem(report["metrics"])
+        if problem is None and "nodes" in report:
+            problem = nodes_problem(report["nodes"], report.get("participants") or [])
+        if problem is not None:
+            raise ActivationError(f"round report refused: {problem}", 400)
         try:
             signature = base64.b64decode(signature_b64, validate=True)
             body = ident.canonical_claims(report)
@@ -832,6 +846,18 @@ class Coordinator:
                 "attestation": last.verdict.get("attestation") if last else None,
             })  # fmt: skip
         return out
+
+    def overview(self) -> dict[str, Any]:
+        """The federation at a glance (:mod:`fedattest.coordinator.overview`), bounded whatever the log holds: what
+        ``GET /api/v1/overview`` and the ``/status`` page show."""
+        policy = self.policy
+        commitments = {m.name: m.data_commitment.hex() if m.data_commitment else None for m in policy.members}
+        node_keys = {str(e["member"]): e for e in self.public_keys("node")}
+        members, state = self.members(), self.status()
+        with self._overview_lock:
+            for entry in self.store.audit_entries(after=self._folded.seq):
+                self._folded.add({"seq": entry.seq, "time": entry.time, "kind": entry.kind, "data": entry.data})
+            return overview(state, members, node_keys, self._folded, commitments)
 
     def crl(self) -> bytes:
         """The DER X.509 CRL of every revoked member certificate, signed by the root CA, valid for an hour

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from fedattest.coordinator.round_report import MAX_NODES
 from fedattest.errors import FedattestError
 from fedattest.participant.client import coordinator_context
 from fedattest.pki.identity import canonical_claims
@@ -21,6 +23,21 @@ MAX_REFUSED = 10_000  # refusals in one report (the coordinator's limits: 64-cha
 # room left for the certificate and the signature: a round with very many refusals is still recorded.
 MAX_REPORT_BYTES = 192 * 1024
 MAX_REPORT_ITEMS = 19_000
+
+
+@dataclass
+class ReportedRound:
+    """What the aggregator reports of one round: its number, the members whose updates were aggregated and the
+    Flower node each came from, the aggregate's content hash, the refused updates (member or node, reason), the
+    DP applied, and the round's metrics (:func:`fedattest.coordinator.round_report.report_metrics`)."""
+
+    round: int
+    participants: list[str]
+    params_sha256: str
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    dp: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    nodes: dict[str, int] = field(default_factory=dict)
 
 
 def refusals(
@@ -51,17 +68,26 @@ def signed_round_report(  # noqa: PLR0917 - the fields of a round report
     refused: Iterable[tuple[str, str]] = (),
     *,
     dp: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    nodes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """A round report signed with the aggregator's key. ``refused`` (the updates refused this round) is sent,
-    and signed, only when there are any: a report without refusals is signed over exactly the four keys. The run
-    id (a uint64) is a decimal string: RFC 8785 JSON carries integers only up to 2**53."""
+    """A round report signed with the aggregator's key. ``refused`` (the updates refused this round), ``metrics``
+    (the round's aggregated metrics, :func:`fedattest.coordinator.round_report.report_metrics`) and ``nodes``
+    (member -> the Flower node id its update came from) are sent, and signed, only when there are any: a report
+    without them is signed over exactly the keys it had before. Run and node ids (uint64) are decimal strings:
+    RFC 8785 JSON carries integers only up to 2**53."""
     report: dict[str, Any] = {
         "run_id": str(run_id), "round": round_number, "participants": sorted(participants), "params_sha256": params_sha256,
     }  # fmt: skip
     if dp is not None:  # the server-side DP this round was aggregated with (signed; the coordinator checks it)
         report["dp"] = dp
+    if metrics:
+        report["metrics"] = dict(metrics)
+    if nodes and len(nodes) <= MAX_NODES:  # beyond, the node ids would crowd out the refusals: left out
+        report["nodes"] = {member: str(node) for member, node in sorted(nodes.items())}
     base = len(json.dumps({"report": report}))
-    if refused_items := refusals(refused, MAX_REPORT_BYTES - base, MAX_REPORT_ITEMS - len(participants) - 16):
+    room_items = MAX_REPORT_ITEMS - len(participants) - len(report.get("nodes", {})) - len(report.get("metrics", {})) - 16
+    if refused_items := refusals(refused, MAX_REPORT_BYTES - base, room_items):
         report["refused"] = refused_items
     signature = signer.sign(run_id, f"round-{round_number}", canonical_claims(report))
     return {"report": report, "certificate": signer.certificate_pem.decode(), "signature": base64.b64encode(signature).decode()}
@@ -78,10 +104,13 @@ def report_round(  # noqa: PLR0917 - the fields of a round report
     refused: Iterable[tuple[str, str]] = (),
     *,
     dp: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    nodes: dict[str, int] | None = None,
 ) -> int:
     """Send a signed round report; returns the audit sequence number. Raises FedattestError on refusal."""
     signer = UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
-    body = signed_round_report(signer, run_id, round_number, participants, params_sha256, refused, dp=dp)
+    body = signed_round_report(signer, run_id, round_number, participants, params_sha256, refused, dp=dp, metrics=metrics,
+                               nodes=nodes)  # fmt: skip
     try:
         with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=30) as http:
             response = http.post(f"{url}/api/v1/rounds", json=body)

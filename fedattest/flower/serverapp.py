@@ -31,12 +31,13 @@ from typing import Any
 
 from cryptography import x509
 
+from fedattest.coordinator.round_report import MAX_METRICS, report_metrics
 from fedattest.errors import FedattestError
 from fedattest.flower.context import identity_dir_for, is_attested, not_attested
 from fedattest.flower.mods import check_reply_round, round_group, verify_reply
 from fedattest.flower.participant import coordinator_of
 from fedattest.flower.provisioned import load_provisioned
-from fedattest.flower.rounds import report_round
+from fedattest.flower.rounds import ReportedRound, report_round
 from fedattest.flower.superlink import coordinator_node_keys
 from fedattest.participant.client import revocation_fetcher
 from fedattest.pki.crl import RevocationList
@@ -80,17 +81,22 @@ def check_update_values(reply: Any, model: list[Any] | None) -> None:
 class AttestedStrategy:
     """Wraps a Flower strategy: drops (and logs) every reply not signed by a currently attested collaborator
     for this run and round (its certificate not on the coordinator's revocation list, fetched every round), or
-    whose values would poison the model (:func:`check_update_values`), and after each aggregation reports
-    round, participants, the aggregate's content hash and the refused updates (member or node, and reason) to
-    the coordinator. A round the coordinator refuses to record stops the run (the audit log must not have
-    gaps)."""
+    whose values would poison the model (:func:`check_update_values`), and reports each aggregated round to the
+    coordinator: round, participants and their node ids, the aggregate's content hash, the refused updates
+    (member or node, and reason), the DP applied and the round's metrics. A round the coordinator refuses to
+    record stops the run (the audit log must not have gaps).
+
+    When a round is reported: run by ``Strategy.start`` (the enforced ServerApp calls :meth:`begin` and
+    :meth:`finish` around it), once the round is complete, so its report carries the evaluation metrics too
+    (after the ServerApp-side evaluation when there is one, else after the ClientApp-side evaluation; at the
+    latest when the next round starts or the run ends). Called on its own, right after aggregation."""
 
     def __init__(
         self,
         strategy: Any,
         verifier: UpdateVerifier,
         attested_members: Callable[[], set[str]],
-        report: Callable[[int, list[str], str, list[tuple[str, str]], dict[str, Any] | None], int],
+        report: Callable[[ReportedRound], int],
         *,
         run_id: int,
         revocations: Callable[[], RevocationList] | None = None,
@@ -100,6 +106,11 @@ class AttestedStrategy:
         self.revocations = revocations  # fetched at every aggregation; None only where no coordinator exists (tests)
         self.models: dict[int, Any] = {}  # round -> the global model sent for it (an ArrayRecord)
         self.refused: dict[int, list[tuple[str, str]]] = {}  # round -> (member or node, reason) of refused updates
+        self.deferred = False  # True inside Strategy.start (begin): each round is reported once it is complete
+        self.server_evaluation = False  # ... and that is after the ServerApp-side evaluation
+        self._pending: ReportedRound | None = None  # aggregated, not reported yet
+        self._sources: dict[str, Any] = {}  # the pending round's metric records, by source
+        self._timing = ""  # the pending round's check time, for its log line
 
     def _keep(self, server_round: int, replies: Iterable[Any]) -> tuple[list[Any], list[str]]:
         unknown = None
@@ -141,6 +152,7 @@ class AttestedStrategy:
         return out
 
     def configure_train(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Iterable[Any]:
+        self.flush()  # the round before, if its evaluation never came (rounds driven by hand)
         self.models = {server_round: arrays}
         return self._for_round(server_round, self.strategy.configure_train(server_round, arrays, config, grid))
 
@@ -157,22 +169,74 @@ class AttestedStrategy:
             )
         arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         if arrays is not None:
-            aggregated = time.perf_counter()
-            seq = self.report(server_round, members, str(arrays.object_id), list(self.refused.get(server_round, [])),
-                              applied_dp(self.strategy))  # fmt: skip
-            log.info("round %d: %d attested updates (%s); recorded in the audit log as #%d (checks %.0f ms, report %.0f ms)%s",
-                     server_round, len(members), ", ".join(sorted(members)), seq, (checked - began) * 1000,
-                     (time.perf_counter() - aggregated) * 1000, f"; refused: {refused}" if refused else "")  # fmt: skip
+            self.flush()  # a round aggregated before and not reported yet (only when rounds are driven by hand)
+            nodes = {member: int(reply.metadata.src_node_id) for reply, member in zip(kept, members, strict=True)}
+            refusals = list(self.refused.get(server_round, []))
+            self._pending = ReportedRound(server_round, members, str(arrays.object_id), refusals, applied_dp(self.strategy),
+                                          nodes=nodes)  # fmt: skip
+            self._sources = {"train": metrics}
+            self._timing = f"checks {(checked - began) * 1000:.0f} ms" + (f"; refused: {refused}" if refused else "")
+            if not self.deferred:
+                self.flush()
         elif refused:
             log.warning("round %d: not aggregated; refused: %s", server_round, refused)
         return arrays, metrics
+
+    def flush(self) -> None:
+        """Report the round aggregated last, if it is not reported yet, with the metrics gathered for it."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        pending.metrics, dropped = report_metrics(self._sources)
+        if dropped:
+            log.warning("round %d: metrics not reported (not a finite number, a name outside [A-Za-z0-9_.-/], or beyond"
+                        " %d): %s", pending.round, MAX_METRICS, ", ".join(dropped[:10]))  # fmt: skip
+        started = time.perf_counter()
+        seq = self.report(pending)
+        log.info("round %d: %d attested updates (%s); recorded in the audit log as #%d (%s, report %.0f ms)",
+                 pending.round, len(pending.participants), ", ".join(sorted(pending.participants)), seq, self._timing,
+                 (time.perf_counter() - started) * 1000)  # fmt: skip
+
+    def begin(self, evaluate_fn: Callable[[int, Any], Any] | None) -> Callable[[int, Any], Any] | None:
+        """Called by the enforced ``Strategy.start`` before the rounds run: from now on each round is reported once
+        it is complete. Returns ``evaluate_fn`` (the ServerApp-side evaluation, or None) wrapped so that its metrics
+        join the round's report, which it then sends."""
+        self.deferred, self.server_evaluation = True, evaluate_fn is not None
+        if evaluate_fn is None:
+            return None
+
+        def evaluated(server_round: int, arrays: Any) -> Any:
+            result = evaluate_fn(server_round, arrays)
+            if self._pending is not None and self._pending.round == server_round:
+                self._sources["server"] = result
+                self.flush()
+            return result
+
+        return evaluated
+
+    def finish(self, *, failing: bool = False) -> None:
+        """Called by the enforced ``Strategy.start`` when the rounds are over: the last round is reported if it is
+        not yet. ``failing``: the run is stopping on an error, which must stay the one raised (a report that fails
+        too is logged)."""
+        self.deferred = False
+        try:
+            self.flush()
+        except Exception as exc:  # whatever it is, the run's own error stays the one raised
+            if not failing:
+                raise
+            log.error("the last aggregated round could not be recorded: %s", exc)
 
     def configure_evaluate(self, server_round: int, arrays: Any, config: Any, grid: Any) -> Iterable[Any]:
         self.models[server_round] = arrays
         return self._for_round(server_round, self.strategy.configure_evaluate(server_round, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Any]) -> Any:
-        return self.strategy.aggregate_evaluate(server_round, self._keep(server_round, replies)[0])
+        metrics = self.strategy.aggregate_evaluate(server_round, self._keep(server_round, replies)[0])
+        if self._pending is not None and self._pending.round == server_round:
+            self._sources["evaluate"] = metrics
+            if not self.server_evaluation:
+                self.flush()
+        return metrics
 
     def summary(self) -> None:
         self.strategy.summary()
@@ -223,13 +287,12 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
             log.error("cannot read the attested collaborators from the coordinator (%s): dropping this round's updates", exc)
             return set()
 
-    def report(
-        server_round: int, members: list[str], content_id: str, refused: list[tuple[str, str]], dp: dict[str, Any] | None
-    ) -> int:
+    def report(outcome: ReportedRound) -> int:
         try:
-            return report_round(url, root_pem, identity, run_id, server_round, members, content_id, refused, dp=dp)
+            return report_round(url, root_pem, identity, run_id, outcome.round, outcome.participants, outcome.params_sha256,
+                                outcome.refused, dp=outcome.dp, metrics=outcome.metrics, nodes=outcome.nodes)  # fmt: skip
         except FedattestError as exc:
-            raise FedattestError(f"round {server_round} could not be recorded by the coordinator, stopping: {exc}") from None
+            raise FedattestError(f"round {outcome.round} could not be recorded by the coordinator, stopping: {exc}") from None
 
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
     return wrapper(strategy, verifier, attested_members, report, run_id=run_id, revocations=revocations)
@@ -246,6 +309,7 @@ def enforce_policy_in_serverapp() -> Callable[[], None]:
     Flower 1.42 (pinned): the ServerApp runtime calls ``run_`` with the run's context, and strategies run
     through ``Strategy.start``; tests fail if either moves."""
     import importlib  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
 
     from flwr.serverapp.strategy import Strategy  # noqa: PLC0415
 
@@ -286,7 +350,17 @@ def enforce_policy_in_serverapp() -> Callable[[], None]:
             strategy.strategy = dp_strategy(strategy.strategy, context)
             log.info("the policy's DP was added to the app's strategy")
         enforced.add(strategy)
-        return original_start(strategy, grid, initial_arrays, rounds, *args, **kwargs)
+        # Each round is reported once complete, with its evaluation metrics (AttestedStrategy.begin), the last one
+        # when the rounds are over.
+        bound = inspect.signature(original_start).bind(strategy, grid, initial_arrays, rounds, *args, **kwargs)
+        bound.arguments["evaluate_fn"] = strategy.begin(bound.arguments.get("evaluate_fn"))
+        try:
+            result = original_start(*bound.args, **bound.kwargs)
+        except BaseException:
+            strategy.finish(failing=True)
+            raise
+        strategy.finish()
+        return result
 
     setattr(runtime, "run_", run_)  # noqa: B010 - Flower's module attribute
     Strategy.start = start  # type: ignore[method-assign]
