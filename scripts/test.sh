@@ -11,7 +11,8 @@ fi
 # Installed here when missing and this machine lets us; otherwise that test skips, saying why.
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing Chromium for the status page's browser test (apt-get install chromium)"
-    apt-get install -y -q chromium >/dev/null || echo "warning: Chromium could not be installed: the browser test will skip" >&2
+    { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; } \
+        || echo "warning: Chromium could not be installed: the browser test will skip" >&2
 fi
 echo "== ruff"
 .venv/bin/ruff check fedattest tests benchmarks examples
