@@ -33,12 +33,16 @@ HELP = (
 AppDirArg = Annotated[Path, typer.Argument(metavar="APP_DIR", help="Your Flower app (its pyproject.toml).", show_default=False)]
 
 
-def run_dev(
+def run_dev(  # noqa: PLR0917 - typer maps parameters to options
     app_dir: AppDirArg,
     data: Annotated[list[str], typer.Option("--data", metavar="NAME=DIR", help="A collaborator and its data; repeatable.")],
     state: Annotated[Path, typer.Option("--state", metavar="DIR", help="Where everything is kept.")] = Path(".fedattest-dev"),
     rounds: Annotated[int, typer.Option("--rounds", min=1, max=10_000, help="Training rounds the policy allows.")] = 3,
     once: Annotated[bool, typer.Option("--once", help="Run the app once, then stop everything (no watching).")] = False,
+    epsilon: Annotated[
+        float,
+        typer.Option("--epsilon", min=0.01, max=100, help="The federation's privacy budget ε (δ 1e-5), kept by the coordinator."),
+    ] = 50.0,
 ) -> None:
     from fedattest.flower.apps import app_hash  # noqa: PLC0415 - Flower's builder, only here
     from fedattest.flower.local import DevFederation, DevLayout, LiveLogs, Processes  # noqa: PLC0415
@@ -55,7 +59,7 @@ def run_dev(
         raise CliUsageError(f"{app_dir}: not a directory (your Flower app)")
     app_dir = app_dir.resolve()
     try:
-        fed = DevFederation(DevLayout(state.resolve()), members, rounds, say=_say)
+        fed = DevFederation(DevLayout(state.resolve()), members, rounds, epsilon, say=_say)
         digest = app_hash(app_dir)
         fed.layout.claim()
     except FedattestError as exc:
@@ -101,7 +105,7 @@ def _run(fed: object, app_dir: Path) -> int:
     code = fed.flwr_run(app_dir, sys.stdout)
     recorded = fed.recorded_rounds() - before
     spent = fed.activations()
-    _say(f"[dev] run finished: exit {code}; {recorded} rounds recorded in the audit log; activations spent: "
+    _say(f"[dev] run finished: exit {code}; {recorded} rounds recorded in the audit log; {fed.budget()}; activations spent: "
          + ", ".join(f"{k} {v}" for k, v in spent.items()))  # fmt: skip
     return code
 

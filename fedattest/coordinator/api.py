@@ -170,6 +170,21 @@ class SignedRoundReport(BaseModel):
     signature: str = Field(max_length=1024)
 
 
+class Reservation(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    run_id: str = Field(pattern=r"^(0|[1-9][0-9]{0,19})$")  # a Flower run id (uint64), as in round reports
+    round: int = Field(ge=1, lt=1 << 31)
+
+
+class SignedReservation(BaseModel):
+    """The aggregator asking the privacy ledger for one release's budget (``POST /api/v1/reserve``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    reservation: Reservation
+    certificate: str = Field(max_length=16 * 1024)
+    signature: str = Field(max_length=1024)
+
+
 class ActivationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     member: str = Field(max_length=64)
@@ -334,6 +349,14 @@ def create_app(
     async def rounds(body: SignedRoundReport) -> dict[str, Any]:
         result: dict[str, Any] = await anyio.to_thread.run_sync(
             lambda: coordinator.report_round(body.certificate, body.signature, body.report.model_dump(exclude_none=True)),
+            limiter=activation_threads,
+        )
+        return result
+
+    @app.post("/api/v1/reserve")
+    async def reserve(body: SignedReservation) -> dict[str, Any]:
+        result: dict[str, Any] = await anyio.to_thread.run_sync(
+            lambda: coordinator.reserve(body.certificate, body.signature, body.reservation.model_dump()),
             limiter=activation_threads,
         )
         return result

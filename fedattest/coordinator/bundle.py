@@ -32,6 +32,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import re
 import tarfile
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from fedattest.pki import identity as ident
 from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.policy.approval import Approval, check_approvals
 from fedattest.policy.federation import FederationPolicy, parse_policy
+from fedattest.policy.ledger import Release, spent, training_round
 from fedattest.shape import load_json
 
 FORMAT = "fedattest-audit-bundle"
@@ -302,6 +304,7 @@ def verify_bundle(
     activated: dict[str, tuple[str, str]] = {}  # member -> (role, certificate sha256)
     reported: dict[tuple[str, str, str], int] = {}  # (run, round, signer) -> seq of the first report
     revocations = _Revocations()
+    ledger = _Ledger()
     for entry in entries:
         try:
             if entry.kind != "revocation":
@@ -315,6 +318,8 @@ def verify_bundle(
                 ok = _check_activation(report, entry, in_force, evidence)
                 if ok:
                     activated[str(entry.data["member"])] = (str(entry.data["role"]), str(entry.data["cert_sha256"]))
+            elif entry.kind == "reservation":
+                ledger.check(report, entry, in_force, evidence, activated)
             elif entry.kind == "round":
                 d = entry.data
                 ident_ = (str(d.get("run_id")), str(d.get("round")), str(d.get("reported_by")))
@@ -330,6 +335,7 @@ def verify_bundle(
                                "reported with a certificate the coordinator had revoked")  # fmt: skip
                     continue
                 _check_round(report, entry, in_force, evidence, activated)
+                ledger.released(report, entry, in_force)
             elif entry.kind == "reprovision":
                 _check_reprovision(report, entry, in_force, evidence)
             elif entry.kind == "store-accepted":  # the operator's recorded override: shown, not a failure
@@ -578,6 +584,72 @@ def _printable(text: object) -> str:
     """``text`` with control characters escaped: a refusal's reason may quote what a member sent, and the
     detail is printed to the auditor's terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+class _Ledger:
+    """The privacy ledger, recomputed from the log: each reservation is the policy's cost of a round, asked for by
+    the attested aggregator (its signature checked), its ε recomputed with the same accountant over every release
+    before it and within the budget; each round released under a budget has its reservation before it."""
+
+    def __init__(self) -> None:
+        self.releases: list[Release] = []
+        self.reserved: dict[tuple[str, int], int] = {}  # (run, round) -> seq of its reservation
+
+    def check(
+        self, report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None, ev: _Evidence,
+        activated: dict[str, tuple[str, str]],
+    ) -> None:  # fmt: skip
+        d = entry.data
+        key = (str(d["run_id"]), int(d["round"]))
+        subject = f"reservation #{entry.seq} run {key[0]} round {key[1]}"
+        by = str(d["reserved_by"])
+        record = ev.records.get(str(d["certificate_sha256"]))
+        if policy is None or policy.privacy is None:
+            report.add(subject, False, "a reservation under a policy that sets no privacy budget")
+            return
+        if activated.get(by, ("", ""))[0] != "aggregator" or record is None:
+            report.add(subject, False, f"reserved by {by!r}, which is not an aggregator with a verified activation")
+            return
+        try:
+            member = UpdateVerifier(ev.root, policy.name).verify(
+                str(record["certificate"]).encode(), base64.b64decode(str(d["signature"])), int(d["run_id"]),
+                f"reserve-{key[1]}", ident.canonical_claims({"run_id": key[0], "round": key[1]}, entry.version),
+                at=parse_time(entry.time),
+            )  # fmt: skip
+        except (UpdateRejectedError, KeyError, ValueError) as exc:
+            report.add(subject, False, f"the reservation's signature does not verify: {exc}")
+            return
+        if member != by:
+            report.add(subject, False, f"signed by {member}, recorded as reserved by {by}")
+            return
+        if key in self.reserved:
+            report.add(subject, False, f"reserved twice (first in entry #{self.reserved[key]})")
+            return
+        budget = policy.privacy
+        expected = training_round(policy.dp, sum(1 for m in policy.members if m.role == "collaborator"))
+        release = Release.from_json(d["release"])
+        if release != expected or d["budget"] != budget.model_dump():
+            report.add(subject, False, f"records the release {release.to_json()} under budget {d['budget']}; the policy in"
+                                       f" force says {expected.to_json()} under {budget.model_dump()}")  # fmt: skip
+            return
+        after = spent([*self.releases, release], budget.delta)
+        recorded = float(d["epsilon_after"])
+        self.releases.append(release)
+        self.reserved[key] = entry.seq
+        if not math.isclose(after, recorded, rel_tol=1e-9, abs_tol=1e-12):
+            report.add(subject, False, f"records ε {recorded:.6g} spent; recomputed from the log: {after:.6g}")
+        elif after > budget.epsilon:
+            report.add(subject, False, f"overspends the budget: ε {after:.6g} of {budget.epsilon:g} at δ {budget.delta:g}")
+        else:
+            report.add(subject, True, f"ε {after:.4g} of {budget.epsilon:g} spent at δ {budget.delta:g} after"
+                                      f" {len(self.releases)} releases (recomputed)")  # fmt: skip
+
+    def released(self, report: BundleReport, entry: AuditEntry, policy: FederationPolicy | None) -> None:
+        """A round report: under a privacy budget, it needs its reservation earlier in the log."""
+        d = entry.data
+        if policy is not None and policy.privacy is not None and (str(d["run_id"]), int(d["round"])) not in self.reserved:
+            report.add(f"round #{entry.seq} run {d['run_id']} round {d['round']}", False,
+                       "released without a privacy budget reservation")  # fmt: skip
 
 
 def _check_round(

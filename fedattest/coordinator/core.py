@@ -60,6 +60,7 @@ from fedattest.pki.signing import UpdateRejectedError, UpdateVerifier
 from fedattest.policy.appraisal import AnyCode
 from fedattest.policy.approval import Approval, ApprovalCheck, check_approvals
 from fedattest.policy.federation import FederationPolicy, Member, parse_policy
+from fedattest.policy.ledger import Release, charge, training_round
 from fedattest.sgx.quote import Quote
 from fedattest.tee.base import TEE
 
@@ -141,6 +142,12 @@ class Coordinator:
         # identity is issued under a policy after it was replaced.
         self._policy_lock = threading.Lock()
         self._revoked = {r.cert_sha256: r for r in self.store.revocations()}
+        # The privacy ledger: every release reserved so far (the audit log's reservation entries), by (run, round).
+        self._reserved: dict[tuple[str, int], tuple[Release, int]] = {
+            (str(e.data["run_id"]), int(e.data["round"])): (Release.from_json(e.data["release"]), e.seq)
+            for e in self.store.audit_entries() if e.kind == "reservation"
+        }  # fmt: skip
+        self._ledger_lock = threading.Lock()  # a charge is checked and recorded as one step: two runs race for the last ε
         self._crl: tuple[tuple[int, int], bytes] | None = None  # ((revocations, minute), DER)
         self.policy = self._load_policy()
         self.state = self.unseal_state(self.policy.name)
@@ -760,25 +767,7 @@ class Coordinator:
             problem = nodes_problem(report["nodes"], report.get("participants") or [])
         if problem is not None:
             raise ActivationError(f"round report refused: {problem}", 400)
-        try:
-            signature = base64.b64decode(signature_b64, validate=True)
-            body = ident.canonical_claims(report)
-            member = UpdateVerifier(self.state.root_ca, self.policy.name).verify(
-                certificate_pem.encode(), signature, int(report["run_id"]), f"round-{int(report['round'])}", body
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ActivationError(f"malformed round report: {exc}", 400) from None
-        except UpdateRejectedError as exc:
-            raise ActivationError(f"round report refused: {exc}") from None
-        cert_sha256 = hashlib.sha256(
-            x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(serialization.Encoding.DER)
-        ).hexdigest()
-        revoked = self._revoked.get(cert_sha256)
-        if revoked is not None:
-            raise ActivationError(f"round report refused: the signer's certificate was revoked ({revoked.reason})")
-        signer = self.policy.member(member)
-        if signer is None or signer.role != "aggregator":
-            raise ActivationError(f"only the aggregator reports rounds, not {member!r}")
+        member, cert_sha256 = self._aggregator_signed(certificate_pem, signature_b64, report, "round", "reports rounds")
         if int(report["round"]) > self.policy.training.rounds:
             raise ActivationError(
                 f"round report refused: round {report['round']} is beyond the policy's {self.policy.training.rounds} rounds"
@@ -787,6 +776,11 @@ class Coordinator:
         wanted = self.policy.dp.aggregation()
         if dp is not None and any(float(dp[k]) != float(v) for k, v in wanted.items()):
             raise ActivationError(f"round report refused: aggregated with DP {dp}, the policy in force says {wanted}")
+        if self.policy.privacy is not None and (str(report["run_id"]), int(report["round"])) not in self._reserved:
+            raise ActivationError(
+                f"round report refused: no privacy budget was reserved for run {report['run_id']} round {report['round']}"
+                " (POST /api/v1/reserve before the release)"
+            )
         unknown = [m for m in report["participants"] if self.policy.member(m) is None]
         if unknown:
             raise ActivationError(f"round report names members not in the policy: {unknown}", 400)
@@ -811,6 +805,82 @@ class Coordinator:
         event("round", outcome="recorded", run=report["run_id"], round=report["round"], participants=len(report["participants"]),
               refused=len(report.get("refused") or []), seq=entry.seq)  # fmt: skip
         return {"seq": entry.seq}
+
+    def _aggregator_signed(
+        self, certificate_pem: str, signature_b64: str, doc: dict[str, Any], what: str, does: str
+    ) -> tuple[str, str]:
+        """(member, certificate SHA-256) of the aggregator that signed ``doc`` (a round report or a reservation,
+        ``what``: the signature's message id is ``{what}-{round}``, so one cannot stand for the other), with a
+        certificate this coordinator issued and did not revoke; :class:`ActivationError` otherwise."""
+        try:
+            signature = base64.b64decode(signature_b64, validate=True)
+            body = ident.canonical_claims(doc)
+            member = UpdateVerifier(self.state.root_ca, self.policy.name).verify(
+                certificate_pem.encode(), signature, int(doc["run_id"]), f"{what}-{int(doc['round'])}", body
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ActivationError(f"malformed {what} request: {exc}", 400) from None
+        except UpdateRejectedError as exc:
+            raise ActivationError(f"{what} refused: {exc}") from None
+        cert_sha256 = hashlib.sha256(
+            x509.load_pem_x509_certificate(certificate_pem.encode()).public_bytes(serialization.Encoding.DER)
+        ).hexdigest()
+        revoked = self._revoked.get(cert_sha256)
+        if revoked is not None:
+            raise ActivationError(f"{what} refused: the signer's certificate was revoked ({revoked.reason})")
+        signer = self.policy.member(member)
+        if signer is None or signer.role != "aggregator":
+            raise ActivationError(f"only the aggregator {does}, not {member!r}")
+        return member, cert_sha256
+
+    # -- the privacy ledger ---------------------------------------------------------------------------
+    def reserve(self, certificate_pem: str, signature_b64: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Reserve the privacy budget for one release before it happens: round ``round`` of training run ``run_id``
+        (``{run_id: "decimal", round}``, signed by the aggregator). What it costs is the policy's, never the
+        caller's: a DP-FedAvg round under the policy's DP, with ``sampled_clients`` of its collaborators. Recorded
+        as a ``reservation`` audit entry, checked and appended as one step (two runs racing for the last ε: one
+        gets it). Refused (409) with what remains when it would overspend ``[privacy]``; a release reserved
+        already is answered as it was (a retry does not pay twice). Without ``[privacy]`` nothing is charged."""
+        if not isinstance(request, dict) or set(request) != {"run_id", "round"}:
+            raise ActivationError("a reservation is exactly {run_id, round}", 400)
+        run_id, round_number = request["run_id"], request["round"]
+        if not isinstance(run_id, str) or not run_id.isdigit() or int(run_id) >= 1 << 64 or type(round_number) is not int:
+            raise ActivationError("a reservation's run_id is a uint64 as a decimal string, its round an integer", 400)
+        member, cert_sha256 = self._aggregator_signed(certificate_pem, signature_b64, request, "reserve", "reserves budget")
+        policy = self.policy
+        if not 1 <= round_number <= policy.training.rounds:
+            rounds = policy.training.rounds
+            raise ActivationError(f"reservation refused: round {round_number} is not one of the policy's {rounds}", 400)
+        budget = policy.privacy
+        if budget is None:
+            return {"reserved": False, "reason": "the policy in force sets no privacy budget: nothing is charged"}
+        collaborators = sum(1 for m in policy.members if m.role == "collaborator")
+        release = training_round(policy.dp, collaborators)
+        with self._ledger_lock:
+            known = self._reserved.get((run_id, round_number))
+            if known is not None:
+                return {"reserved": True, "seq": known[1], "release": known[0].to_json(), "again": True}
+            reserved = [r for r, _ in self._reserved.values()]
+            cost = charge(budget, reserved, release)
+            if not cost.fits:
+                event("reservation", outcome="refused", run=run_id, round=round_number, reason=cost.reason)
+                raise ActivationError(f"reservation refused: {cost.reason}", 409)
+            # The aggregator's signed request is kept, so `audit verify` checks who asked, as for round reports.
+            data = {"run_id": run_id, "round": round_number, "reserved_by": member, "release": release.to_json(),
+                    "epsilon_after": cost.epsilon_after, "budget": budget.model_dump(), "certificate_sha256": cert_sha256,
+                    "signature": signature_b64}  # fmt: skip
+            try:
+                with self.store.transaction() as tx:
+                    entry = tx.append_audit(self._now(), "reservation", data)
+            except StoreUnavailableError:
+                raise
+            except StoreError as exc:
+                raise ActivationError(str(exc), 409) from None
+            self._reserved[(run_id, round_number)] = (release, entry.seq)
+        event("reservation", outcome="recorded", run=run_id, round=round_number, epsilon=f"{cost.epsilon_after:.4g}",
+              budget=budget.epsilon, seq=entry.seq)  # fmt: skip
+        return {"reserved": True, "seq": entry.seq, "release": release.to_json(), "epsilon_spent": cost.epsilon_after,
+                "epsilon_budget": budget.epsilon, "delta": budget.delta}  # fmt: skip
 
     def public_keys(self, name: str, role: str | None = None) -> list[dict[str, Any]]:
         """Each member's latest attested public key called ``name`` (e.g. the Flower node key), while its

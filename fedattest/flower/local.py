@@ -40,6 +40,7 @@ BIN = Path(sys.executable).parent
 # Flower's deployment engine polls its tasks every second; a developer waits for every poll, so poll faster.
 FAST_FLOWER = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2", "FLWR_TELEMETRY_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+DELTA = 1e-5  # the dev federation's privacy budget's δ
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class DevFederation:
     layout: DevLayout
     data: dict[str, Path]
     rounds: int = 3
+    epsilon: float = 50.0  # the dev federation's privacy budget (at DELTA)
     say: Callable[[str], None] = print
     env: dict[str, str] = field(default_factory=dict)
     procs: Processes | None = None
@@ -249,7 +251,7 @@ class DevFederation:
         if not lay.policy.exists():
             text = policy_template("dev", [(APPROVER, public[APPROVER])], 1, {k: v for k, v in public.items() if k != APPROVER},
                                    simulated=True, commitments=roots, collaborators=tuple(self.data), app_hashes=(app_hash,),
-                                   rounds=self.rounds)  # fmt: skip
+                                   rounds=self.rounds, privacy=(self.epsilon, DELTA))  # fmt: skip
             atomic_write(lay.policy, text.encode(), mode=0o644)
             self._approve()
             return
@@ -393,6 +395,15 @@ class DevFederation:
     def recorded_rounds(self) -> int:
         """Round reports in the coordinator's audit log."""
         return sum(1 for e in self._get("/api/v1/audit").get("entries", []) if e.get("kind") == "round")
+
+    def budget(self) -> str:
+        """The privacy ledger as the audit log has it: "ε X of Y spent at δ Z (N releases)"."""
+        reserved = [e["data"] for e in self._get("/api/v1/audit").get("entries", []) if e.get("kind") == "reservation"]
+        if not reserved:
+            return "no privacy budget spent"
+        last = reserved[-1]
+        return (f"ε {float(last['epsilon_after']):.3g} of {last['budget']['epsilon']:g} spent at δ {last['budget']['delta']:g}"
+                f" ({len(reserved)} releases)")  # fmt: skip
 
 
 def _read(path: Path) -> str | None:

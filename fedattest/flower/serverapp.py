@@ -37,7 +37,7 @@ from fedattest.flower.context import identity_dir_for, is_attested, not_attested
 from fedattest.flower.mods import check_reply_round, round_group, verify_reply
 from fedattest.flower.participant import coordinator_of
 from fedattest.flower.provisioned import load_provisioned
-from fedattest.flower.rounds import ReportedRound, report_round
+from fedattest.flower.rounds import ReportedRound, report_round, reserve_round
 from fedattest.flower.superlink import coordinator_node_keys
 from fedattest.participant.client import revocation_fetcher
 from fedattest.pki.crl import RevocationList
@@ -100,9 +100,13 @@ class AttestedStrategy:
         *,
         run_id: int,
         revocations: Callable[[], RevocationList] | None = None,
+        reserve: Callable[[int], None] | None = None,
     ) -> None:
         self.strategy, self.verifier, self.attested_members, self.report = strategy, verifier, attested_members, report
         self.run_id = run_id
+        # The privacy ledger, asked for each round's budget before the round is aggregated (the noised aggregate is
+        # the release); raises, stopping the run, when the coordinator refuses. None only where no coordinator exists.
+        self.reserve = reserve
         self.revocations = revocations  # fetched at every aggregation; None only where no coordinator exists (tests)
         self.models: dict[int, Any] = {}  # round -> the global model sent for it (an ArrayRecord)
         self.refused: dict[int, list[tuple[str, str]]] = {}  # round -> (member or node, reason) of refused updates
@@ -167,6 +171,8 @@ class AttestedStrategy:
             raise FedattestError(
                 f"round {server_round} kept no attested update ({len(replies)} replies; {why}): stopping the run"
             )
+        if self.reserve is not None:
+            self.reserve(server_round)
         arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         if arrays is not None:
             self.flush()  # a round aggregated before and not reported yet (only when rounds are driven by hand)
@@ -294,8 +300,18 @@ def attested_strategy(strategy: Any, context: Any) -> Any:
         except FedattestError as exc:
             raise FedattestError(f"round {outcome.round} could not be recorded by the coordinator, stopping: {exc}") from None
 
+    def reserve(server_round: int) -> None:
+        try:
+            answer = reserve_round(url, root_pem, identity, run_id, server_round)
+        except FedattestError as exc:
+            raise FedattestError(f"round {server_round} is not released, stopping the run: privacy budget: {exc}") from None
+        if answer.get("reserved"):
+            log.info("round %d: privacy budget reserved (ε %.4g of %g spent at δ %g)", server_round,
+                     answer.get("epsilon_spent", float("nan")), answer.get("epsilon_budget", float("nan")),
+                     answer.get("delta", float("nan")))  # fmt: skip
+
     wrapper = type("AttestedStrategyImpl", (AttestedStrategy, Strategy), {})
-    return wrapper(strategy, verifier, attested_members, report, run_id=run_id, revocations=revocations)
+    return wrapper(strategy, verifier, attested_members, report, run_id=run_id, revocations=revocations, reserve=reserve)
 
 
 _CONTEXT: contextvars.ContextVar[Any] = contextvars.ContextVar("fedattest_serverapp_context", default=None)

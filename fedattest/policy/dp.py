@@ -4,6 +4,8 @@ every Flower run or message, can read provisioned settings without loading the a
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -23,3 +25,16 @@ class DpSettings(BaseModel):
             "noise_multiplier": float(self.noise_multiplier), "clipping_norm": float(self.clipping_norm),
             "sampled_clients": int(self.sampled_clients),
         }  # fmt: skip
+
+
+class PrivacyBudget(BaseModel):
+    """The federation's whole privacy budget (the policy's ``[privacy]``): every release (a DP training round, an
+    analytics query) is charged against it by the coordinator before it happens, over the federation's whole life,
+    and a release that would overspend it is refused. ``accountant`` is how releases compose: ``rdp`` (Rényi DP,
+    Google's dp-accounting, replace-one neighbouring datasets), converted to (ε, δ) at ``delta``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    epsilon: float = Field(gt=0, le=100)
+    delta: float = Field(gt=0, lt=1)
+    accountant: Literal["rdp"] = "rdp"

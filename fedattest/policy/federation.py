@@ -34,7 +34,7 @@ from pydantic import (
 from fedattest.canonical import canonical_json
 from fedattest.errors import FedattestError
 from fedattest.policy.appraisal import ReferenceValues
-from fedattest.policy.dp import DpSettings
+from fedattest.policy.dp import DpSettings, PrivacyBudget
 from fedattest.shape import MAX_NESTING, nesting_depth
 
 # v2: the canonical bytes are RFC 8785 (v1 was Python's json.dumps, whose floats no other language reproduces).
@@ -195,6 +195,7 @@ class FederationPolicy(_Strict):
     roles: dict[Literal["aggregator", "collaborator"], RolePolicy]
     members: tuple[Member, ...] = Field(min_length=1)
     dp: DpSettings
+    privacy: PrivacyBudget | None = None  # without it, releases are not charged against any budget
     training: Training = Training(rounds=1)
     apps: Apps
     approvals: Approvals

@@ -12,6 +12,19 @@ def _toml_multiline(pem: str) -> str:
     return '"""\n' + pem.strip() + '\n"""'
 
 
+def _privacy(budget: tuple[float, float] | None) -> str:
+    if budget is None:
+        return ""
+    epsilon, delta = budget
+    return f"""# The federation's whole privacy budget: the coordinator charges every DP release (each training round) against
+# it before it happens, and refuses the one that would overspend it (docs/privacy.md).
+[privacy]
+epsilon = {epsilon!r}
+delta = {delta!r}
+
+"""
+
+
 def _collaborator(name: str, keys: dict[str, str], commitment: str) -> str:
     return f"""
 [[members]]
@@ -41,6 +54,7 @@ def policy_template(
     collaborators: tuple[str, ...] = TEMPLATE_MEMBERS[1:],
     app_hashes: tuple[str, ...] = (),
     rounds: int = 3,
+    privacy: tuple[float, float] | None = None,
 ) -> str:
     """The template text. ``approvers`` are (name, public key PEM); without any, an approver entry with a
     placeholder key is written and ``policy check`` will say what to put there. ``enrolment_keys`` (member
@@ -48,7 +62,8 @@ def policy_template(
     federation in the simulated TEE that works as written with fedattest's launchers (their simulated
     measurements, simulation allowed). ``commitments`` (member -> hex root from ``fedattest data commit``) fill
     in the collaborators' data commitments. ``collaborators`` names the collaborator members (each sampled every
-    round), ``app_hashes`` the allowed apps (a placeholder without any), ``rounds`` the training rounds."""
+    round), ``app_hashes`` the allowed apps (a placeholder without any), ``rounds`` the training rounds, ``privacy``
+    the federation's (ε, δ) budget (a ``[privacy]`` section; none without it)."""
     keys = enrolment_keys or {}
     # A simulated federation runs on one machine: SuperNodes and 'flwr run' reach the SuperLink as localhost.
     aggregator_names = '"localhost"' if simulated else '"aggregator.example.org", "localhost"'
@@ -116,7 +131,7 @@ clipping_norm = 1.0
 sampled_clients = {len(collaborators)}
 target_delta = 1e-5
 
-[apps]
+{_privacy(privacy)}[apps]
 # SHA-256 of every Flower app bundle the participants may run ('fedattest policy add-app' adds one).
 allowed_hashes = [{", ".join(f'"{h}"' for h in app_hashes or (EXAMPLE_MRENCLAVE,))}]
 
