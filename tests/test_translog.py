@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -491,3 +492,25 @@ def test_every_refusal_step_is_reached_somewhere() -> None:
     in_vectors = {c["expect"] for c in doc["receipts"]} | {c["expect"] for c in doc["consistency"]}
     # steps only a direct call can reach (the STH wire cannot carry these cases): covered by the tests above
     assert {str(s) for s in Step} - in_vectors <= {"consistency_sizes"}
+
+
+def test_the_package_is_pure_and_sits_low() -> None:
+    """fedattest/translog imports only the standard library's pure modules, cryptography, and fedattest's
+    canonical JSON and errors (docs/architecture.md); it opens no file."""
+    import ast
+
+    import fedattest.translog
+
+    allowed = {"__future__", "base64", "binascii", "collections.abc", "dataclasses", "enum", "hashlib", "hmac", "json",
+               "re", "typing", "fedattest.canonical", "fedattest.errors"}  # fmt: skip
+    package = Path(fedattest.translog.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        tree = ast.parse(module.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                assert name in allowed or name.startswith(("cryptography.", "fedattest.translog")), f"{module.name}: {name}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in {"open", "print", "input", "exec", "eval"}, f"{module.name}: {node.func.id}()"
