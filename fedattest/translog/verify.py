@@ -60,7 +60,7 @@ def verify_inclusion_proof(leaf_index: int, tree_size: int, leaf: bytes, path: S
             raise TranslogError(
                 Step.INCLUSION_TOO_LONG, f"the path has {len(hashes)} hashes; the tree's root is reached after {i}"
             )
-        if fn & 1 or fn == sn:  # p is a left sibling (or r is the last node of its level and moves up)
+        if fn & 1 or fn == sn:  # p is a left sibling: r's node is a right child, or the last of its level
             r = node_hash(p, r)
             while fn != 0 and not fn & 1:  # climb to where r's node is a right child (or the root's level)
                 fn, sn = fn >> 1, sn >> 1
