@@ -234,6 +234,8 @@ class FederationPolicy(_Strict):
     @cached_property
     def _canonical(self) -> bytes:  # the model is frozen, so this is computed once
         doc = self.model_dump(mode="json")
+        if doc.get("privacy") is None:  # a policy without a budget keeps the bytes (and hash) it had before [privacy]
+            doc.pop("privacy", None)
         return canonical_json(_sorted(doc))
 
     def policy_hash(self) -> bytes:
