@@ -108,34 +108,36 @@ def report_round(  # noqa: PLR0917 - the fields of a round report
     nodes: dict[str, int] | None = None,
 ) -> int:
     """Send a signed round report; returns the audit sequence number. Raises FedattestError on refusal."""
-    signer = UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
-    body = signed_round_report(signer, run_id, round_number, participants, params_sha256, refused, dp=dp, metrics=metrics,
-                               nodes=nodes)  # fmt: skip
+    body = signed_round_report(_signer(identity_dir), run_id, round_number, participants, params_sha256, refused, dp=dp,
+                               metrics=metrics, nodes=nodes)  # fmt: skip
+    return int(_post(url, root_ca_pem, "rounds", body, "round report refused: ")["seq"])
+
+
+def _signer(identity_dir: Path) -> UpdateSigner:
+    return UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
+
+
+def _post(url: str, root_ca_pem: str, path: str, body: dict[str, Any], refused: str = "") -> dict[str, Any]:
+    """POST ``body`` to the coordinator's ``/api/v1/{path}`` (TLS pinned to its root); its JSON answer, or
+    FedattestError with ``refused`` and the coordinator's reason."""
     try:
         with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=30) as http:
-            response = http.post(f"{url}/api/v1/rounds", json=body)
+            response = http.post(f"{url}/api/v1/{path}", json=body)
     except httpx.HTTPError as exc:
         raise FedattestError(f"{url}: {exc}") from None
     if response.status_code != 200:
-        raise FedattestError(f"round report refused: HTTP {response.status_code}: {response.json().get('error', response.text)}")
-    return int(response.json()["seq"])
+        raise FedattestError(f"{refused}HTTP {response.status_code}: {response.json().get('error', response.text)}")
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def reserve_round(url: str, root_ca_pem: str, identity_dir: Path, run_id: int, round_number: int) -> dict[str, Any]:
     """Ask the coordinator's privacy ledger for round ``round_number``'s budget before it is released (aggregated
     with noise): returns its answer (``reserved`` false when the policy sets no budget). FedattestError with the
     coordinator's reason when refused (the budget would be overspent): the round must not be released."""
-    signer = UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
+    signer = _signer(identity_dir)
     reservation = {"run_id": str(run_id), "round": round_number}
     signature = signer.sign(run_id, f"reserve-{round_number}", canonical_claims(reservation))
     body = {"reservation": reservation, "certificate": signer.certificate_pem.decode(),
             "signature": base64.b64encode(signature).decode()}  # fmt: skip
-    try:
-        with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=30) as http:
-            response = http.post(f"{url}/api/v1/reserve", json=body)
-    except httpx.HTTPError as exc:
-        raise FedattestError(f"{url}: {exc}") from None
-    if response.status_code != 200:
-        raise FedattestError(f"HTTP {response.status_code}: {response.json().get('error', response.text)}")
-    answer: dict[str, Any] = response.json()
-    return answer
+    return _post(url, root_ca_pem, "reserve", body)
