@@ -17,7 +17,14 @@ from fedattest.translog.receipt import verify_consistency, verify_receipt
 from fedattest.translog.refusal import Step, TranslogError
 from fedattest.translog.treehead import SignedTreeHead, log_id_of
 from fedattest.userenclave.refusal import Reason, UserStoreError
-from fedattest.userenclave.sealed_files import HEAD_FILE, RECORDS_DIR, SEAL_OVERHEAD, head_purpose, record_name
+from fedattest.userenclave.sealed_files import (
+    HEAD_FILE,
+    RECORDS_DIR,
+    SEAL_OVERHEAD,
+    head_purpose,
+    record_name,
+    record_purpose,
+)
 from fedattest.userenclave.store import MAX_RECORD_BYTES, UserStore
 
 CODE = bytes.fromhex("11" * 32)
@@ -265,3 +272,40 @@ def test_a_whole_directory_rolled_back_is_opened_but_the_phones_later_receipt_ex
     with pytest.raises(TranslogError) as refusal:
         verify_consistency(phones_head, restored.head(), restored.consistency(phones_head.sth.tree_size), key)
     assert refusal.value.step in {Step.CONSISTENCY_OLD_ROOT, Step.CONSISTENCY_NEW_ROOT}
+
+
+# -- after open --------------------------------------------------------------------------------------------
+
+
+def test_records_refuses_a_record_changed_after_open(tmp_path: Path, tee: SimulatedTEE) -> None:
+    """Even a record sealed by this enclave for this position is refused when it is not the one the log holds."""
+    store = filled(tmp_path / "a", tee)
+    other = seal(tee.sealing_key(), record_purpose(store.head().sth.log_id, 2), b"not what was uploaded")
+    (tmp_path / "a" / RECORDS_DIR / record_name(2)).write_bytes(other)
+    with pytest.raises(UserStoreError, match="record 2 changed since the store was opened") as caught:
+        list(store.records())
+    assert caught.value.reason is Reason.CHANGED
+    refused(tmp_path / "a", tee, Reason.ROOT, "are not those the sealed head commits to")
+
+
+def test_head_timestamps_never_go_backwards(tmp_path: Path, tee: SimulatedTEE) -> None:
+    times = iter([5_000, 9_000, 7_000, 8_000])
+    store = UserStore.create(tmp_path / "a", tee, "alice", clock=lambda: next(times))
+    stamps = [store.append(record).signed_sth.sth.timestamp for record in RECORDS[:3]]
+    assert stamps == [9_000, 9_000, 9_000]
+
+
+def test_a_head_that_cannot_be_sealed_stops_appends(tmp_path: Path, tee: SimulatedTEE) -> None:
+    store = filled(tmp_path / "a", tee, RECORDS[:2])
+    head = tmp_path / "a" / HEAD_FILE
+    sealed = head.read_bytes()
+    head.unlink()
+    (head / "in-the-way").mkdir(parents=True)  # the record is written, its head cannot replace a directory
+    with pytest.raises(OSError):
+        store.append(b"third")
+    with pytest.raises(UserStoreError, match="the head of record 2 was not sealed") as caught:
+        store.append(b"fourth")
+    assert caught.value.reason is Reason.BROKEN
+    shutil.rmtree(head)
+    head.write_bytes(sealed)
+    refused(tmp_path / "a", tee, Reason.ROOT, "records (3, root")  # the record past the head: as after a crash
