@@ -145,35 +145,70 @@ def test_a_developers_own_app_through_the_dev_loop(tmp_path: Path) -> None:
         assert any(e["kind"] == "reprovision" for e in entries)
 
         # The SuperLink killed in the middle of a run: the loop starts it again, the SuperNodes reconnect.
-        superlink_pid = json.loads((state / "superlink" / "superlink.json").read_text())["pid"]
-        env = {**os.environ, "FLWR_HOME": str(state / "flwr")}
-        flwr = [str(BIN / "flwr"), "run", str(app), "attested", "--stream"]
-        logs = state / "logs"
-        connected = {n: (logs / f"{n}.log").read_text().count("SuperNode ID") for n in sites}
-        recorded = len([e for e in entries if e["kind"] == "round"])
-        quiet = subprocess.DEVNULL
-        with subprocess.Popen(flwr, env=env, stdout=quiet, stderr=quiet, start_new_session=True) as doomed:
-            try:
-                wait_until("the run's first round", lambda: len([e for e in audit(state) if e["kind"] == "round"]) > recorded)
-                os.killpg(superlink_pid, signal.SIGKILL)
-            finally:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(doomed.pid, signal.SIGKILL)
-        out.until("[dev] superlink stopped")
-        for name in sites:
-            wait_until(f"{name} to reconnect",
-                       lambda n=name: (logs / f"{n}.log").read_text().count("SuperNode ID") > connected[n])  # fmt: skip
-        assert "restarted without --persist" in (logs / "site-0.log").read_text()  # the one line that says why
-        done = subprocess.run(flwr, env=env, capture_output=True, text=True, timeout=300, check=False)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-        entries = audit(state)
-        run3 = last_run(entries)
-        assert run3 not in {run1, run2} and [r["round"] for r in run_rounds(entries, run3)] == [1, 2]
+        run3 = kill_the_superlink_mid_run_then_run_again(state, app, sites, out)
+        assert "restarted without --persist" in (state / "logs" / "site-0.log").read_text()  # the one line that says why
+        assert run3 not in {run1, run2}
         assert activations(state) == before
 
         os.killpg(dev.pid, signal.SIGINT)  # Ctrl-C: everything stops, the state is kept
         assert dev.wait(timeout=60) == 0
         out.until("[dev] stopped; state kept")
+
+
+
+def kill_the_superlink_mid_run_then_run_again(state: Path, app: Path, sites: dict[str, Path], out: Output) -> str:
+    """SIGKILL the dev loop's SuperLink (its whole process group) once a run's first round is recorded; wait until
+    the loop has started it again and every SuperNode is back (reconnected, or taken over by a SuperLink that kept
+    its link state); then one more ``flwr run``, which must complete with the policy's two rounds. Its run id."""
+    superlink_pid = json.loads((state / "superlink" / "superlink.json").read_text())["pid"]
+    env = {**os.environ, "FLWR_HOME": str(state / "flwr")}
+    flwr = [str(BIN / "flwr"), "run", str(app), "attested", "--stream"]
+    logs = state / "logs"
+    connected = {n: (logs / f"{n}.log").read_text().count("SuperNode ID") for n in sites}
+    taken_over = (logs / "superlink.log").read_text().count("took over the node key")
+    recorded = len([e for e in audit(state) if e["kind"] == "round"])
+    quiet = subprocess.DEVNULL
+    with subprocess.Popen(flwr, env=env, stdout=quiet, stderr=quiet, start_new_session=True) as doomed:
+        try:
+            wait_until("the run's first round", lambda: len([e for e in audit(state) if e["kind"] == "round"]) > recorded)
+            os.killpg(superlink_pid, signal.SIGKILL)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(doomed.pid, signal.SIGKILL)
+    out.until("[dev] superlink stopped")
+
+    def back(name: str) -> bool:
+        reconnected = (logs / f"{name}.log").read_text().count("SuperNode ID") > connected[name]
+        return reconnected or (logs / "superlink.log").read_text().count("took over the node key") >= taken_over + len(sites)
+
+    for name in sites:
+        wait_until(f"{name} to be back", lambda n=name: back(n))
+    done = subprocess.run(flwr, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    entries = audit(state)
+    run = last_run(entries)
+    assert [r["round"] for r in run_rounds(entries, run)] == [1, 2]
+    return run
+
+
+@pytest.mark.slow  # a whole federation and a SuperLink restart
+def test_a_superlink_with_persisted_state_restarted_mid_run_serves_the_next_run(tmp_path: Path) -> None:
+    """With --persist, the restarted SuperLink keeps its link state: it takes over the attested nodes' keys (same
+    node ids) and the next run completes, with no activation spent."""
+    app = write_app(tmp_path / "my-app")
+    sites = write_sites(tmp_path / "data")
+    state = tmp_path / "dev"
+    argv = [*DEV, str(app), *(f"--data={n}={d}" for n, d in sites.items()), "--state", str(state), "--rounds", "2",
+            "--persist"]  # fmt: skip
+    with running(argv, tmp_path) as (dev, out):
+        assert "exit 0; 2 rounds recorded" in out.until("[dev] run finished"), "\n".join(out.lines[-40:])
+        before = activations(state)
+        first = last_run(audit(state))
+        assert kill_the_superlink_mid_run_then_run_again(state, app, sites, out) != first
+        assert activations(state) == before
+        assert (state / "superlink" / "linkstate.db").exists()
+        os.killpg(dev.pid, signal.SIGINT)
+        assert dev.wait(timeout=60) == 0
 
 
 def test_dev_loop_usage_errors(tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ def run_dev(  # noqa: PLR0917 - typer maps parameters to options
         float,
         typer.Option("--epsilon", min=0.01, max=100, help="The federation's privacy budget ε (δ 1e-5), kept by the coordinator."),
     ] = 50.0,
+    persist: Annotated[
+        bool, typer.Option("--persist", help="The SuperLink keeps its link state on disk (flower superlink --persist).")
+    ] = False,
 ) -> None:
     from fedattest.flower.apps import app_hash  # noqa: PLC0415 - Flower's builder, only here
     from fedattest.flower.local import DevFederation, DevLayout, LiveLogs, Processes  # noqa: PLC0415
@@ -59,7 +62,7 @@ def run_dev(  # noqa: PLR0917 - typer maps parameters to options
         raise CliUsageError(f"{app_dir}: not a directory (your Flower app)")
     app_dir = app_dir.resolve()
     try:
-        fed = DevFederation(DevLayout(state.resolve()), members, rounds, epsilon, say=_say)
+        fed = DevFederation(DevLayout(state.resolve()), members, rounds, epsilon, persist=persist, say=_say)
         digest = app_hash(app_dir)
         fed.layout.claim()
     except FedattestError as exc:

@@ -203,6 +203,7 @@ class DevFederation:
     data: dict[str, Path]
     rounds: int = 3
     epsilon: float = 50.0  # the dev federation's privacy budget (at DELTA)
+    persist: bool = False  # the SuperLink's link state on disk, so runs and node ids survive its restart
     say: Callable[[str], None] = print
     env: dict[str, str] = field(default_factory=dict)
     procs: Processes | None = None
@@ -321,7 +322,8 @@ class DevFederation:
         self._start(live, "superlink", [*FEDATTEST, "flower", "superlink", *common, "--member", AGGREGATOR,
                                         "--enrolment-key", str(lay.keys / f"{AGGREGATOR}.key"), "--state", str(lay.superlink),
                                         "--listen", f"127.0.0.1:{ports['fleet']}", "--internal",
-                                        f"127.0.0.1:{ports['control']}", "--refresh", "0.5"])  # fmt: skip
+                                        f"127.0.0.1:{ports['control']}", "--refresh", "0.5",
+                                        *(["--persist"] if self.persist else [])])  # fmt: skip
         wait_for("the SuperLink to listen", lambda: _read(lay.superlink / "superlink.json"), procs, "superlink")
         self.control = f"localhost:{ports['control']}"  # the name in the aggregator's certificate
         connected = {name: procs.says(name, "SuperNode ID") for name in self.data}
