@@ -19,4 +19,6 @@ echo "== ruff"
 echo "== mypy (strict)"
 .venv/bin/mypy
 echo "== pytest"
-.venv/bin/pytest -n 2 "$@"
+# worksteal: a worker that runs out of tests takes pending ones from the other, so the whole federations (a minute
+# or two each) do not queue up on one worker at the end while the other idles.
+.venv/bin/pytest -n 2 --dist worksteal "$@"
