@@ -14,7 +14,7 @@ import httpx
 
 from fedattest.coordinator.round_report import MAX_NODES
 from fedattest.errors import FedattestError
-from fedattest.participant.client import coordinator_context
+from fedattest.participant.client import coordinator_answer, coordinator_context
 from fedattest.pki.identity import canonical_claims
 from fedattest.pki.signing import UpdateSigner
 
@@ -110,24 +110,21 @@ def report_round(  # noqa: PLR0917 - the fields of a round report
     """Send a signed round report; returns the audit sequence number. Raises FedattestError on refusal."""
     body = signed_round_report(_signer(identity_dir), run_id, round_number, participants, params_sha256, refused, dp=dp,
                                metrics=metrics, nodes=nodes)  # fmt: skip
-    return int(_post(url, root_ca_pem, "rounds", body, "round report refused: ")["seq"])
+    return int(_post(url, root_ca_pem, "rounds", body, "round report refused")["seq"])
 
 
 def _signer(identity_dir: Path) -> UpdateSigner:
     return UpdateSigner((identity_dir / "key.pem").read_bytes(), (identity_dir / "chain.pem").read_bytes())
 
 
-def _post(url: str, root_ca_pem: str, path: str, body: dict[str, Any], refused: str = "") -> dict[str, Any]:
+def _post(url: str, root_ca_pem: str, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
     """POST ``body`` to the coordinator's ``/api/v1/{path}`` (TLS pinned to its root); its JSON answer, or
-    FedattestError with ``refused`` and the coordinator's reason."""
+    FedattestError ``WHAT: HTTP N: reason`` when refused."""
     try:
         with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=30) as http:
-            response = http.post(f"{url}/api/v1/{path}", json=body)
+            answer: dict[str, Any] = coordinator_answer(http.post(f"{url}/api/v1/{path}", json=body), what)
     except httpx.HTTPError as exc:
         raise FedattestError(f"{url}: {exc}") from None
-    if response.status_code != 200:
-        raise FedattestError(f"{refused}HTTP {response.status_code}: {response.json().get('error', response.text)}")
-    answer: dict[str, Any] = response.json()
     return answer
 
 
@@ -140,4 +137,4 @@ def reserve_round(url: str, root_ca_pem: str, identity_dir: Path, run_id: int, r
     signature = signer.sign(run_id, f"reserve-{round_number}", canonical_claims(reservation))
     body = {"reservation": reservation, "certificate": signer.certificate_pem.decode(),
             "signature": base64.b64encode(signature).decode()}  # fmt: skip
-    return _post(url, root_ca_pem, "reserve", body)
+    return _post(url, root_ca_pem, "reserve", body, "POST /api/v1/reserve")

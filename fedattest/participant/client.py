@@ -84,7 +84,9 @@ def coordinator_context(root_ca_pem: str) -> ssl.SSLContext:
     return _pinned_context(root_ca_pem, leaf_pin=False)
 
 
-def _json(response: httpx.Response, what: str) -> Any:
+def coordinator_answer(response: httpx.Response, what: str) -> Any:
+    """The JSON of a coordinator's 200 answer; otherwise :class:`CoordinatorError` ``WHAT: HTTP N: reason`` (the
+    reason from its ``{"error": ...}`` body, or the body as it is when that is not JSON)."""
     if response.status_code != 200:
         try:
             detail = response.json().get("error", response.text)
@@ -113,7 +115,7 @@ def verify_coordinator(
     nonce = secrets.token_bytes(32)
     try:
         with httpx.Client(verify=_pinned_context(leaf_pem, leaf_pin=True), timeout=timeout) as http:
-            body = _json(http.get(f"{url}/api/v1/quote", params={"nonce": nonce.hex()}), "GET /api/v1/quote")
+            body = coordinator_answer(http.get(f"{url}/api/v1/quote", params={"nonce": nonce.hex()}), "GET /api/v1/quote")
     except httpx.HTTPError as exc:
         raise CoordinatorError(f"{url}: {exc}") from None
     try:
@@ -155,7 +157,7 @@ def submit_policy(url: str, root_ca_pem: str, policy_text: str, approvals: list[
     try:
         with httpx.Client(verify=coordinator_context(root_ca_pem), timeout=timeout) as http:
             body = {"policy": policy_text, "approvals": approvals}
-            return _json(http.post(f"{url}/api/v1/policy", json=body), "POST /api/v1/policy")
+            return coordinator_answer(http.post(f"{url}/api/v1/policy", json=body), "POST /api/v1/policy")
     except httpx.HTTPError as exc:
         raise CoordinatorError(f"{url}: {exc}") from None
 
@@ -195,7 +197,7 @@ def activate(
     key = ident.new_key()
     try:
         with httpx.Client(verify=context, timeout=timeout) as http:
-            policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
+            policy_hash = coordinator_answer(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
             extra = extra_keys or {}
             claims = _fresh_claims(http, url, member, policy_hash, key.public_key(), extra)
             quote = tee.quote(ident.claims_report_data(claims))
@@ -210,7 +212,7 @@ def activate(
                 "enrolment": ident.sign_enrolment(enrolment_key, claims),
                 **({"live": True} if live else {}),
             }
-            result = _json(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
+            result = coordinator_answer(http.post(f"{url}/api/v1/activate", json=request), "POST /api/v1/activate")
     except httpx.HTTPError as exc:
         raise CoordinatorError(f"{url}: {exc}") from None
     fmt = serialization.PrivateFormat.PKCS8
@@ -228,7 +230,7 @@ def _fresh_claims(  # noqa: PLR0917 - the claims' parts
 ) -> dict[str, Any]:
     """Claims over a fresh coordinator nonce: the member, the policy hash and the SPKI hash of the identity key
     (``tls``) and of each extra key. What an activation and a re-provisioning both quote."""
-    nonce = _json(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
+    nonce = coordinator_answer(http.post(f"{url}/api/v1/nonce"), "POST /api/v1/nonce")["nonce"]
     keys = {"tls": ident.spki_sha256(key), **{name: ident.spki_sha256(k) for name, k in extra.items()}}
     return {"member": member, "nonce": nonce, "policy_hash": policy_hash, "keys": keys}
 
@@ -288,7 +290,7 @@ def reprovision(
     try:
         with httpx.Client(verify=_pinned_context(root_ca_pem, leaf_pin=False), timeout=timeout) as http:
             if policy_hash is None:  # the caller may know it already (the launchers' refresher just asked)
-                policy_hash = _json(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
+                policy_hash = coordinator_answer(http.get(f"{url}/api/v1/policy"), "GET /api/v1/policy")["policy_hash"]
             if policy_hash == state["provisioned"].get("policy_hash"):
                 return Activation(out_dir, state["chain"], state["token"], state["provisioned"]), False
             claims = _fresh_claims(http, url, member, policy_hash, key.public_key(), extra_keys or {})
@@ -299,7 +301,7 @@ def reprovision(
                 "claims": claims,
                 "signature": ident.sign_reprovision(key, claims),
             }
-            result = _json(http.post(f"{url}/api/v1/reprovision", json=request), "POST /api/v1/reprovision")
+            result = coordinator_answer(http.post(f"{url}/api/v1/reprovision", json=request), "POST /api/v1/reprovision")
     except httpx.HTTPError as exc:
         raise CoordinatorUnreachableError(f"{url}: {exc}") from None
     return _write_identity(out_dir, tee, state["key"], state["chain"], result["token"], result["provisioned"]), True
@@ -326,7 +328,7 @@ def heartbeat(http: httpx.Client, url: str, member: str, key: ec.EllipticCurvePr
     cert = x509.load_pem_x509_certificate(certificate_pem.encode())
     claims = {"member": member, "serial": format(cert.serial_number, "x"), "time": int(time.time())}
     body = {"certificate": certificate_pem, "claims": claims, "signature": ident.sign_alive(key, claims)}
-    answer: dict[str, Any] = _json(http.post(f"{url}/api/v1/alive", json=body), "POST /api/v1/alive")
+    answer: dict[str, Any] = coordinator_answer(http.post(f"{url}/api/v1/alive", json=body), "POST /api/v1/alive")
     return answer
 
 
