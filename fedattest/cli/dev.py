@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fedattest.cli._common import EXIT_REJECTED, CliError, CliUsageError
 from fedattest.errors import FedattestError
+
+if TYPE_CHECKING:
+    from fedattest.flower.local import DevFederation, Processes
 
 HELP = (
     "Run a complete attested federation on this machine for your own Flower app: a simulated SGX platform, a policy"
@@ -99,25 +102,23 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _run(fed: object, app_dir: Path) -> int:
-    from fedattest.flower.local import DevFederation  # noqa: PLC0415
+def _run(fed: DevFederation, app_dir: Path) -> int:
+    from fedattest.flower.local import budget_spent, recorded_rounds  # noqa: PLC0415
 
-    assert isinstance(fed, DevFederation)
-    before = fed.recorded_rounds()
+    before = recorded_rounds(fed.audit_entries())
     _say(f"[dev] $ flwr run {app_dir.name} attested --stream")
     code = fed.flwr_run(app_dir, sys.stdout)
-    recorded = fed.recorded_rounds() - before
+    entries = fed.audit_entries()  # one read of the log for both figures
     spent = fed.activations()
-    _say(f"[dev] run finished: exit {code}; {recorded} rounds recorded in the audit log; {fed.budget()}; activations spent: "
-         + ", ".join(f"{k} {v}" for k, v in spent.items()))  # fmt: skip
+    _say(f"[dev] run finished: exit {code}; {recorded_rounds(entries) - before} rounds recorded in the audit log;"
+         f" {budget_spent(entries)}; activations spent: " + ", ".join(f"{k} {v}" for k, v in spent.items()))  # fmt: skip
     return code
 
 
-def _watch(fed: object, app_dir: Path, digest: str, procs: object) -> None:
+def _watch(fed: DevFederation, app_dir: Path, digest: str, procs: Processes) -> None:
     from fedattest.flower.apps import app_hash  # noqa: PLC0415
-    from fedattest.flower.local import DevFederation, Processes, app_fingerprint  # noqa: PLC0415
+    from fedattest.flower.local import app_fingerprint  # noqa: PLC0415
 
-    assert isinstance(fed, DevFederation) and isinstance(procs, Processes)
     _say(f"[dev] watching {app_dir} (save a change to run it again; Ctrl-C stops everything). Another run from a second"
          f" terminal: FLWR_HOME={fed.layout.flwr_home} flwr run {app_dir} attested")  # fmt: skip
     seen = app_fingerprint(app_dir)

@@ -385,27 +385,33 @@ class DevFederation:
     def _get(self, path: str) -> Any:
         import httpx  # noqa: PLC0415
 
-        from fedattest.participant.client import coordinator_context  # noqa: PLC0415
+        from fedattest.participant.client import coordinator_answer, coordinator_context  # noqa: PLC0415
 
         with httpx.Client(verify=coordinator_context(self.layout.root_ca.read_text()), timeout=30) as http:
-            return http.get(f"{self.url}{path}").json()
+            return coordinator_answer(http.get(f"{self.url}{path}"), f"GET {path}")
 
     def activations(self) -> dict[str, int]:
         """Activations spent so far, by member (the coordinator's count)."""
         return {m["name"]: int(m["activations"]) for m in self._get("/api/v1/members")}
 
-    def recorded_rounds(self) -> int:
-        """Round reports in the coordinator's audit log."""
-        return sum(1 for e in self._get("/api/v1/audit").get("entries", []) if e.get("kind") == "round")
+    def audit_entries(self) -> list[dict[str, Any]]:
+        """The coordinator's audit log, as JSON entries."""
+        return list(self._get("/api/v1/audit").get("entries", []))
 
-    def budget(self) -> str:
-        """The privacy ledger as the audit log has it: "ε X of Y spent at δ Z (N releases)"."""
-        reserved = [e["data"] for e in self._get("/api/v1/audit").get("entries", []) if e.get("kind") == "reservation"]
-        if not reserved:
-            return "no privacy budget spent"
-        last = reserved[-1]
-        return (f"ε {float(last['epsilon_after']):.3g} of {last['budget']['epsilon']:g} spent at δ {last['budget']['delta']:g}"
-                f" ({len(reserved)} releases)")  # fmt: skip
+
+def recorded_rounds(entries: list[dict[str, Any]]) -> int:
+    """Round reports among audit ``entries``."""
+    return sum(1 for e in entries if e.get("kind") == "round")
+
+
+def budget_spent(entries: list[dict[str, Any]]) -> str:
+    """The privacy ledger as audit ``entries`` have it: "ε X of Y spent at δ Z (N releases)"."""
+    reserved = [e["data"] for e in entries if e.get("kind") == "reservation"]
+    if not reserved:
+        return "no privacy budget spent"
+    last = reserved[-1]
+    return (f"ε {float(last['epsilon_after']):.3g} of {last['budget']['epsilon']:g} spent at δ {last['budget']['delta']:g}"
+            f" ({len(reserved)} releases)")  # fmt: skip
 
 
 def _read(path: Path) -> str | None:
