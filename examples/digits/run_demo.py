@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import string
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from fedattest.flower.local import Processes  # each process in its own session, its log in logs/, all stopped
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -46,40 +47,6 @@ FAST_FLOWER = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-class Processes:
-    """Background processes, each in its own process group with its log in ``logs/``; all stopped on exit."""
-
-    def __init__(self, logs: Path, env: dict[str, str]) -> None:
-        self.logs, self.env, self.procs = logs, env, {}  # type: dict[str, subprocess.Popen[bytes]]
-        logs.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed when the process is reaped
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**self.env, **env}, start_new_session=True)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-    def stop(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.procs)):
-            self.stop(name)
 
 
 def run(
